@@ -1,0 +1,138 @@
+package token
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
+)
+
+// maxJWKSSize bounds what is read from an upstream JWKS endpoint.
+const maxJWKSSize = 1 << 20
+
+// RemoteJWKS fetches an upstream's JWKS over HTTP, caches it, and refetches
+// it when a token names a kid it does not hold (the upstream rotated its key).
+// Fetching is lazy, so an upstream that is down when Caddy starts does not
+// stop Caddy from starting; exchanges fail until it answers.
+type RemoteJWKS struct {
+	URL    string
+	Client *http.Client
+	// TTL is how long a fetched set is used before it is fetched again.
+	TTL time.Duration
+	// MinRefresh is the shortest time between two fetches, so that tokens with
+	// made-up kids cannot make the proxy hammer the upstream.
+	MinRefresh time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+
+	mu        sync.Mutex
+	keys      []jwk.Key
+	fetchedAt time.Time // last successful fetch
+	triedAt   time.Time // last attempt, successful or not
+	lastErr   error
+}
+
+// LookupKeys returns the cached keys for kid, fetching the set first when it
+// is missing, stale, or lacks kid and the last fetch is older than MinRefresh.
+func (r *RemoteJWKS) LookupKeys(ctx context.Context, kid string) ([]jwk.Key, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	stale := r.keys == nil || now.Sub(r.fetchedAt) >= r.TTL
+	if stale && now.Sub(r.triedAt) >= r.MinRefresh {
+		r.fetch(ctx, now)
+	}
+	if r.keys == nil {
+		return nil, fmt.Errorf("upstream JWKS %s unavailable: %w", r.URL, r.lastErr)
+	}
+	found := matchKID(r.keys, kid)
+	if kid != "" && !hasKID(found, kid) && now.Sub(r.triedAt) >= r.MinRefresh {
+		r.fetch(ctx, now)
+		found = matchKID(r.keys, kid)
+	}
+	return found, nil
+}
+
+func (r *RemoteJWKS) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// fetch replaces the cached keys on success and keeps them on failure, so a
+// passing upstream outage does not stop tokens signed with known keys.
+func (r *RemoteJWKS) fetch(ctx context.Context, now time.Time) {
+	r.triedAt = now
+	keys, err := r.get(ctx)
+	if err != nil {
+		r.lastErr = err
+		return
+	}
+	r.keys, r.fetchedAt, r.lastErr = keys, now, nil
+}
+
+func (r *RemoteJWKS) get(ctx context.Context) ([]jwk.Key, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	client := r.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %s", resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxJWKSSize {
+		return nil, fmt.Errorf("JWKS larger than %d bytes", maxJWKSSize)
+	}
+	set, err := jwk.Parse(body)
+	if err != nil {
+		return nil, fmt.Errorf("parsing JWKS: %w", err)
+	}
+	var keys []jwk.Key
+	for i := 0; i < set.Len(); i++ {
+		k, _ := set.Key(i)
+		if k.KeyUsage() == string(jwk.ForEncryption) {
+			continue
+		}
+		if _, err := algorithmsFor(k); err != nil {
+			continue // keys we cannot verify with are not our concern
+		}
+		pub, err := k.PublicKey()
+		if err != nil {
+			continue
+		}
+		keys = append(keys, pub)
+	}
+	if keys == nil {
+		keys = []jwk.Key{}
+	}
+	return keys, nil
+}
+
+func hasKID(keys []jwk.Key, kid string) bool {
+	for _, k := range keys {
+		if k.KeyID() == kid {
+			return true
+		}
+	}
+	return false
+}

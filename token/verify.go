@@ -1,0 +1,193 @@
+package token
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+)
+
+// Token is a decoded JWT access token. Claims keeps every claim's JSON as the
+// upstream wrote it, so that re-signing changes only what the hook changed.
+type Token struct {
+	Alg    string
+	KeyID  string
+	Type   string // the header "typ", such as "at+jwt"; empty when absent
+	Claims map[string]json.RawMessage
+}
+
+// KeyProvider finds the keys that may have signed a token.
+type KeyProvider interface {
+	// LookupKeys returns the candidate public keys for kid, which may be
+	// empty when the token header names none.
+	LookupKeys(ctx context.Context, kid string) ([]jwk.Key, error)
+}
+
+// Verifier checks upstream access tokens.
+type Verifier struct {
+	// Keys verifies signatures. Nil skips signature verification, which is
+	// only ever done on the operator's explicit insecure_skip_verify.
+	Keys KeyProvider
+	// Leeway tolerates clock skew when checking exp and nbf.
+	Leeway time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// ErrNotJWT is returned for an access token that is not a compact JWS.
+var ErrNotJWT = errors.New("access token is not a JWT (compact JWS)")
+
+// Verify decodes compact, checks its algorithm, signature, exp and nbf, and
+// returns its header facts and claims. It refuses "none" and HMAC algorithms
+// whatever the key source, so a public key can never be used as an HMAC
+// secret.
+func (v *Verifier) Verify(ctx context.Context, compact string) (*Token, error) {
+	if strings.Count(compact, ".") != 2 {
+		return nil, ErrNotJWT
+	}
+	msg, err := jws.Parse([]byte(compact))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotJWT, err)
+	}
+	sigs := msg.Signatures()
+	if len(sigs) != 1 {
+		return nil, ErrNotJWT
+	}
+	hdr := sigs[0].ProtectedHeaders()
+	alg := hdr.Algorithm()
+	if !asymmetricAlgorithms[alg] {
+		return nil, fmt.Errorf("token algorithm %q is refused: only RSA, ECDSA and EdDSA signatures are accepted", alg)
+	}
+	tok := &Token{Alg: alg.String(), KeyID: hdr.KeyID(), Type: hdr.Type()}
+
+	payload := msg.Payload()
+	if v.Keys != nil {
+		payload, err = v.verifySignature(ctx, []byte(compact), alg, tok.KeyID)
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	if err := dec.Decode(&tok.Claims); err != nil || tok.Claims == nil {
+		return nil, errors.New("token payload is not a JSON object")
+	}
+	if err := v.checkTimes(tok.Claims); err != nil {
+		return nil, err
+	}
+	return tok, nil
+}
+
+func (v *Verifier) verifySignature(ctx context.Context, compact []byte, alg jwa.SignatureAlgorithm, kid string) ([]byte, error) {
+	keys, err := v.Keys.LookupKeys(ctx, kid)
+	if err != nil {
+		return nil, fmt.Errorf("looking up upstream keys: %w", err)
+	}
+	tried := 0
+	for _, k := range keys {
+		if ka := k.Algorithm(); ka != nil && ka.String() != "" && ka.String() != alg.String() {
+			continue
+		}
+		if !keyAllows(k, alg) {
+			continue
+		}
+		tried++
+		if payload, err := jws.Verify(compact, jws.WithKey(alg, k)); err == nil {
+			return payload, nil
+		}
+	}
+	if tried == 0 {
+		return nil, fmt.Errorf("no upstream key fits the token (kid %q, alg %s)", kid, alg)
+	}
+	return nil, fmt.Errorf("token signature does not verify against the upstream keys (kid %q, alg %s)", kid, alg)
+}
+
+func (v *Verifier) checkTimes(claims map[string]json.RawMessage) error {
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	t := now()
+	exp, ok, err := numericDate(claims, "exp")
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("token has no exp claim")
+	}
+	if !t.Before(exp.Add(v.Leeway)) {
+		return fmt.Errorf("token expired at %s", exp.UTC().Format(time.RFC3339))
+	}
+	nbf, ok, err := numericDate(claims, "nbf")
+	if err != nil {
+		return err
+	}
+	if ok && t.Add(v.Leeway).Before(nbf) {
+		return fmt.Errorf("token is not valid before %s", nbf.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+func numericDate(claims map[string]json.RawMessage, name string) (time.Time, bool, error) {
+	raw, ok := claims[name]
+	if !ok {
+		return time.Time{}, false, nil
+	}
+	var f float64
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return time.Time{}, false, fmt.Errorf("token claim %s is not a number", name)
+	}
+	sec := int64(f)
+	return time.Unix(sec, int64((f-float64(sec))*1e9)), true, nil
+}
+
+// StaticKeys is a fixed list of upstream public keys, as read from
+// upstream_key.
+type StaticKeys []jwk.Key
+
+// NewStaticKeys keeps the public parts of keys that can verify signatures.
+func NewStaticKeys(keys []jwk.Key) (StaticKeys, error) {
+	var out StaticKeys
+	for _, k := range keys {
+		if u := k.KeyUsage(); u == string(jwk.ForEncryption) {
+			continue
+		}
+		if _, err := algorithmsFor(k); err != nil {
+			return nil, err
+		}
+		pub, err := k.PublicKey()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, pub)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no signature verification key found")
+	}
+	return out, nil
+}
+
+// LookupKeys returns the keys whose kid is kid, plus the keys without one.
+func (s StaticKeys) LookupKeys(_ context.Context, kid string) ([]jwk.Key, error) {
+	return matchKID(s, kid), nil
+}
+
+func matchKID(keys []jwk.Key, kid string) []jwk.Key {
+	if kid == "" {
+		return keys
+	}
+	var out []jwk.Key
+	for _, k := range keys {
+		if k.KeyID() == "" || k.KeyID() == kid {
+			out = append(out, k)
+		}
+	}
+	return out
+}
