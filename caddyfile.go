@@ -1,0 +1,252 @@
+package credentialsexchange
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/caddyhook/caddyhook/caddyhook"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("credentials_exchange", parseCaddyfile)
+	// Ahead of the routing directives, so that it wraps reverse_proxy wherever
+	// the site puts it, inside handle and route blocks included.
+	httpcaddyfile.RegisterDirectiveOrder("credentials_exchange", httpcaddyfile.Before, "invoke")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Files named
+// here are read and checked at once, so that `caddy adapt` and `caddy
+// validate` report a script that does not compile or a bad key with the
+// Caddyfile line. Syntax:
+//
+//	credentials_exchange [<matcher>] {
+//		hook          <file.js>
+//		token_path    <path>                # default /oauth/token
+//		json_body     form|keep             # default form
+//		audience_param <name>               # default: forwarded as audience
+//		jwks_path     <path>                # default /.well-known/jwks.json
+//		upstream_jwks <url>
+//		upstream_key  <file>
+//		insecure_skip_verify
+//		signing_key   <file> [<alg>]
+//		claims_policy namespaced|open       # default namespaced
+//		timeout       <duration>            # default 5s
+//		tenant        <name>
+//		secret        <NAME> <value>        # repeatable
+//		client <client_id> {                # repeatable
+//			name     <text>
+//			metadata <key> <value>          # repeatable
+//		}
+//		clients_file  <file.json>
+//		max_body_size <size>                # default 64KiB
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive's name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		sub := d.Val()
+		switch sub {
+		case "hook":
+			if err := oneArg(d, &h.Hook); err != nil {
+				return err
+			}
+			if _, err := compileFile(h.Hook, caddyhook.HookKind); err != nil {
+				return d.Errf("hook: %v", err)
+			}
+		case "token_path":
+			if err := oneArg(d, &h.TokenPath); err != nil {
+				return err
+			}
+		case "json_body":
+			if err := oneArg(d, &h.JSONBody); err != nil {
+				return err
+			}
+			if h.JSONBody != "form" && h.JSONBody != "keep" {
+				return d.Errf("json_body must be form or keep, not %q", h.JSONBody)
+			}
+		case "audience_param":
+			if err := oneArg(d, &h.AudienceParam); err != nil {
+				return err
+			}
+		case "jwks_path":
+			if err := oneArg(d, &h.JWKSPath); err != nil {
+				return err
+			}
+		case "upstream_jwks":
+			if err := oneArg(d, &h.UpstreamJWKS); err != nil {
+				return err
+			}
+		case "upstream_key":
+			if err := oneArg(d, &h.UpstreamKey); err != nil {
+				return err
+			}
+			if _, err := loadUpstreamKeys(h.UpstreamKey); err != nil {
+				return d.Errf("%v", err)
+			}
+		case "insecure_skip_verify":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.InsecureSkipVerify {
+				return d.Err("insecure_skip_verify already specified")
+			}
+			h.InsecureSkipVerify = true
+		case "signing_key":
+			if h.SigningKey != "" {
+				return d.Err("signing_key already specified")
+			}
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			h.SigningKey = args[0]
+			if len(args) == 2 {
+				h.SigningAlg = args[1]
+			}
+			if _, err := loadSigner(h.SigningKey, h.SigningAlg); err != nil {
+				return d.Errf("%v", err)
+			}
+		case "claims_policy":
+			if err := oneArg(d, &h.ClaimsPolicy); err != nil {
+				return err
+			}
+			if _, err := caddyhook.ParseClaimsPolicy(h.ClaimsPolicy); err != nil {
+				return d.Errf("claims_policy: %v", err)
+			}
+		case "timeout":
+			var s string
+			if h.Timeout != 0 {
+				return d.Err("timeout already specified")
+			}
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(s)
+			if err != nil || dur <= 0 {
+				return d.Errf("timeout: %q is not a positive duration", s)
+			}
+			h.Timeout = caddy.Duration(dur)
+		case "tenant":
+			if err := oneArg(d, &h.Tenant); err != nil {
+				return err
+			}
+		case "secret":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.ArgErr()
+			}
+			if h.Secrets == nil {
+				h.Secrets = map[string]string{}
+			}
+			if _, dup := h.Secrets[args[0]]; dup {
+				return d.Errf("secret %s already specified", args[0])
+			}
+			h.Secrets[args[0]] = args[1]
+		case "client":
+			if err := h.unmarshalClient(d); err != nil {
+				return err
+			}
+		case "clients_file":
+			if err := oneArg(d, &h.ClientsFile); err != nil {
+				return err
+			}
+			if _, err := loadClientsFile(h.ClientsFile); err != nil {
+				return d.Errf("%v", err)
+			}
+		case "max_body_size":
+			var s string
+			if h.MaxBodySize != 0 {
+				return d.Err("max_body_size already specified")
+			}
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			n, err := humanize.ParseBytes(s)
+			if err != nil || n == 0 {
+				return d.Errf("max_body_size: %q is not a size", s)
+			}
+			h.MaxBodySize = int64(n)
+		default:
+			return d.Errf("unrecognized subdirective '%s'", sub)
+		}
+	}
+	if h.Hook == "" {
+		return d.Err("credentials_exchange needs a hook: hook <file.js>")
+	}
+	if h.SigningKey == "" {
+		return d.Err("credentials_exchange needs a signing key: signing_key <file> [<alg>]")
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalClient(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	id := d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if _, dup := h.Clients[id]; dup {
+		return d.Errf("client %s already specified", id)
+	}
+	info := ClientInfo{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "name":
+			if err := oneArg(d, &info.Name); err != nil {
+				return err
+			}
+		case "metadata":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.ArgErr()
+			}
+			if info.Metadata == nil {
+				info.Metadata = map[string]string{}
+			}
+			if _, dup := info.Metadata[args[0]]; dup {
+				return d.Errf("metadata %s already specified", args[0])
+			}
+			info.Metadata[args[0]] = args[1]
+		default:
+			return d.Errf("unrecognized client subdirective '%s'", d.Val())
+		}
+	}
+	if h.Clients == nil {
+		h.Clients = map[string]ClientInfo{}
+	}
+	h.Clients[id] = info
+	return nil
+}
+
+// oneArg reads the single argument of the current subdirective into dst,
+// refusing a second occurrence of the subdirective.
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	name := d.Val()
+	if *dst != "" {
+		return d.Errf("%s already specified", name)
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

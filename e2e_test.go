@@ -1,0 +1,440 @@
+package credentialsexchange_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	_ "github.com/caddyhook/caddyhook"
+	"github.com/caddyhook/caddyhook/internal/oauthserver"
+)
+
+// writeKey writes a fresh private key of the given kind as PEM and returns
+// its path. Keys are made by the test, never committed.
+func writeKey(t testing.TB, kind string) string {
+	t.Helper()
+	var der []byte
+	var err error
+	switch kind {
+	case "rsa":
+		var k *rsa.PrivateKey
+		if k, err = rsa.GenerateKey(rand.Reader, 2048); err == nil {
+			der, err = x509.MarshalPKCS8PrivateKey(k)
+		}
+	case "p256", "p384":
+		curve := elliptic.P256()
+		if kind == "p384" {
+			curve = elliptic.P384()
+		}
+		var k *ecdsa.PrivateKey
+		if k, err = ecdsa.GenerateKey(curve, rand.Reader); err == nil {
+			der, err = x509.MarshalPKCS8PrivateKey(k)
+		}
+	case "ed25519":
+		var k ed25519.PrivateKey
+		if _, k, err = ed25519.GenerateKey(rand.Reader); err == nil {
+			der, err = x509.MarshalPKCS8PrivateKey(k)
+		}
+	}
+	if err != nil || der == nil {
+		t.Fatalf("generating %s key: %v", kind, err)
+	}
+	path := filepath.Join(t.TempDir(), kind+".pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startCaddy runs a real Caddy, in this process, from a Caddyfile; it is
+// stopped when the test ends.
+func startCaddy(t testing.TB, caddyfile string) {
+	t.Helper()
+	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+	if err != nil {
+		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
+	}
+	for _, w := range warnings {
+		t.Logf("adapt warning: %s", w.String())
+	}
+	if err := caddy.Load(cfgJSON, true); err != nil {
+		t.Fatalf("loading config: %v", err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+}
+
+func globalOptions(t testing.TB) string {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	return fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+	storage file_system %s
+	log {
+		level ERROR
+	}
+}
+`, t.TempDir())
+}
+
+func hookPath(t testing.TB, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("testdata", "hooks", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func writeHook(t testing.TB, src string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "hook.js")
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type site struct {
+	name  string
+	port  int
+	block string
+}
+
+func (s site) url() string { return fmt.Sprintf("http://127.0.0.1:%d", s.port) }
+
+func siteBlock(port int, upstream, directive string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n\treverse_proxy %s\n}\n",
+		port, strings.ReplaceAll(directive, "\n", "\n\t"), strings.TrimPrefix(upstream, "http://"))
+}
+
+func exchangeDirective(hook, signingKey, upstream string, extra ...string) string {
+	return fmt.Sprintf("credentials_exchange {\n\thook %s\n\tsigning_key %s\n\tupstream_jwks %s/.well-known/jwks.json\n\t%s\n}",
+		hook, signingKey, upstream, strings.Join(extra, "\n\t"))
+}
+
+func fetchJWKS(t testing.TB, base string) jwk.Set {
+	t.Helper()
+	resp, err := http.Get(base + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("JWKS: %d %s", resp.StatusCode, body)
+	}
+	set, err := jwk.Parse(body)
+	if err != nil {
+		t.Fatalf("JWKS: %v\n%s", err, body)
+	}
+	return set
+}
+
+// verify checks a token against a JWKS the way a resource server would.
+func verify(t testing.TB, set jwk.Set, tok string) jwt.Token {
+	t.Helper()
+	parsed, err := jwt.Parse([]byte(tok), jwt.WithKeySet(set), jwt.WithValidate(true))
+	if err != nil {
+		t.Fatalf("token does not verify against the proxy's JWKS: %v", err)
+	}
+	return parsed
+}
+
+func claim(t testing.TB, tok jwt.Token, name string) any {
+	t.Helper()
+	v, ok := tok.Get(name)
+	if !ok {
+		t.Fatalf("token has no %s claim", name)
+	}
+	return v
+}
+
+type rawResponse struct {
+	status int
+	ctype  string
+	body   []byte
+}
+
+func do(t testing.TB, req *http.Request) rawResponse {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rawResponse{resp.StatusCode, resp.Header.Get("Content-Type"), body}
+}
+
+func postForm(t testing.TB, base, path string, form url.Values, basicUser, basicPass string) rawResponse {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if basicUser != "" {
+		req.SetBasicAuth(basicUser, basicPass)
+	}
+	return do(t, req)
+}
+
+func TestEndToEnd(t *testing.T) {
+	upstream, err := oauthserver.Start(oauthserver.Options{Clients: []oauthserver.Client{
+		{ID: "svc-billing", Secret: "billing-secret"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = upstream.Close() })
+	scpUpstream, err := oauthserver.Start(oauthserver.Options{ScopeArray: true, Clients: []oauthserver.Client{
+		{ID: "svc-billing", Secret: "billing-secret"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = scpUpstream.Close() })
+
+	key := writeKey(t, "rsa")
+	good := exchangeDirective(hookPath(t, "e2e.js"), key, upstream.URL,
+		"tenant acme", "secret REGION eu-west-1",
+		"client svc-billing {\n\t\tname \"Billing service\"\n\t\tmetadata tier gold\n\t}")
+	sites := map[string]site{}
+	add := func(name, upstreamURL, directive string) {
+		p := freePort(t)
+		sites[name] = site{name, p, siteBlock(p, upstreamURL, directive)}
+	}
+	add("good", upstream.URL, good)
+	add("scp", scpUpstream.URL, exchangeDirective(hookPath(t, "add-scope.js"), key, scpUpstream.URL))
+	add("deny", upstream.URL, exchangeDirective(hookPath(t, "deny-invalid-scope.js"), key, upstream.URL))
+	add("throw", upstream.URL, exchangeDirective(hookPath(t, "throws.js"), key, upstream.URL))
+	add("timeout", upstream.URL, exchangeDirective(hookPath(t, "endless.js"), key, upstream.URL, "timeout 300ms"))
+	// A static upstream key that did not sign the upstream's tokens.
+	add("wrongkey", upstream.URL, fmt.Sprintf("credentials_exchange {\n\thook %s\n\tsigning_key %s\n\tupstream_key %s\n}",
+		hookPath(t, "starter.js"), key, writeKey(t, "rsa")))
+
+	cfg := globalOptions(t)
+	for _, s := range sites {
+		cfg += s.block
+	}
+	startCaddy(t, cfg)
+	proxy := sites["good"].url()
+
+	ctx := context.Background()
+	checkGoodToken := func(t *testing.T, access string, resp map[string]any) {
+		t.Helper()
+		tok := verify(t, fetchJWKS(t, proxy), access)
+		if got := claim(t, tok, "scope"); got != "read:a read:resource" {
+			t.Errorf("scope claim = %v", got)
+		}
+		if resp != nil && resp["scope"] != "read:a read:resource" {
+			t.Errorf("response scope = %v", resp["scope"])
+		}
+		if tok.Issuer() != upstream.URL+"/" || tok.Subject() != "svc-billing" {
+			t.Errorf("iss/sub = %q/%q, want the upstream's", tok.Issuer(), tok.Subject())
+		}
+		if exp := time.Until(tok.Expiration()); exp < 50*time.Minute || exp > 61*time.Minute {
+			t.Errorf("exp is %v away, want the upstream's hour", exp)
+		}
+		if got := claim(t, tok, "client_id"); got != "svc-billing" {
+			t.Errorf("client_id = %v", got)
+		}
+		wantClient := map[string]any{"id": "svc-billing", "name": "Billing service", "tenant": "acme", "tier": "gold"}
+		if got := claim(t, tok, "https://example.com/client"); fmt.Sprint(got) != fmt.Sprint(wantClient) {
+			t.Errorf("client claim = %v, want %v", got, wantClient)
+		}
+		if got := claim(t, tok, "https://example.com/audience"); got != "https://api.example.com" {
+			t.Errorf("audience claim = %v", got)
+		}
+		if got := claim(t, tok, "https://example.com/has_secret"); got != false {
+			t.Errorf("the hook saw client_secret in context.body")
+		}
+		if got := claim(t, tok, "https://example.com/region"); got != "eu-west-1" {
+			t.Errorf("secret claim = %v", got)
+		}
+		for _, absent := range []string{"https://tenant.auth0.com/ignored", "not_namespaced"} {
+			if _, ok := tok.Get(absent); ok {
+				t.Errorf("claim %s should have been ignored", absent)
+			}
+		}
+	}
+
+	for _, style := range []struct {
+		name  string
+		style oauth2.AuthStyle
+	}{{"basic auth", oauth2.AuthStyleInHeader}, {"client_secret_post", oauth2.AuthStyleInParams}} {
+		t.Run(style.name, func(t *testing.T) {
+			cc := clientcredentials.Config{
+				ClientID: "svc-billing", ClientSecret: "billing-secret", TokenURL: proxy + "/oauth/token",
+				Scopes: []string{"read:a", "admin"}, AuthStyle: style.style,
+			}
+			tok, err := cc.Token(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkGoodToken(t, tok.AccessToken, map[string]any{"scope": tok.Extra("scope")})
+			if got := tok.Extra("https://example.com/audience"); got != nil {
+				t.Errorf("hook claims leaked into the response body")
+			}
+		})
+	}
+
+	t.Run("JSON body", func(t *testing.T) {
+		body := `{"grant_type":"client_credentials","client_id":"svc-billing","client_secret":"billing-secret","audience":"https://api.example.com","scope":"read:a admin"}`
+		req, _ := http.NewRequest(http.MethodPost, proxy+"/oauth/token", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		r := do(t, req)
+		if r.status != 200 {
+			t.Fatalf("JSON token request: %d %s", r.status, r.body)
+		}
+		var resp map[string]any
+		if err := json.Unmarshal(r.body, &resp); err != nil {
+			t.Fatal(err)
+		}
+		checkGoodToken(t, resp["access_token"].(string), resp)
+		if resp["token_type"] != "Bearer" || resp["expires_in"] == nil {
+			t.Errorf("upstream response fields lost: %v", resp)
+		}
+	})
+
+	t.Run("scp array kept as array", func(t *testing.T) {
+		cc := clientcredentials.Config{ClientID: "svc-billing", ClientSecret: "billing-secret",
+			TokenURL: sites["scp"].url() + "/oauth/token", Scopes: []string{"read:a"}}
+		tok, err := cc.Token(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed := verify(t, fetchJWKS(t, sites["scp"].url()), tok.AccessToken)
+		if got := claim(t, parsed, "scp"); fmt.Sprint(got) != "[read:a read:resource]" {
+			t.Errorf("scp = %#v", got)
+		}
+		if _, ok := parsed.Get("scope"); ok {
+			t.Error("token has both scp and scope")
+		}
+	})
+
+	t.Run("JWKS merges upstream and proxy keys", func(t *testing.T) {
+		set := fetchJWKS(t, proxy)
+		upstreamSet, _ := upstream.PublicKeysJSON()
+		up, _ := jwk.Parse(upstreamSet)
+		if set.Len() != up.Len()+1 {
+			t.Fatalf("JWKS has %d keys, want upstream's %d + 1", set.Len(), up.Len())
+		}
+		for i := 0; i < set.Len(); i++ {
+			k, _ := set.Key(i)
+			if isPriv, _ := jwk.IsPrivateKey(k); isPriv {
+				t.Fatal("JWKS holds a private key")
+			}
+		}
+	})
+
+	for _, tc := range []struct {
+		site, code, desc string
+		status           int
+	}{
+		{"deny", "invalid_scope", "Not authorized for this scope.", 400},
+		{"throw", "server_error", "boom", 500},
+		{"timeout", "server_error", "hook timed out", 500},
+		{"wrongkey", "server_error", "", 502},
+	} {
+		t.Run("fails closed: "+tc.site, func(t *testing.T) {
+			form := url.Values{"grant_type": {"client_credentials"}, "scope": {"read:a"}}
+			r := postForm(t, sites[tc.site].url(), "/oauth/token", form, "svc-billing", "billing-secret")
+			if r.status != tc.status || r.ctype != "application/json" {
+				t.Fatalf("got %d %s %s", r.status, r.ctype, r.body)
+			}
+			var resp map[string]any
+			if err := json.Unmarshal(r.body, &resp); err != nil {
+				t.Fatal(err)
+			}
+			if _, leaked := resp["access_token"]; leaked || bytes.Contains(r.body, []byte("eyJ")) {
+				t.Fatalf("a failed exchange returned a token: %s", r.body)
+			}
+			if resp["error"] != tc.code || (tc.desc != "" && resp["error_description"] != tc.desc) {
+				t.Fatalf("error = %s", r.body)
+			}
+		})
+	}
+
+	t.Run("passes other traffic through byte for byte", func(t *testing.T) {
+		cases := []struct {
+			name string
+			req  func(base string) *http.Request
+		}{
+			{"other grant", func(base string) *http.Request {
+				r, _ := http.NewRequest(http.MethodPost, base+"/oauth/token",
+					strings.NewReader("grant_type=password&username=u&password=p&client_id=svc-billing&client_secret=billing-secret"))
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				return r
+			}},
+			{"other path", func(base string) *http.Request {
+				r, _ := http.NewRequest(http.MethodPost, base+"/other?x=1", strings.NewReader("grant_type=client_credentials"))
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				return r
+			}},
+			{"other method", func(base string) *http.Request {
+				r, _ := http.NewRequest(http.MethodGet, base+"/oauth/token?grant_type=client_credentials", nil)
+				return r
+			}},
+			{"upstream 401", func(base string) *http.Request {
+				r, _ := http.NewRequest(http.MethodPost, base+"/oauth/token",
+					strings.NewReader("grant_type=client_credentials&client_id=svc-billing&client_secret=wrong"))
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				return r
+			}},
+		}
+		for _, c := range cases {
+			direct := do(t, c.req(upstream.URL))
+			proxied := do(t, c.req(proxy))
+			if direct.status != proxied.status || direct.ctype != proxied.ctype || !bytes.Equal(direct.body, proxied.body) {
+				t.Errorf("%s: proxied %d %q %q, upstream sent %d %q %q", c.name,
+					proxied.status, proxied.ctype, proxied.body, direct.status, direct.ctype, direct.body)
+			}
+		}
+	})
+
+	t.Run("oversized body is refused", func(t *testing.T) {
+		form := url.Values{"grant_type": {"client_credentials"}, "pad": {strings.Repeat("x", 70*1024)}}
+		r := postForm(t, proxy, "/oauth/token", form, "svc-billing", "billing-secret")
+		if r.status != http.StatusRequestEntityTooLarge || !bytes.Contains(r.body, []byte(`"invalid_request"`)) {
+			t.Fatalf("got %d %s", r.status, r.body)
+		}
+	})
+}

@@ -1,0 +1,260 @@
+package credentialsexchange
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddyhook/caddyhook/caddyhook"
+	"github.com/caddyhook/caddyhook/token"
+)
+
+// upstreamFailure is a problem with what the upstream sent; the client gets a
+// 502 and the log gets the cause.
+type upstreamFailure struct{ cause error }
+
+func (u upstreamFailure) Error() string { return u.cause.Error() }
+
+func upstreamErrorf(format string, args ...any) error {
+	return upstreamFailure{fmt.Errorf(format, args...)}
+}
+
+// serveToken handles POST requests to the token path.
+func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	req, ok, err := readTokenRequest(r, h.MaxBodySize)
+	if errors.Is(err, errBodyTooLarge) {
+		writeOAuthError(w, http.StatusRequestEntityTooLarge, caddyhook.CodeInvalidRequest,
+			fmt.Sprintf("the token request body is larger than %d bytes", h.MaxBodySize))
+		return nil
+	}
+	if err != nil {
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+	if !ok || req.grantType() != "client_credentials" {
+		restoreBody(r, req.raw)
+		return next.ServeHTTP(w, r)
+	}
+
+	body, contentType, err := h.forwardBody(req)
+	if err != nil {
+		writeOAuthError(w, http.StatusBadRequest, caddyhook.CodeInvalidRequest, err.Error())
+		return nil
+	}
+	restoreBody(r, body)
+	if contentType != "" {
+		r.Header.Set("Content-Type", contentType)
+	}
+	// The response must be readable to be rewritten.
+	r.Header.Del("Accept-Encoding")
+
+	up := newCapture(maxUpstreamResponse)
+	if err := next.ServeHTTP(up, r); err != nil {
+		return err
+	}
+	if up.overflow {
+		h.failUpstream(w, r, upstreamErrorf("upstream token response is larger than %d bytes", maxUpstreamResponse))
+		return nil
+	}
+	if up.statusCode() != http.StatusOK {
+		up.replay(w) // the upstream's own error, such as invalid_client
+		return nil
+	}
+
+	out, err := h.exchange(r, req, up)
+	if err != nil {
+		var hookErr *caddyhook.Error
+		if errors.As(err, &hookErr) {
+			h.logger.Info("hook denied the exchange",
+				zap.String("client_id", clientIDFromRequest(r, req)),
+				zap.String("error", hookErr.Code),
+				zap.String("error_description", hookErr.Description))
+			writeOAuthError(w, hookErr.Status, hookErr.Code, hookErr.Description)
+			return nil
+		}
+		h.failUpstream(w, r, err)
+		return nil
+	}
+
+	copyHeader(w.Header(), up.header)
+	w.Header().Del("Content-Encoding")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
+	return nil
+}
+
+func (h *Handler) failUpstream(w http.ResponseWriter, r *http.Request, err error) {
+	h.logger.Error("upstream token response rejected; no token returned",
+		zap.String("path", r.URL.Path), zap.Error(err))
+	writeOAuthError(w, http.StatusBadGateway, caddyhook.CodeServerError,
+		"the authorization server's token response could not be processed")
+}
+
+// exchange verifies the upstream token, runs the hook and returns the
+// rewritten response body.
+func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]byte, error) {
+	if enc := up.header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+		return nil, upstreamErrorf("upstream token response is encoded (%s)", enc)
+	}
+	if mt, _, _ := mime.ParseMediaType(up.header.Get("Content-Type")); mt != "application/json" && !strings.HasSuffix(mt, "+json") {
+		return nil, upstreamErrorf("upstream token response is %q, not JSON", up.header.Get("Content-Type"))
+	}
+	resp := map[string]json.RawMessage{}
+	if err := json.Unmarshal(up.body.Bytes(), &resp); err != nil || resp == nil {
+		return nil, upstreamErrorf("upstream token response is not a JSON object")
+	}
+	var accessToken string
+	if err := json.Unmarshal(resp["access_token"], &accessToken); err != nil || accessToken == "" {
+		return nil, upstreamErrorf("upstream token response has no access_token string")
+	}
+	tok, err := h.verifier.Verify(r.Context(), accessToken)
+	if err != nil {
+		return nil, upstreamErrorf("upstream access token: %w", err)
+	}
+
+	in, scopeForm := h.hookInput(r, req, tok)
+	result, err := h.engine.Run(r.Context(), in)
+	if err != nil {
+		return nil, err
+	}
+
+	signed, err := h.resign(tok, result, scopeForm)
+	if err != nil {
+		return nil, err
+	}
+	resp["access_token"], _ = json.Marshal(signed)
+	if len(result.Scope) > 0 {
+		resp["scope"], _ = json.Marshal(strings.Join(result.Scope, " "))
+	} else {
+		delete(resp, "scope")
+	}
+	return json.Marshal(resp)
+}
+
+// scopeForm records how the upstream wrote the token's scope, so the re-signed
+// token uses the same form.
+type scopeForm int
+
+const (
+	scopeString scopeForm = iota // "scope": "a b" (RFC 9068, RFC 8693)
+	scopeArray                   // "scp": ["a", "b"] (fosite, Azure AD)
+)
+
+// hookInput gathers what the hook sees, as SPEC §3 lays out.
+func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token) (*caddyhook.Input, scopeForm) {
+	claimString := func(name string) string {
+		var s string
+		_ = json.Unmarshal(tok.Claims[name], &s)
+		return s
+	}
+
+	clientID := claimString("client_id")
+	if clientID == "" {
+		clientID = claimString("azp")
+	}
+	if clientID == "" {
+		clientID = clientIDFromRequest(r, req)
+	}
+	info := h.clients[clientID]
+
+	var scope []string
+	form := scopeString
+	if raw, ok := tok.Claims["scope"]; ok {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			scope = strings.Fields(s)
+			if scope == nil {
+				scope = []string{}
+			}
+		}
+	} else if raw, ok := tok.Claims["scp"]; ok {
+		form = scopeArray
+		if json.Unmarshal(raw, &scope) != nil {
+			var s string
+			if json.Unmarshal(raw, &s) == nil {
+				scope = strings.Fields(s)
+			}
+		}
+		if scope == nil {
+			scope = []string{}
+		}
+	}
+
+	var aud []string
+	if raw, ok := tok.Claims["aud"]; ok {
+		var one string
+		if json.Unmarshal(raw, &one) == nil {
+			aud = []string{one}
+		} else {
+			_ = json.Unmarshal(raw, &aud)
+		}
+	}
+	audience := ""
+	for _, requested := range req.requestedAudiences() {
+		if contains(aud, requested) {
+			audience = requested
+			break
+		}
+	}
+	if audience == "" && len(aud) > 0 {
+		audience = aud[0]
+	}
+
+	names := make(map[string]bool, len(tok.Claims))
+	for n := range tok.Claims {
+		names[n] = true
+	}
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	return &caddyhook.Input{
+		Client:   caddyhook.Client{ID: clientID, Name: info.Name, Tenant: h.tenant, Metadata: info.Metadata},
+		Scope:    scope,
+		Audience: audience,
+		Request: caddyhook.Request{
+			IP: ip, Method: r.Method, Hostname: r.Host, UserAgent: r.UserAgent(), Body: req.hookBody(),
+		},
+		TokenClaims: names,
+	}, form
+}
+
+// resign writes the hook's scope and claims into the upstream's claims and
+// signs the result with the proxy's key, keeping the header typ.
+func (h *Handler) resign(tok *token.Token, result *caddyhook.Result, form scopeForm) (string, error) {
+	claims := make(map[string]json.RawMessage, len(tok.Claims)+len(result.Claims))
+	for k, v := range tok.Claims {
+		claims[k] = v
+	}
+	delete(claims, "scope")
+	delete(claims, "scp")
+	if len(result.Scope) > 0 {
+		if form == scopeArray {
+			claims["scp"], _ = json.Marshal(result.Scope)
+		} else {
+			claims["scope"], _ = json.Marshal(strings.Join(result.Scope, " "))
+		}
+	}
+	for k, v := range result.Claims {
+		claims[k] = v
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", fmt.Errorf("encoding claims: %w", err)
+	}
+	return h.signer.Sign(tok.Type, payload)
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

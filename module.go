@@ -1,0 +1,344 @@
+// Package credentialsexchange registers a Caddy HTTP handler module that runs
+// Auth0 credentials-exchange Hooks in front of any OAuth 2.0 server: it
+// intercepts client credentials token responses, verifies the upstream's JWT
+// access token, runs the operator's hook, re-signs the token with the amended
+// scope and claims, and publishes its signing key in the upstream's JWKS.
+package credentialsexchange
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddyhook/caddyhook/caddyhook"
+	"github.com/caddyhook/caddyhook/token"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults for the handler's config fields.
+const (
+	DefaultTokenPath       = "/oauth/token"
+	DefaultJWKSPath        = "/.well-known/jwks.json"
+	DefaultMaxBodySize     = 64 * 1024
+	DefaultJWKSMaxAge      = 5 * time.Minute
+	maxUpstreamResponse    = 1 << 20
+	upstreamJWKSTTL        = 5 * time.Minute
+	upstreamJWKSMinRefetch = 10 * time.Second
+	clockLeeway            = 30 * time.Second
+)
+
+// Handler is the credentials_exchange HTTP handler. It wraps the handler
+// that reaches the OAuth server (normally reverse_proxy).
+type Handler struct {
+	// Hook is the path of the Auth0 Hook script
+	// (module.exports = function(client, scope, audience, context, cb) {...}).
+	// Required.
+	Hook string `json:"hook,omitempty"`
+
+	// TokenPath is the path of the OAuth token endpoint whose client
+	// credentials responses are rewritten. Default: /oauth/token.
+	TokenPath string `json:"token_path,omitempty"`
+
+	// JSONBody says what happens to a token request sent as JSON: "form"
+	// re-encodes it as application/x-www-form-urlencoded for the upstream, as
+	// RFC 6749 servers require; "keep" forwards it as it came. Default: form.
+	JSONBody string `json:"json_body,omitempty"`
+
+	// AudienceParam is the name under which the request's audience parameter
+	// is forwarded to the upstream, for example "resource" for RFC 8707
+	// servers. The hook still sees it as audience. Default: audience.
+	AudienceParam string `json:"audience_param,omitempty"`
+
+	// JWKSPath is the path at which the upstream's JWKS is served with the
+	// proxy's public key merged in. Default: /.well-known/jwks.json.
+	JWKSPath string `json:"jwks_path,omitempty"`
+
+	// UpstreamJWKS is the URL of the upstream's JWKS, used to verify its
+	// tokens. It is fetched when first needed, cached, and fetched again when
+	// a token names an unknown key. One of UpstreamJWKS, UpstreamKey or
+	// InsecureSkipVerify is required.
+	UpstreamJWKS string `json:"upstream_jwks,omitempty"`
+
+	// UpstreamKey is the path of a file with the upstream's public key(s):
+	// PEM (public key or certificate), a JWK or a JWK set.
+	UpstreamKey string `json:"upstream_key,omitempty"`
+
+	// InsecureSkipVerify accepts upstream tokens without checking their
+	// signature. Only for trying things out. Default: false.
+	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
+
+	// SigningKey is the path of the private key that re-signs tokens: PEM
+	// (PKCS#1, PKCS#8 or SEC1) or a JWK; RSA, EC P-256/P-384/P-521 or
+	// Ed25519. Required.
+	SigningKey string `json:"signing_key,omitempty"`
+
+	// SigningAlg overrides the signing algorithm (RS256, PS256, ES256,
+	// EdDSA, ...). Default: the key's "alg" member, else RS256 for RSA, the
+	// curve's ES algorithm for EC and EdDSA for Ed25519.
+	SigningAlg string `json:"signing_alg,omitempty"`
+
+	// ClaimsPolicy decides which custom claims a hook may add: "namespaced"
+	// (http/https URLs not on Auth0's domains, as on Auth0) or "open" (any
+	// name that is not restricted). Default: namespaced.
+	ClaimsPolicy string `json:"claims_policy,omitempty"`
+
+	// Timeout limits one hook run; past it the exchange fails with 500
+	// server_error "hook timed out". Default: 5s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// Tenant is the name handed to hooks as client.tenant.
+	Tenant string `json:"tenant,omitempty"`
+
+	// Secrets are handed to hooks as context.webtask.secrets. Values may use
+	// the {env.X} and {file.X} placeholders.
+	Secrets map[string]string `json:"secrets,omitempty"`
+
+	// Clients describes OAuth clients by client ID, handed to hooks as
+	// client.name and client.metadata. Unknown clients get "" and {}.
+	Clients map[string]ClientInfo `json:"clients,omitempty"`
+
+	// ClientsFile is the path of a JSON file of more clients, in the form
+	// {"<client_id>": {"name": "...", "metadata": {"k": "v"}}}. Entries in
+	// Clients take precedence.
+	ClientsFile string `json:"clients_file,omitempty"`
+
+	// MaxBodySize is the largest token request body accepted, in bytes; a
+	// larger one is refused with 413. Default: 65536.
+	MaxBodySize int64 `json:"max_body_size,omitempty"`
+
+	engine   *caddyhook.Engine
+	signer   *token.Signer
+	verifier *token.Verifier
+	clients  map[string]ClientInfo
+	tenant   string
+	logger   *zap.Logger
+}
+
+// ClientInfo is what the operator tells hooks about one OAuth client.
+type ClientInfo struct {
+	// Name is handed to hooks as client.name.
+	Name string `json:"name,omitempty"`
+	// Metadata is handed to hooks as client.metadata; values are strings, as
+	// on Auth0.
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.credentials_exchange",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults, compiles the hook and loads the keys and clients.
+// Every file is read here, once per config load.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.TokenPath == "" {
+		h.TokenPath = DefaultTokenPath
+	}
+	if h.JWKSPath == "" {
+		h.JWKSPath = DefaultJWKSPath
+	}
+	if h.JSONBody == "" {
+		h.JSONBody = "form"
+	}
+	if h.MaxBodySize == 0 {
+		h.MaxBodySize = DefaultMaxBodySize
+	}
+	if h.Timeout == 0 {
+		h.Timeout = caddy.Duration(caddyhook.DefaultTimeout)
+	}
+	repl := caddy.NewReplacer()
+
+	policy, err := caddyhook.ParseClaimsPolicy(h.ClaimsPolicy)
+	if err != nil {
+		return err
+	}
+	if h.Hook == "" {
+		return errors.New("a hook script is required")
+	}
+	hook, err := compileFile(h.Hook, caddyhook.HookKind)
+	if err != nil {
+		return err
+	}
+	secrets := make(map[string]string, len(h.Secrets))
+	for name, v := range h.Secrets {
+		secrets[name] = repl.ReplaceKnown(v, "")
+	}
+	h.engine, err = caddyhook.NewEngine(caddyhook.Config{
+		Hook:    hook,
+		Policy:  policy,
+		Timeout: time.Duration(h.Timeout),
+		Secrets: secrets,
+		Logger:  h.logger.Named("hook"),
+	})
+	if err != nil {
+		return err
+	}
+
+	if h.SigningKey == "" {
+		return errors.New("signing_key is required: the path of the private key that re-signs tokens")
+	}
+	if h.signer, err = loadSigner(h.SigningKey, h.SigningAlg); err != nil {
+		return err
+	}
+	if h.verifier, err = h.buildVerifier(); err != nil {
+		return err
+	}
+
+	h.clients = map[string]ClientInfo{}
+	if h.ClientsFile != "" {
+		if h.clients, err = loadClientsFile(h.ClientsFile); err != nil {
+			return err
+		}
+	}
+	for id, c := range h.Clients {
+		h.clients[id] = c
+	}
+	h.tenant = repl.ReplaceKnown(h.Tenant, "")
+	h.logger.Info("credentials exchange ready",
+		zap.String("hook", h.Hook),
+		zap.String("token_path", h.TokenPath),
+		zap.String("jwks_path", h.JWKSPath),
+		zap.String("kid", h.signer.KeyID()),
+		zap.String("alg", h.signer.Algorithm()),
+		zap.Bool("verify_upstream", h.verifier.Keys != nil))
+	return nil
+}
+
+// Validate checks that the configuration is consistent.
+func (h *Handler) Validate() error {
+	switch h.JSONBody {
+	case "form", "keep":
+	default:
+		return fmt.Errorf("json_body must be form or keep, not %q", h.JSONBody)
+	}
+	n := 0
+	for _, set := range []bool{h.UpstreamJWKS != "", h.UpstreamKey != "", h.InsecureSkipVerify} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return errors.New("exactly one of upstream_jwks, upstream_key or insecure_skip_verify is required: the proxy must know how to verify the upstream's tokens")
+	}
+	if h.TokenPath == h.JWKSPath {
+		return errors.New("token_path and jwks_path must differ")
+	}
+	if h.MaxBodySize < 0 {
+		return errors.New("max_body_size must be positive")
+	}
+	if h.Timeout < 0 {
+		return errors.New("timeout must be positive")
+	}
+	return nil
+}
+
+func (h *Handler) buildVerifier() (*token.Verifier, error) {
+	v := &token.Verifier{Leeway: clockLeeway}
+	switch {
+	case h.UpstreamJWKS != "":
+		v.Keys = &token.RemoteJWKS{
+			URL:        h.UpstreamJWKS,
+			Client:     &http.Client{Timeout: 10 * time.Second},
+			TTL:        upstreamJWKSTTL,
+			MinRefresh: upstreamJWKSMinRefetch,
+		}
+	case h.UpstreamKey != "":
+		static, err := loadUpstreamKeys(h.UpstreamKey)
+		if err != nil {
+			return nil, err
+		}
+		v.Keys = static
+	case h.InsecureSkipVerify:
+		h.logger.Warn("insecure_skip_verify is set: upstream token signatures are NOT verified")
+	}
+	return v, nil
+}
+
+// ServeHTTP rewrites client credentials token responses and JWKS responses;
+// every other request goes to next untouched.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == h.TokenPath:
+		return h.serveToken(w, r, next)
+	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.URL.Path == h.JWKSPath:
+		return h.serveJWKS(w, r, next)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// compileFile reads and compiles a script, naming the file in every error.
+func compileFile(path string, kind caddyhook.Kind) (*caddyhook.Script, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading script: %w", err)
+	}
+	return caddyhook.Compile(path, src, kind)
+}
+
+func loadSigner(path, alg string) (*token.Signer, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("signing_key: %w", err)
+	}
+	keys, err := token.ParseKeys(data)
+	if err != nil {
+		return nil, fmt.Errorf("signing_key %s: %w", path, err)
+	}
+	if len(keys) != 1 {
+		return nil, fmt.Errorf("signing_key %s: holds %d keys, want exactly one private key", path, len(keys))
+	}
+	s, err := token.NewSigner(keys[0], alg)
+	if err != nil {
+		return nil, fmt.Errorf("signing_key %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func loadUpstreamKeys(path string) (token.StaticKeys, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("upstream_key: %w", err)
+	}
+	keys, err := token.ParseKeys(data)
+	if err != nil {
+		return nil, fmt.Errorf("upstream_key %s: %w", path, err)
+	}
+	static, err := token.NewStaticKeys(keys)
+	if err != nil {
+		return nil, fmt.Errorf("upstream_key %s: %w", path, err)
+	}
+	return static, nil
+}
+
+func loadClientsFile(path string) (map[string]ClientInfo, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("clients_file: %w", err)
+	}
+	clients := map[string]ClientInfo{}
+	if err := json.Unmarshal(data, &clients); err != nil {
+		return nil, fmt.Errorf("clients_file %s: want {\"<client_id>\": {\"name\": \"...\", \"metadata\": {\"key\": \"string value\"}}}: %w", path, err)
+	}
+	return clients, nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
