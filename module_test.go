@@ -1,0 +1,395 @@
+package credentialsexchange
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+)
+
+// upstreamKey is an RSA key that plays the upstream's signing key in these
+// tests; it is generated once per test run.
+type testUpstream struct {
+	key     jwk.Key
+	keyFile string // public key, PEM
+}
+
+func newTestUpstream(t *testing.T) *testUpstream {
+	t.Helper()
+	raw, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := jwk.FromRaw(raw)
+	_ = key.Set(jwk.KeyIDKey, "up-1")
+	der, _ := x509.MarshalPKIXPublicKey(&raw.PublicKey)
+	path := filepath.Join(t.TempDir(), "upstream.pub.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &testUpstream{key: key, keyFile: path}
+}
+
+func (u *testUpstream) sign(t *testing.T, alg jwa.SignatureAlgorithm, key any, claims map[string]any) string {
+	t.Helper()
+	payload, _ := json.Marshal(claims)
+	hdr := jws.NewHeaders()
+	_ = hdr.Set(jws.TypeKey, "at+jwt")
+	_ = hdr.Set(jws.KeyIDKey, "up-1")
+	out, err := jws.Sign(payload, jws.WithKey(alg, key, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+func (u *testUpstream) token(t *testing.T, mod func(map[string]any)) string {
+	claims := map[string]any{
+		"iss": "https://up.example/", "sub": "svc", "aud": "https://api.example.com",
+		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(), "jti": "j1",
+		"client_id": "svc", "scope": "read:a",
+	}
+	if mod != nil {
+		mod(claims)
+	}
+	return u.sign(t, jwa.RS256, u.key, claims)
+}
+
+func writeSigningKey(t *testing.T) string {
+	t.Helper()
+	k, _ := rsa.GenerateKey(rand.Reader, 2048)
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	p := filepath.Join(t.TempDir(), "signing.pem")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func provision(t *testing.T, h *Handler) *Handler {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	if err := h.Validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	return h
+}
+
+func writeScript(t *testing.T, src string) string {
+	p := filepath.Join(t.TempDir(), "hook.js")
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// scriptedUpstream answers like an upstream token endpoint would, with a
+// response the test chooses, and records what it received.
+type scriptedUpstream struct {
+	status  int
+	header  http.Header
+	body    string
+	gotBody string
+	gotType string
+	gotAE   string
+}
+
+func (s *scriptedUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	b, _ := io.ReadAll(r.Body)
+	s.gotBody, s.gotType, s.gotAE = string(b), r.Header.Get("Content-Type"), r.Header.Get("Accept-Encoding")
+	for k, v := range s.header {
+		w.Header()[k] = v
+	}
+	if w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	w.WriteHeader(s.status)
+	_, _ = io.WriteString(w, s.body)
+	return nil
+}
+
+var _ caddyhttp.Handler = (*scriptedUpstream)(nil)
+
+func tokenResponse(tok string) string {
+	b, _ := json.Marshal(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3600, "scope": "read:a"})
+	return string(b)
+}
+
+func serve(t *testing.T, h *Handler, next caddyhttp.Handler, req *http.Request) *httptest.ResponseRecorder {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	if err := h.ServeHTTP(rec, req, next); err != nil {
+		t.Fatalf("ServeHTTP: %v", err)
+	}
+	return rec
+}
+
+func formRequest(form url.Values) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return r
+}
+
+var ccForm = url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "client_secret": {"s"}}
+
+func TestUpstreamFailuresAre502(t *testing.T) {
+	up := newTestUpstream(t)
+	h := provision(t, &Handler{
+		Hook:        writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{scope:s})}`),
+		SigningKey:  writeSigningKey(t),
+		UpstreamKey: up.keyFile,
+	})
+	otherKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	pubJWK, _ := jwk.FromRaw(otherKey.Public())
+	pubBytes, _ := json.Marshal(pubJWK)
+
+	cases := map[string]*scriptedUpstream{
+		"not a JWT":       {status: 200, body: tokenResponse("opaque-token-value")},
+		"bad signature":   {status: 200, body: tokenResponse(up.sign(t, jwa.RS256, otherKey, map[string]any{"exp": time.Now().Add(time.Hour).Unix()}))},
+		"expired":         {status: 200, body: tokenResponse(up.token(t, func(c map[string]any) { c["exp"] = time.Now().Add(-time.Hour).Unix() }))},
+		"no exp":          {status: 200, body: tokenResponse(up.token(t, func(c map[string]any) { delete(c, "exp") }))},
+		"malformed JSON":  {status: 200, body: `{"access_token": "abc`},
+		"no access_token": {status: 200, body: `{"token_type":"Bearer"}`},
+		"not JSON":        {status: 200, header: http.Header{"Content-Type": {"text/plain"}}, body: "access_token=x"},
+		"compressed":      {status: 200, header: http.Header{"Content-Encoding": {"gzip"}}, body: tokenResponse(up.token(t, nil))},
+		"alg none":        {status: 200, body: tokenResponse(unsignedToken(t))},
+		// HS256 with the upstream's public key as the HMAC secret: key confusion.
+		"hmac with public key": {status: 200, body: tokenResponse(up.sign(t, jwa.HS256, pubBytes, map[string]any{"exp": time.Now().Add(time.Hour).Unix()}))},
+	}
+	for name, next := range cases {
+		t.Run(name, func(t *testing.T) {
+			rec := serve(t, h, next, formRequest(ccForm))
+			if rec.Code != http.StatusBadGateway {
+				t.Fatalf("status = %d, body %s", rec.Code, rec.Body)
+			}
+			checkErrorResponse(t, rec, "server_error")
+		})
+	}
+}
+
+func unsignedToken(t *testing.T) string {
+	enc := func(v any) string {
+		b, _ := json.Marshal(v)
+		return strings.TrimRight(base64URL(b), "=")
+	}
+	return enc(map[string]any{"alg": "none", "typ": "JWT"}) + "." + enc(map[string]any{"sub": "x", "exp": time.Now().Add(time.Hour).Unix()}) + "."
+}
+
+func checkErrorResponse(t *testing.T, rec *httptest.ResponseRecorder, code string) {
+	t.Helper()
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control = %q", cc)
+	}
+	var body map[string]string
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatalf("error body %q: %v", rec.Body, err)
+	}
+	if body["error"] != code || body["error_description"] == "" {
+		t.Errorf("body = %v, want error %s with a description", body, code)
+	}
+	if strings.Contains(rec.Body.String(), "eyJ") {
+		t.Errorf("error response holds a token: %s", rec.Body)
+	}
+}
+
+func TestRequestHandling(t *testing.T) {
+	up := newTestUpstream(t)
+	echo := writeScript(t, `module.exports=function(client,scope,audience,context,cb){
+		cb(null,{scope:scope,'https://t.example/in':{id:client.id,audience:audience,body:context.body}})
+	}`)
+	newHandler := func(mod func(*Handler)) *Handler {
+		h := &Handler{Hook: echo, SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile, ClaimsPolicy: "namespaced"}
+		if mod != nil {
+			mod(h)
+		}
+		return provision(t, h)
+	}
+	hookSaw := func(t *testing.T, rec *httptest.ResponseRecorder) map[string]any {
+		t.Helper()
+		if rec.Code != 200 {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		var resp map[string]any
+		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+		msg, err := jws.Parse([]byte(resp["access_token"].(string)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var claims map[string]any
+		_ = json.Unmarshal(msg.Payload(), &claims)
+		return claims["https://t.example/in"].(map[string]any)
+	}
+
+	t.Run("JSON is re-encoded as a form, audience renamed", func(t *testing.T) {
+		h := newHandler(func(h *Handler) { h.AudienceParam = "resource" })
+		next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}
+		r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(
+			`{"grant_type":"client_credentials","client_id":"svc","client_secret":"s","audience":"https://api.example.com"}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Accept-Encoding", "gzip")
+		in := hookSaw(t, serve(t, h, next, r))
+		form, err := url.ParseQuery(next.gotBody)
+		if err != nil || next.gotType != "application/x-www-form-urlencoded" {
+			t.Fatalf("upstream got %q %q", next.gotType, next.gotBody)
+		}
+		if form.Get("resource") != "https://api.example.com" || form.Has("audience") || form.Get("client_secret") != "s" {
+			t.Fatalf("upstream form = %v", form)
+		}
+		if next.gotAE != "" {
+			t.Errorf("upstream was asked for %q", next.gotAE)
+		}
+		if in["audience"] != "https://api.example.com" {
+			t.Errorf("hook audience = %v", in["audience"])
+		}
+		body := in["body"].(map[string]any)
+		if body["audience"] != "https://api.example.com" || body["client_secret"] != nil {
+			t.Errorf("hook body = %v", body)
+		}
+	})
+
+	t.Run("json_body keep forwards JSON", func(t *testing.T) {
+		h := newHandler(func(h *Handler) { h.JSONBody = "keep" })
+		next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}
+		raw := `{"grant_type":"client_credentials","client_id":"svc","client_secret":"s"}`
+		r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(raw))
+		r.Header.Set("Content-Type", "application/json")
+		hookSaw(t, serve(t, h, next, r))
+		if next.gotBody != raw || next.gotType != "application/json" {
+			t.Fatalf("upstream got %q %q", next.gotType, next.gotBody)
+		}
+	})
+
+	t.Run("client id from the request when the token has none", func(t *testing.T) {
+		h := newHandler(nil)
+		noClient := func(c map[string]any) { delete(c, "client_id") }
+		cases := map[string]func() *http.Request{
+			"basic auth, form-decoded": func() *http.Request {
+				r := formRequest(url.Values{"grant_type": {"client_credentials"}})
+				r.SetBasicAuth(url.QueryEscape("svc:with/odd chars"), "s")
+				return r
+			},
+			"client_id parameter": func() *http.Request {
+				return formRequest(url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc:with/odd chars"}})
+			},
+			"client_assertion sub": func() *http.Request {
+				assertion := base64URL([]byte(`{"alg":"RS256"}`)) + "." + base64URL([]byte(`{"sub":"svc:with/odd chars"}`)) + ".sig"
+				return formRequest(url.Values{"grant_type": {"client_credentials"}, "client_assertion": {assertion},
+					"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}})
+			},
+		}
+		for name, req := range cases {
+			next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, noClient))}
+			in := hookSaw(t, serve(t, h, next, req()))
+			if in["id"] != "svc:with/odd chars" {
+				t.Errorf("%s: client.id = %v", name, in["id"])
+			}
+			if body := in["body"].(map[string]any); body["client_assertion"] != nil {
+				t.Errorf("%s: client_assertion reached the hook", name)
+			}
+		}
+	})
+
+	t.Run("audience prefers the requested one when the token has it", func(t *testing.T) {
+		h := newHandler(nil)
+		multi := func(c map[string]any) { c["aud"] = []string{"https://a.example", "https://b.example"} }
+		next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, multi))}
+		form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "resource": {"https://b.example"}}
+		if in := hookSaw(t, serve(t, h, next, formRequest(form))); in["audience"] != "https://b.example" {
+			t.Errorf("audience = %v", in["audience"])
+		}
+		next = &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, multi))}
+		form.Set("resource", "https://not-granted.example")
+		if in := hookSaw(t, serve(t, h, next, formRequest(form))); in["audience"] != "https://a.example" {
+			t.Errorf("audience = %v", in["audience"])
+		}
+	})
+
+	t.Run("response keeps other fields and scope becomes the final scope", func(t *testing.T) {
+		h := provision(t, &Handler{
+			Hook:       writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{'https://t.example/x':1})}`),
+			SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile,
+		})
+		next := &scriptedUpstream{status: 200, header: http.Header{"X-Upstream": {"1"}},
+			body: `{"access_token":"` + up.token(t, nil) + `","token_type":"Bearer","expires_in":3600,"scope":"read:a","issued_token_type":"x"}`}
+		rec := serve(t, h, next, formRequest(ccForm))
+		var resp map[string]any
+		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+		if _, has := resp["scope"]; has {
+			t.Errorf("response scope = %v, want absent", resp["scope"])
+		}
+		if resp["token_type"] != "Bearer" || resp["expires_in"] != float64(3600) || resp["issued_token_type"] != "x" {
+			t.Errorf("response lost fields: %v", resp)
+		}
+		if rec.Header().Get("X-Upstream") != "1" || rec.Header().Get("Cache-Control") != "no-store" {
+			t.Errorf("headers = %v", rec.Header())
+		}
+		msg, _ := jws.Parse([]byte(resp["access_token"].(string)))
+		hdr := msg.Signatures()[0].ProtectedHeaders()
+		if hdr.Type() != "at+jwt" || hdr.KeyID() != h.signer.KeyID() {
+			t.Errorf("header typ=%q kid=%q", hdr.Type(), hdr.KeyID())
+		}
+		var claims map[string]any
+		_ = json.Unmarshal(msg.Payload(), &claims)
+		if _, has := claims["scope"]; has || claims["jti"] != "j1" || claims["iss"] != "https://up.example/" {
+			t.Errorf("claims = %v", claims)
+		}
+	})
+
+	t.Run("unparseable body passes through untouched", func(t *testing.T) {
+		h := newHandler(nil)
+		next := &scriptedUpstream{status: 400, body: `{"error":"invalid_request"}`}
+		r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(`{"grant_type":`))
+		r.Header.Set("Content-Type", "application/json")
+		rec := serve(t, h, next, r)
+		if rec.Code != 400 || next.gotBody != `{"grant_type":` {
+			t.Fatalf("got %d, upstream saw %q", rec.Code, next.gotBody)
+		}
+	})
+}
+
+func TestJWKSWithoutUpstreamKeys(t *testing.T) {
+	up := newTestUpstream(t)
+	h := provision(t, &Handler{Hook: writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{})}`),
+		SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile})
+	for name, next := range map[string]*scriptedUpstream{
+		"404":      {status: 404, body: "not found"},
+		"not JSON": {status: 200, header: http.Header{"Content-Type": {"text/html"}}, body: "<html>"},
+		"no keys":  {status: 200, body: `{"issuer":"x"}`},
+	} {
+		rec := serve(t, h, next, httptest.NewRequest(http.MethodGet, "/.well-known/jwks.json", nil))
+		set, err := jwk.Parse(rec.Body.Bytes())
+		if rec.Code != 200 || err != nil || set.Len() != 1 {
+			t.Fatalf("%s: %d %s", name, rec.Code, rec.Body)
+		}
+		if k, _ := set.Key(0); k.KeyID() != h.signer.KeyID() {
+			t.Fatalf("%s: served key %q", name, k.KeyID())
+		}
+		if !strings.Contains(rec.Header().Get("Cache-Control"), "max-age=") {
+			t.Errorf("%s: Cache-Control = %q", name, rec.Header().Get("Cache-Control"))
+		}
+	}
+}
