@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
@@ -69,7 +70,10 @@ func ParseKeys(data []byte) ([]jwk.Key, error) {
 		}
 		raw, _, err := jwk.DecodePEM(pem.EncodeToMemory(block))
 		if err != nil {
-			return nil, fmt.Errorf("PEM block %q: %w", block.Type, err)
+			// The parser's own text ends in ASN.1 internals that tell an
+			// operator nothing; keep the part that names what failed.
+			msg, _, _ := strings.Cut(err.Error(), ": asn1:")
+			return nil, fmt.Errorf("PEM block %q is not a valid key: %s", block.Type, msg)
 		}
 		k, err := jwk.FromRaw(raw)
 		if err != nil {
