@@ -17,6 +17,7 @@ type loop struct {
 	timers    map[int64]*time.Timer
 	handles   map[*goja.Object]int64
 	next      int64
+	inflight  int // async operations (storage) not yet called back
 	closed    chan struct{}
 }
 
@@ -137,8 +138,22 @@ func (l *loop) clearImmediate(v goja.Value) {
 	}
 }
 
+// async runs work on its own goroutine and then the callback it returns on
+// the loop, so slow I/O never blocks the runtime and never runs JavaScript
+// off the loop's goroutine.
+func (l *loop) async(work func() func() error) {
+	l.inflight++
+	go func() {
+		job := work()
+		select {
+		case l.wake <- func() error { l.inflight--; return job() }:
+		case <-l.closed:
+		}
+	}()
+}
+
 // pending reports whether anything is still scheduled.
-func (l *loop) pending() bool { return len(l.timers) > 0 || len(l.immediate) > 0 }
+func (l *loop) pending() bool { return len(l.timers) > 0 || len(l.immediate) > 0 || l.inflight > 0 }
 
 // run runs callbacks until done reports true, a callback throws, or ctx ends.
 func (l *loop) run(ctx context.Context, done func() bool) error {

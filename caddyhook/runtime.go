@@ -1,8 +1,8 @@
-// Package caddyhook runs Auth0 credentials-exchange Hooks in the goja
-// JavaScript engine: it compiles scripts once, runs each exchange in a fresh
-// runtime with a Node-style event loop and a time limit, maps the script's
-// errors to OAuth errors, and applies Auth0's claim rules to its result. It
-// knows nothing of Caddy or HTTP.
+// Package caddyhook runs Auth0 credentials-exchange Hooks and Actions in the
+// goja JavaScript engine: it compiles scripts once, runs each exchange in a
+// fresh runtime with a Node-style event loop, a sandboxed require and a time
+// limit, maps the scripts' errors to OAuth errors, and applies Auth0's claim
+// rules to their results. It knows nothing of Caddy or HTTP.
 package caddyhook
 
 import (
@@ -49,6 +49,8 @@ type Input struct {
 	Scope    []string
 	Audience string
 	Request  Request
+	// RequestedScopes are the scopes the client asked for.
+	RequestedScopes []string
 	// TokenClaims names the claims already in the upstream token; a custom
 	// claim with one of these names is not added.
 	TokenClaims map[string]bool
@@ -64,28 +66,51 @@ type Result struct {
 
 // Config configures an Engine.
 type Config struct {
-	Hook    *Script
+	// Hook is the Auth0 Hook; it may be nil when Actions are set.
+	Hook *Script
+	// Actions run after the hook, in order, each seeing what the hook and the
+	// earlier actions did.
+	Actions []*Script
 	Policy  ClaimsPolicy
+	// Timeout limits the whole run, hook and actions together.
 	Timeout time.Duration
-	// Secrets are handed to hooks as context.webtask.secrets.
+	// Secrets are handed to hooks as context.webtask.secrets and to actions as
+	// event.secrets.
 	Secrets map[string]string
-	Logger  *zap.Logger
+	// ModulesDir is the folder whose CommonJS packages scripts may require;
+	// empty allows only the built-in modules.
+	ModulesDir string
+	// Storage keeps context.webtask.storage documents; nil makes storage
+	// calls fail with an error the hook can handle.
+	Storage Storage
+	// StorageNamespace separates the storage documents of different tenants
+	// sharing one storage.
+	StorageNamespace string
+	Logger           *zap.Logger
 }
 
 // Engine runs the configured scripts; it is safe for concurrent use, as each
-// run has a runtime of its own.
+// run has a runtime of its own. Only api.cache is shared between runs.
 type Engine struct {
 	cfg     Config
 	secrets string // JSON, encoded once
+	modules *modules
+	cache   *actionCache
 }
 
-// NewEngine checks cfg and returns an Engine.
+// NewEngine checks cfg, loads every script's top level once to check what it
+// exports, and returns an Engine.
 func NewEngine(cfg Config) (*Engine, error) {
-	if cfg.Hook == nil {
-		return nil, errors.New("no hook configured")
+	if cfg.Hook == nil && len(cfg.Actions) == 0 {
+		return nil, errors.New("no hook or action configured")
 	}
-	if cfg.Hook.Kind != HookKind {
+	if cfg.Hook != nil && cfg.Hook.Kind != HookKind {
 		return nil, fmt.Errorf("%s is not a hook", cfg.Hook.Name)
+	}
+	for _, a := range cfg.Actions {
+		if a.Kind != ActionKind {
+			return nil, fmt.Errorf("%s is not an action", a.Name)
+		}
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
@@ -100,16 +125,51 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, secrets: string(secrets)}, nil
+	mods, err := newModules(cfg.ModulesDir)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, secrets: string(secrets), modules: mods, cache: newActionCache(time.Now)}
+	for _, s := range e.scripts() {
+		if err := e.checkExports(s); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
 }
 
-// Run runs the hook for one exchange. A returned error is always an *Error,
-// ready to be sent to the client.
+func (e *Engine) scripts() []*Script {
+	var all []*Script
+	if e.cfg.Hook != nil {
+		all = append(all, e.cfg.Hook)
+	}
+	return append(all, e.cfg.Actions...)
+}
+
+// checkExports runs a script's top level in a scratch runtime, so that a
+// script exporting the wrong thing, or requiring a module that is not there,
+// fails at config load rather than on the first token request.
+func (e *Engine) checkExports(s *Script) error {
+	vm := newVM()
+	req := e.modules.enable(vm)
+	timer := time.AfterFunc(2*time.Second, func() { vm.Interrupt("the top level took longer than 2s") })
+	defer timer.Stop()
+	exports, err := s.load(vm, req)
+	if err != nil {
+		return fmt.Errorf("%s: running top level: %v", s.Name, describeThrow(err))
+	}
+	_, err = s.entry(vm, exports)
+	return err
+}
+
+// Run runs the hook and then the actions for one exchange. A returned error
+// is always an *Error, ready to be sent to the client.
 func (e *Engine) Run(ctx context.Context, in *Input) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
 
 	r := newRun(e, in)
+	r.ctx = ctx
 	// The runtime is interrupted when time is up, which also ends endless
 	// loops; it is never reused, so an interrupted runtime cannot leak state
 	// into another exchange.
@@ -117,8 +177,15 @@ func (e *Engine) Run(ctx context.Context, in *Input) (*Result, error) {
 	defer stop()
 	defer r.loop.close()
 
-	if err := r.runHook(ctx, e.cfg.Hook); err != nil {
-		return nil, err
+	if e.cfg.Hook != nil {
+		if err := r.runHook(ctx, e.cfg.Hook); err != nil {
+			return nil, err
+		}
+	}
+	for _, a := range e.cfg.Actions {
+		if err := r.runAction(ctx, a); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.checkSize(); err != nil {
 		return nil, err
@@ -135,12 +202,15 @@ func timeoutCause(ctx context.Context) *Error {
 
 // run is the state of one exchange: its own runtime, loop and result.
 type run struct {
+	ctx       context.Context
 	eng       *Engine
 	in        *Input
 	vm        *goja.Runtime
 	loop      *loop
+	require   goja.Value
 	stringify goja.Callable
 	parse     goja.Callable
+	errorCtor *goja.Object
 	scope     []string
 	claims    map[string]json.RawMessage
 }
@@ -148,10 +218,12 @@ type run struct {
 func newRun(e *Engine, in *Input) *run {
 	vm := newVM()
 	r := &run{eng: e, in: in, vm: vm, loop: newLoop(vm), scope: in.Scope, claims: map[string]json.RawMessage{}}
+	r.require = e.modules.enable(vm)
 	// Keep our own references: a script may replace the global JSON.
 	jsonObj := vm.Get("JSON").ToObject(vm)
 	r.stringify, _ = goja.AssertFunction(jsonObj.Get("stringify"))
 	r.parse, _ = goja.AssertFunction(jsonObj.Get("parse"))
+	r.errorCtor = vm.Get("Error").ToObject(vm)
 	return r
 }
 
@@ -190,7 +262,7 @@ func (r *run) logger(s *Script) *zap.Logger {
 func (r *run) runHook(ctx context.Context, s *Script) error {
 	log := r.logger(s)
 	r.installConsole(log)
-	exports, err := s.load(r.vm, goja.Undefined())
+	exports, err := s.load(r.vm, r.require)
 	if err != nil {
 		return errorFromThrow(r.vm, err)
 	}
@@ -212,8 +284,8 @@ func (r *run) runHook(ctx context.Context, s *Script) error {
 		"body": orEmptyBody(in.Request.Body),
 	}).ToObject(r.vm)
 	webtask := r.vm.NewObject()
-	secrets, _ := r.parse(goja.Undefined(), r.vm.ToValue(r.eng.secrets))
-	_ = webtask.Set("secrets", secrets)
+	_ = webtask.Set("secrets", r.secrets())
+	_ = webtask.Set("storage", r.storage(s))
 	_ = hookCtx.Set("webtask", webtask)
 
 	var (
@@ -263,6 +335,12 @@ func (r *run) runHook(ctx context.Context, s *Script) error {
 		return failure
 	}
 	return r.applyHookResult(log, result)
+}
+
+// secrets returns a fresh copy of the secrets for one script.
+func (r *run) secrets() goja.Value {
+	v, _ := r.parse(goja.Undefined(), r.vm.ToValue(r.eng.secrets))
+	return v
 }
 
 // onRejection calls fn when v is a promise that rejects: an async hook that

@@ -295,17 +295,24 @@ func TestCompileErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "bad.js") || !strings.Contains(err.Error(), "Line 2") {
 		t.Fatalf("syntax error = %v, want file and line 2", err)
 	}
-	_, err = Compile("noexport.js", []byte("var x = 1;"), HookKind)
-	if err == nil || !strings.Contains(err.Error(), "must export a function") {
-		t.Fatalf("missing export error = %v", err)
+	for src, want := range map[string]string{
+		"var x = 1;":                 "must export a function",
+		"throw new Error('at load')": "at load",
+		"for(;;){}":                  "took longer",
+		"var m = require('fs');":     "module 'fs' is not available",
+		"exports.onExecutePostLogin = async () => {}": "must export a function",
+	} {
+		s, err := Compile("top.js", []byte(src), HookKind)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if _, err := NewEngine(Config{Hook: s}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error = %v, want %q", src, err, want)
+		}
 	}
-	_, err = Compile("throws.js", []byte("throw new Error('at load')"), HookKind)
-	if err == nil || !strings.Contains(err.Error(), "at load") {
-		t.Fatalf("top-level throw error = %v", err)
-	}
-	_, err = Compile("loop.js", []byte("for(;;){}"), HookKind)
-	if err == nil {
-		t.Fatal("a top level that never ends compiled")
+	s, _ := Compile("action.js", []byte("exports.onExecutePostLogin = async () => {}"), ActionKind)
+	if _, err := NewEngine(Config{Actions: []*Script{s}}); err == nil || !strings.Contains(err.Error(), "onExecuteCredentialsExchange") {
+		t.Errorf("action without the credentials-exchange export: %v", err)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"time"
 
 	"github.com/dop251/goja"
 )
@@ -39,8 +38,9 @@ const (
 )
 
 // Compile compiles src as a hook or action named name (normally its file
-// path) in sloppy mode, as Node runs CommonJS modules, and checks that it
-// exports what its kind needs. Errors name the file, line and column.
+// path) in sloppy mode, as Node runs CommonJS modules. Errors name the file,
+// line and column. NewEngine then checks what the script exports, since its
+// top level may require modules that only the engine can provide.
 func Compile(name string, src []byte, kind Kind) (*Script, error) {
 	if len(src) > MaxScriptSize {
 		return nil, fmt.Errorf("%s: script is %d bytes, larger than the %d allowed", name, len(src), MaxScriptSize)
@@ -53,28 +53,7 @@ func Compile(name string, src []byte, kind Kind) (*Script, error) {
 		}
 		return nil, fmt.Errorf("%s: does not compile: %v", name, err)
 	}
-	s := &Script{Name: name, Kind: kind, prog: prog}
-	if err := s.checkExports(); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-// checkExports runs the module's top level once in a scratch runtime so that a
-// script exporting the wrong thing fails at config load, not on the first
-// token request.
-func (s *Script) checkExports() error {
-	vm := newVM()
-	timer := time.AfterFunc(2*time.Second, func() { vm.Interrupt("top level took too long") })
-	defer timer.Stop()
-	exports, err := s.load(vm, nil)
-	if err != nil {
-		return fmt.Errorf("%s: running top level: %v", s.Name, describeThrow(err))
-	}
-	if _, err := s.entry(vm, exports); err != nil {
-		return err
-	}
-	return nil
+	return &Script{Name: name, Kind: kind, prog: prog}, nil
 }
 
 // load evaluates the module in vm and returns module.exports.
@@ -90,9 +69,6 @@ func (s *Script) load(vm *goja.Runtime, require goja.Value) (goja.Value, error) 
 	module := vm.NewObject()
 	exports := vm.NewObject()
 	_ = module.Set("exports", exports)
-	if require == nil {
-		require = goja.Undefined()
-	}
 	if _, err := fn(goja.Undefined(), exports, require, module, vm.ToValue(s.Name), vm.ToValue(filepath.Dir(s.Name))); err != nil {
 		return nil, err
 	}

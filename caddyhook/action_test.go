@@ -1,0 +1,325 @@
+package caddyhook
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+)
+
+func compileAction(t *testing.T, name, src string) *Script {
+	t.Helper()
+	s, err := Compile(name, []byte(src), ActionKind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func runActions(t *testing.T, hook *Script, actions ...*Script) (*Result, error) {
+	t.Helper()
+	e, err := NewEngine(Config{Hook: hook, Actions: actions, Timeout: 2 * time.Second,
+		Secrets: map[string]string{"K": "v"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := input()
+	in.RequestedScopes = []string{"read:a", "write:a"}
+	return e.Run(context.Background(), in)
+}
+
+func TestActionEvent(t *testing.T) {
+	hook := compileHook(t, `module.exports = function (c, s, a, x, cb) { cb(null, {scope: s.concat('from:hook'), 'https://t.example/h': 1}); };`)
+	act := compileAction(t, "a.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+		api.accessToken.setCustomClaim('https://t.example/event', event);
+	};`)
+	res, err := runActions(t, hook, act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev map[string]any
+	_ = json.Unmarshal(res.Claims["https://t.example/event"], &ev)
+	want := map[string]any{
+		"client":          map[string]any{"client_id": "svc-1", "name": "Billing", "metadata": map[string]any{"tier": "gold"}},
+		"tenant":          map[string]any{"id": "acme"},
+		"resource_server": map[string]any{"identifier": "https://api.example.com"},
+		"accessToken": map[string]any{"scope": []any{"read:a", "write:a", "from:hook"},
+			"customClaims": map[string]any{"https://t.example/h": float64(1)}},
+		"transaction": map[string]any{"requested_scopes": []any{"read:a", "write:a"}},
+		"request": map[string]any{"ip": "203.0.113.9", "method": "POST", "hostname": "auth.example.com", "user_agent": "curl/8",
+			"body": map[string]any{"grant_type": "client_credentials", "audience": "https://api.example.com"}, "geoip": map[string]any{}},
+		"secrets": map[string]any{"K": "v"},
+	}
+	if !reflect.DeepEqual(ev, want) {
+		got, _ := json.MarshalIndent(ev, "", " ")
+		t.Fatalf("event =\n%s", got)
+	}
+}
+
+func TestActionsChainAfterHook(t *testing.T) {
+	hook := compileHook(t, `module.exports = function (c, s, a, x, cb) { cb(null, {scope: s, 'https://t.example/who': ['hook']}); };`)
+	first := compileAction(t, "first.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+		const who = event.accessToken.customClaims['https://t.example/who'];
+		api.accessToken.setCustomClaim('https://t.example/who', who.concat('first'));
+		api.transaction.addTargetScope('added:first');
+		api.transaction.removeTargetScope('write:a');
+		api.accessToken.setCustomClaim('not-namespaced', 'ignored');
+		api.accessToken.setCustomClaim('iss', 'forged');
+		api.accessToken.setCustomClaim('https://example.com/existing', 'collides');
+	};`)
+	second := compileAction(t, "second.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+		await new Promise((r) => setTimeout(r, 2));
+		const who = event.accessToken.customClaims['https://t.example/who'];
+		api.accessToken.setCustomClaim('https://t.example/who', who.concat('second'));
+		api.accessToken.setCustomClaim('https://t.example/scope-seen', event.accessToken.scope);
+	};`)
+	res, err := runActions(t, hook, first, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(res.Claims["https://t.example/who"]); got != `["hook","first","second"]` {
+		t.Errorf("who = %s", got)
+	}
+	if got := string(res.Claims["https://t.example/scope-seen"]); got != `["read:a","added:first"]` {
+		t.Errorf("second action saw scope %s", got)
+	}
+	if !reflect.DeepEqual(res.Scope, []string{"read:a", "added:first"}) {
+		t.Errorf("scope = %v", res.Scope)
+	}
+	for _, n := range []string{"not-namespaced", "iss", "https://example.com/existing"} {
+		if _, ok := res.Claims[n]; ok {
+			t.Errorf("claim %s should have been ignored", n)
+		}
+	}
+}
+
+func TestActionScopeOperations(t *testing.T) {
+	act := compileAction(t, "a.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+		api.transaction.clearTargetScopes();
+		api.transaction.addTargetScope('x');
+		api.transaction.addTargetScope('x');
+		api.transaction.setTargetScopes(api.transaction ? ['p', 'q', 'p'] : []);
+		api.transaction.addTargetScope('r');
+		api.transaction.removeTargetScope('p');
+	};`)
+	res, err := runActions(t, nil, act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(res.Scope, []string{"q", "r"}) {
+		t.Fatalf("scope = %v", res.Scope)
+	}
+	bad := compileAction(t, "bad.js", `exports.onExecuteCredentialsExchange = async (event, api) => { api.transaction.addTargetScope('has space'); };`)
+	_, err = runActions(t, nil, bad)
+	wantError(t, err, 500, CodeServerError, "")
+}
+
+func TestActionDeny(t *testing.T) {
+	later := compileAction(t, "later.js", `exports.onExecuteCredentialsExchange = async (event, api) => { throw new Error('later action ran'); };`)
+	for _, tc := range []struct {
+		code, want string
+		status     int
+	}{
+		{"invalid_scope", CodeInvalidScope, 400},
+		{"invalid_request", CodeInvalidRequest, 400},
+		{"server_error", CodeServerError, 500},
+		{"access_denied", CodeServerError, 500},
+	} {
+		deny := compileAction(t, "deny.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+			api.access.deny('`+tc.code+`', 'denied by policy');
+		};`)
+		res, err := runActions(t, nil, deny, later)
+		if res != nil {
+			t.Fatalf("%s: denied exchange returned a result", tc.code)
+		}
+		wantError(t, err, tc.status, tc.want, "denied by policy")
+	}
+	syncDeny := compileAction(t, "sync.js", `exports.onExecuteCredentialsExchange = function (event, api) { api.access.deny('invalid_scope', 'sync'); };`)
+	_, err := runActions(t, nil, syncDeny, later)
+	wantError(t, err, 400, CodeInvalidScope, "sync")
+}
+
+func TestActionFailures(t *testing.T) {
+	for name, src := range map[string]string{
+		"throws":          `exports.onExecuteCredentialsExchange = async () => { throw new Error('action broke'); };`,
+		"throws sync":     `exports.onExecuteCredentialsExchange = () => { throw new Error('action broke'); };`,
+		"rejects later":   `exports.onExecuteCredentialsExchange = () => new Promise((_, no) => setTimeout(() => no(new Error('action broke')), 1));`,
+		"throws in timer": `exports.onExecuteCredentialsExchange = () => new Promise(() => setTimeout(() => { throw new Error('action broke'); }, 1));`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := runActions(t, nil, compileAction(t, "a.js", src))
+			wantError(t, err, 500, CodeServerError, "action broke")
+		})
+	}
+}
+
+func TestActionCache(t *testing.T) {
+	act := compileAction(t, "cache.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+		const before = api.cache.get('token');
+		const out = { before: before ? before.value : null };
+		if (!before) out.set = api.cache.set('token', 'v-' + event.request.body.n, { ttl: 60000 }).type;
+		out.badKey = api.cache.set('k'.repeat(65), 'v').code;
+		out.badValue = api.cache.set('big', 'v'.repeat(4097)).code;
+		out.notString = api.cache.set('num', 42).code;
+		out.badTTL = api.cache.set('t', 'v', { ttl: -1 }).code;
+		out.missing = api.cache.get('nope') === undefined;
+		api.accessToken.setCustomClaim('https://t.example/cache', out);
+	};`)
+	e, err := NewEngine(Config{Actions: []*Script{act}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(n string) map[string]any {
+		in := input()
+		in.Request.Body = map[string]any{"n": n}
+		res, err := e.Run(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out map[string]any
+		_ = json.Unmarshal(res.Claims["https://t.example/cache"], &out)
+		return out
+	}
+	first := run("1")
+	want := map[string]any{"before": nil, "set": "success", "badKey": CacheInvalidKey, "badValue": CacheInvalidValue,
+		"notString": CacheInvalidValue, "badTTL": CacheInvalidOptions, "missing": true}
+	if !reflect.DeepEqual(first, want) {
+		t.Fatalf("first run: %v", first)
+	}
+	if second := run("2"); second["before"] != "v-1" {
+		t.Fatalf("the cache did not persist between runs of one engine: %v", second)
+	}
+}
+
+func TestActionCacheLimits(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c := newActionCache(func() time.Time { return now })
+	for i := 0; i < 30; i++ {
+		if _, code := c.set(string(rune('a'+i%26))+string(rune('A'+i/26)), "v", time.Duration(i+1)*time.Minute, time.Time{}); code != "" {
+			t.Fatal(code)
+		}
+	}
+	if len(c.entries) != CacheMaxEntries {
+		t.Fatalf("%d entries, want at most %d", len(c.entries), CacheMaxEntries)
+	}
+	if _, ok := c.get("aA"); ok {
+		t.Error("the entry closest to expiry was not the one evicted")
+	}
+	big := string(make([]byte, 4000))
+	c.set("big1", big, 0, time.Time{})
+	c.set("big2", big, 0, time.Time{})
+	c.set("big3", big, 0, time.Time{})
+	if c.size() > CacheMaxTotal {
+		t.Errorf("cache holds %d bytes, more than %d", c.size(), CacheMaxTotal)
+	}
+	e, _ := c.set("long", "v", 48*time.Hour, time.Time{})
+	if !e.expiresAt.Equal(now.Add(CacheMaxTTL)) {
+		t.Errorf("lifetime not capped at 24h: %v", e.expiresAt.Sub(now))
+	}
+	e, _ = c.set("default", "v", 0, time.Time{})
+	if !e.expiresAt.Equal(now.Add(CacheDefaultTTL)) {
+		t.Errorf("default lifetime %v", e.expiresAt.Sub(now))
+	}
+	now = now.Add(16 * time.Minute)
+	if _, ok := c.get("default"); ok {
+		t.Error("an expired entry was returned")
+	}
+	if _, code := c.set("past", "v", 0, now.Add(-time.Second)); code != CacheInvalidOptions {
+		t.Errorf("expires_at in the past: %q", code)
+	}
+}
+
+func TestWebtaskStorageSharedBetweenInstances(t *testing.T) {
+	dir := t.TempDir()
+	counter := compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
+		const storage = context.webtask.storage;
+		storage.get(function (error, data) {
+			if (error) return cb(error);
+			data = data || { count: 0, by: [] };
+			data.count++;
+			data.by.push(context.body.instance);
+			storage.set(data, function (error) {
+				if (error) return cb(error);
+				cb(null, { 'https://t.example/count': data.count, 'https://t.example/by': data.by });
+			});
+		});
+	};`)
+	instance := func() *Engine {
+		e, err := NewEngine(Config{Hook: counter, Storage: &certmagic.FileStorage{Path: dir}, StorageNamespace: "acme"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	a, b := instance(), instance()
+	run := func(e *Engine, name string) *Result {
+		in := input()
+		in.Request.Body = map[string]any{"instance": name}
+		res, err := e.Run(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	run(a, "a")
+	run(b, "b")
+	res := run(a, "a")
+	if string(res.Claims["https://t.example/count"]) != "3" || string(res.Claims["https://t.example/by"]) != `["a","b","a"]` {
+		t.Fatalf("instances did not share storage: %s %s", res.Claims["https://t.example/count"], res.Claims["https://t.example/by"])
+	}
+}
+
+func TestWebtaskStorageConflictAndLimits(t *testing.T) {
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	key := StorageKey("acme", "hook.js")
+	hook := compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
+		const storage = context.webtask.storage, out = {};
+		storage.get(function (error, data) {
+			storage.set({ mine: true }, function (error) {
+				out.conflict = error ? error.code : 'none';
+				storage.set({ mine: true }, { force: 1 }, function (error) {
+					out.forced = error ? error.message : 'ok';
+					storage.set({ big: 'x'.repeat(600 * 1024) }, { force: 1 }, function (error) {
+						out.tooBig = error ? error.code : 'stored';
+						cb(null, { 'https://t.example/out': out });
+					});
+				});
+			});
+		});
+	};`)
+	// Another instance writes right after the hook's get.
+	racing := &writesAfterFirstLoad{FileStorage: st, data: []byte(`{"theirs":true}`)}
+	e, err := NewEngine(Config{Hook: hook, Storage: racing, StorageNamespace: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Run(context.Background(), input())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(res.Claims["https://t.example/out"]); got != `{"conflict":409,"forced":"ok","tooBig":400}` {
+		t.Fatalf("out = %s", got)
+	}
+	stored, _ := st.Load(context.Background(), key)
+	if string(stored) != `{"mine":true}` {
+		t.Fatalf("stored = %s", stored)
+	}
+}
+
+// writesAfterFirstLoad is a file storage that another instance writes to
+// right after the first read, which is the race a storage conflict guards.
+type writesAfterFirstLoad struct {
+	*certmagic.FileStorage
+	once sync.Once
+	data []byte
+}
+
+func (w *writesAfterFirstLoad) Load(ctx context.Context, key string) ([]byte, error) {
+	data, err := w.FileStorage.Load(ctx, key)
+	w.once.Do(func() { _ = w.FileStorage.Store(ctx, key, w.data) })
+	return data, err
+}

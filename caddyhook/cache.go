@@ -1,0 +1,119 @@
+package caddyhook
+
+import (
+	"sync"
+	"time"
+)
+
+// Auth0's documented limits on the Actions cache.
+const (
+	CacheMaxEntries = 20
+	CacheMaxKey     = 64
+	CacheMaxValue   = 4096
+	CacheMaxTotal   = 8192
+	CacheDefaultTTL = 15 * time.Minute
+	CacheMaxTTL     = 24 * time.Hour
+)
+
+// The error codes api.cache.set returns in {type: 'error', code}.
+const (
+	CacheInvalidKey     = "INVALID_KEY"
+	CacheInvalidValue   = "INVALID_VALUE"
+	CacheInvalidOptions = "INVALID_OPTIONS"
+)
+
+// actionCache is api.cache: string values, per Caddy instance, shared by the
+// actions of one handler, bounded as Auth0 bounds it. When full it evicts the
+// entries closest to expiry, since a cache may forget but must not fail.
+type actionCache struct {
+	mu      sync.Mutex
+	now     func() time.Time
+	entries map[string]cacheEntry
+}
+
+type cacheEntry struct {
+	value     string
+	expiresAt time.Time
+}
+
+func newActionCache(now func() time.Time) *actionCache {
+	return &actionCache{now: now, entries: map[string]cacheEntry{}}
+}
+
+func (c *actionCache) get(key string) (cacheEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	if ok && !c.now().Before(e.expiresAt) {
+		delete(c.entries, key)
+		return cacheEntry{}, false
+	}
+	return e, ok
+}
+
+// set stores value under key until expiresAt, or for ttl, or for the
+// default 15 minutes; lifetimes are capped at 24 hours.
+func (c *actionCache) set(key, value string, ttl time.Duration, expiresAt time.Time) (cacheEntry, string) {
+	switch {
+	case key == "" || len(key) > CacheMaxKey:
+		return cacheEntry{}, CacheInvalidKey
+	case len(value) > CacheMaxValue || len(key)+len(value) > CacheMaxTotal:
+		return cacheEntry{}, CacheInvalidValue
+	}
+	now := c.now()
+	switch {
+	case !expiresAt.IsZero():
+		if !expiresAt.After(now) {
+			return cacheEntry{}, CacheInvalidOptions
+		}
+	case ttl > 0:
+		expiresAt = now.Add(ttl)
+	default:
+		expiresAt = now.Add(CacheDefaultTTL)
+	}
+	if max := now.Add(CacheMaxTTL); expiresAt.After(max) {
+		expiresAt = max
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, key)
+	for k, e := range c.entries {
+		if !now.Before(e.expiresAt) {
+			delete(c.entries, k)
+		}
+	}
+	for len(c.entries) >= CacheMaxEntries || c.size()+len(key)+len(value) > CacheMaxTotal {
+		c.evictSoonest()
+	}
+	e := cacheEntry{value: value, expiresAt: expiresAt}
+	c.entries[key] = e
+	return e, ""
+}
+
+func (c *actionCache) delete(key string) (cacheEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	delete(c.entries, key)
+	return e, ok
+}
+
+func (c *actionCache) size() int {
+	n := 0
+	for k, e := range c.entries {
+		n += len(k) + len(e.value)
+	}
+	return n
+}
+
+func (c *actionCache) evictSoonest() {
+	var victim string
+	var soonest time.Time
+	for k, e := range c.entries {
+		if victim == "" || e.expiresAt.Before(soonest) {
+			victim, soonest = k, e.expiresAt
+		}
+	}
+	delete(c.entries, victim)
+}

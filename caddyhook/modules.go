@@ -1,0 +1,159 @@
+package caddyhook
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dop251/goja"
+	"github.com/dop251/goja_nodejs/buffer"
+	"github.com/dop251/goja_nodejs/require"
+	_ "github.com/dop251/goja_nodejs/url"  // registers the url core module
+	_ "github.com/dop251/goja_nodejs/util" // registers the util core module
+)
+
+// builtinModules are the Node core modules a script may require. buffer, url
+// and util come from goja_nodejs; querystring and crypto are ours, with only
+// what is safe: no key generation, no ciphers that need entropy we do not
+// audit, nothing that touches files.
+var builtinModules = map[string]bool{
+	"buffer": true, "url": true, "util": true, "querystring": true, "crypto": true,
+}
+
+// nodeCoreModules are refused by name, whatever else the process has
+// registered with goja_nodejs: a script must never reach the file system,
+// the network, child processes or the environment.
+var nodeCoreModules = map[string]bool{
+	"assert": true, "async_hooks": true, "child_process": true, "cluster": true, "console": true,
+	"constants": true, "dgram": true, "diagnostics_channel": true, "dns": true, "domain": true,
+	"events": true, "fs": true, "fs/promises": true, "http": true, "http2": true, "https": true,
+	"inspector": true, "module": true, "net": true, "os": true, "path": true, "perf_hooks": true,
+	"process": true, "punycode": true, "readline": true, "repl": true, "stream": true,
+	"string_decoder": true, "sys": true, "timers": true, "tls": true, "trace_events": true,
+	"tty": true, "v8": true, "vm": true, "wasi": true, "worker_threads": true, "zlib": true,
+}
+
+// maxModuleSize bounds one file loaded from modules_dir.
+const maxModuleSize = 4 << 20
+
+// modules resolves require() for one Engine: the allowed built-ins, and
+// CommonJS packages under one folder with node_modules-style resolution that
+// never leaves it. Compiled package sources are cached by the registry, so a
+// package is compiled once per config load.
+type modules struct {
+	root     string // absolute, symlinks resolved; "" when no modules_dir
+	registry *require.Registry
+}
+
+func newModules(dir string) (*modules, error) {
+	m := &modules{}
+	if dir != "" {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, err
+		}
+		real, err := filepath.EvalSymlinks(abs)
+		if err != nil {
+			return nil, fmt.Errorf("modules_dir: %w", err)
+		}
+		if fi, err := os.Stat(real); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("modules_dir %s is not a directory", dir)
+		}
+		m.root = real
+	}
+	opts := []require.Option{require.WithLoader(m.load)}
+	if m.root != "" {
+		opts = append(opts, require.WithGlobalFolders(filepath.Join(m.root, "node_modules"), m.root))
+	}
+	m.registry = require.NewRegistry(opts...)
+	m.registry.RegisterNativeModule("querystring", requireQuerystring)
+	m.registry.RegisterNativeModule("crypto", requireCrypto)
+	return m, nil
+}
+
+// load is the registry's only way to read a file: anything outside root
+// (or any file at all, without a modules_dir) does not exist.
+func (m *modules) load(path string) ([]byte, error) {
+	if m.root == "" {
+		return nil, require.ModuleFileDoesNotExistError
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, require.ModuleFileDoesNotExistError
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil || !within(m.root, real) {
+		return nil, require.ModuleFileDoesNotExistError
+	}
+	fi, err := os.Stat(real)
+	if err != nil || fi.IsDir() {
+		return nil, require.ModuleFileDoesNotExistError
+	}
+	if fi.Size() > maxModuleSize {
+		return nil, fmt.Errorf("module file %s is larger than %d bytes", path, maxModuleSize)
+	}
+	data, err := os.ReadFile(real)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, require.ModuleFileDoesNotExistError
+	}
+	return data, err
+}
+
+func within(root, path string) bool {
+	rel, err := filepath.Rel(root, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
+}
+
+// enable installs require and the lazily loaded Buffer global in vm, and
+// returns require. Every require() in the runtime, in scripts and in
+// packages alike, goes through the gate below.
+func (m *modules) enable(vm *goja.Runtime) goja.Value {
+	rm := m.registry.Enable(vm)
+	gate := func(call goja.FunctionCall) goja.Value {
+		name := call.Argument(0).String()
+		bare := strings.TrimPrefix(name, "node:")
+		switch {
+		case builtinModules[bare]:
+			name = bare
+		case nodeCoreModules[bare], strings.HasPrefix(name, "node:"), m.root == "":
+			panic(vm.NewGoError(fmt.Errorf("module '%s' is not available", name)))
+		}
+		v, err := rm.Require(name)
+		if err != nil {
+			var ex *goja.Exception
+			if errors.As(err, &ex) {
+				panic(ex)
+			}
+			if errors.Is(err, require.InvalidModuleError) || errors.Is(err, require.ModuleFileDoesNotExistError) ||
+				errors.Is(err, require.NoSuchBuiltInModuleError) || errors.Is(err, require.IllegalModuleNameError) {
+				panic(vm.NewGoError(fmt.Errorf("module '%s' is not available (only packages under modules_dir can be required)", name)))
+			}
+			panic(vm.NewGoError(fmt.Errorf("loading module '%s': %v", name, err)))
+		}
+		return v
+	}
+	req := vm.ToValue(gate)
+	_ = vm.Set("require", req)
+
+	// Node has Buffer as a global; load the module only if a script uses it.
+	global := vm.GlobalObject()
+	_ = global.DefineAccessorProperty("Buffer",
+		vm.ToValue(func() goja.Value {
+			b := require.Require(vm, "buffer").ToObject(vm).Get("Buffer")
+			_ = global.DefineDataProperty("Buffer", b, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+			return b
+		}),
+		vm.ToValue(func(v goja.Value) {
+			_ = global.DefineDataProperty("Buffer", v, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+		}),
+		goja.FLAG_TRUE, goja.FLAG_FALSE)
+	return req
+}
+
+// bytesArg reads a string (in an encoding) or a Buffer/TypedArray argument.
+func bytesArg(vm *goja.Runtime, v, enc goja.Value) []byte {
+	return buffer.DecodeBytes(vm, v, enc)
+}
