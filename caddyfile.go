@@ -1,6 +1,8 @@
 package credentialsexchange
 
 import (
+	"os"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -26,10 +28,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Files named
 // here are read and checked at once, so that `caddy adapt` and `caddy
 // validate` report a script that does not compile or a bad key with the
-// Caddyfile line. Syntax:
+// Caddyfile line; what a script exports is checked at provisioning, where
+// its require() calls can be resolved. Syntax:
 //
 //	credentials_exchange [<matcher>] {
 //		hook          <file.js>
+//		action        <file.js>             # repeatable; runs after the hook, in order
 //		token_path    <path>                # default /oauth/token
 //		json_body     form|keep             # default form
 //		audience_param <name>               # default: forwarded as audience
@@ -41,6 +45,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		claims_policy namespaced|open       # default namespaced
 //		timeout       <duration>            # default 5s
 //		tenant        <name>
+//		modules_dir   <dir>
 //		secret        <NAME> <value>        # repeatable
 //		client <client_id> {                # repeatable
 //			name     <text>
@@ -63,6 +68,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if _, err := compileFile(h.Hook, caddyhook.HookKind); err != nil {
 				return d.Errf("hook: %v", err)
+			}
+		case "action":
+			var path string
+			if err := oneArg(d, &path); err != nil {
+				return err
+			}
+			if _, err := compileFile(path, caddyhook.ActionKind); err != nil {
+				return d.Errf("action: %v", err)
+			}
+			h.Actions = append(h.Actions, path)
+		case "modules_dir":
+			if err := oneArg(d, &h.ModulesDir); err != nil {
+				return err
+			}
+			if fi, err := os.Stat(h.ModulesDir); err != nil || !fi.IsDir() {
+				return d.Errf("modules_dir %s is not a readable directory", h.ModulesDir)
 			}
 		case "token_path":
 			if err := oneArg(d, &h.TokenPath); err != nil {
@@ -181,8 +202,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized subdirective '%s'", sub)
 		}
 	}
-	if h.Hook == "" {
-		return d.Err("credentials_exchange needs a hook: hook <file.js>")
+	if h.Hook == "" && len(h.Actions) == 0 {
+		return d.Err("credentials_exchange needs a hook or an action: hook <file.js> or action <file.js>")
 	}
 	if h.SigningKey == "" {
 		return d.Err("credentials_exchange needs a signing key: signing_key <file> [<alg>]")

@@ -47,8 +47,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	hook := filepath.Join("testdata", "hooks", "starter.js")
 	key := files["CADDYHOOK_TEST_SIGNING_KEY"]
 
+	action := filepath.Join("testdata", "actions", "deny.js")
 	input := `credentials_exchange {
 		hook ` + hook + `
+		action ` + action + `
+		action ` + action + `
+		modules_dir ` + filepath.Join("testdata", "modules") + `
 		token_path /token
 		json_body keep
 		audience_param resource
@@ -76,7 +80,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Handler{
-		Hook: hook, TokenPath: "/token", JSONBody: "keep", AudienceParam: "resource", JWKSPath: "/keys",
+		Hook: hook, Actions: []string{action, action}, ModulesDir: filepath.Join("testdata", "modules"), TokenPath: "/token", JSONBody: "keep", AudienceParam: "resource", JWKSPath: "/keys",
 		UpstreamJWKS: "http://127.0.0.1:9096/.well-known/jwks.json", UpstreamKey: files["CADDYHOOK_TEST_UPSTREAM_KEY"],
 		InsecureSkipVerify: true, SigningKey: key, SigningAlg: "PS256", ClaimsPolicy: "open",
 		Timeout: caddy.Duration(750 * time.Millisecond), Tenant: "acme",
@@ -111,7 +115,13 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	}{
 		{"argument on the directive", "credentials_exchange extra {\n" + base + "}", "@1 wrong argument count"},
 		{"unknown subdirective", "credentials_exchange {\n" + base + "\tbogus 1\n}", "@4 unrecognized subdirective 'bogus'"},
-		{"missing hook", "credentials_exchange {\n\tsigning_key " + key + "\n}", "needs a hook"},
+		{"missing hook", "credentials_exchange {\n\tsigning_key " + key + "\n}", "needs a hook or an action"},
+		{"action without file", "credentials_exchange {\n" + base + "\taction\n}", "@4 wrong argument count"},
+		{"action unreadable", "credentials_exchange {\n" + base + "\taction /nonexistent/a.js\n}", "@4 action: reading script"},
+		{"action does not compile", "credentials_exchange {\n" + base + "\taction " + badJS + "\n}", "@4 action: " + badJS + ": does not compile"},
+		{"modules_dir missing", "credentials_exchange {\n" + base + "\tmodules_dir /nonexistent\n}", "@4 modules_dir /nonexistent is not a readable directory"},
+		{"modules_dir a file", "credentials_exchange {\n" + base + "\tmodules_dir " + hook + "\n}", "is not a readable directory"},
+		{"modules_dir twice", "credentials_exchange {\n" + base + "\tmodules_dir testdata\n\tmodules_dir testdata\n}", "@5 modules_dir already specified"},
 		{"missing signing key", "credentials_exchange {\n\thook " + hook + "\n}", "needs a signing key"},
 		{"hook without file", "credentials_exchange {\n\thook\n}", "@2 wrong argument count"},
 		{"hook twice", "credentials_exchange {\n" + base + "\thook " + hook + "\n}", "@4 hook already specified"},

@@ -246,6 +246,13 @@ func TestEndToEnd(t *testing.T) {
 	add("deny", upstream.URL, exchangeDirective(hookPath(t, "deny-invalid-scope.js"), key, upstream.URL))
 	add("throw", upstream.URL, exchangeDirective(hookPath(t, "throws.js"), key, upstream.URL))
 	add("timeout", upstream.URL, exchangeDirective(hookPath(t, "endless.js"), key, upstream.URL, "timeout 300ms"))
+	actionsDir, _ := filepath.Abs(filepath.Join("testdata", "actions"))
+	modulesDir, _ := filepath.Abs(filepath.Join("testdata", "modules"))
+	add("actions", upstream.URL, exchangeDirective(hookPath(t, "e2e.js"), key, upstream.URL,
+		"action "+filepath.Join(actionsDir, "tier-lifetime.js"), "action "+filepath.Join(actionsDir, "narrow-scope.js"),
+		"modules_dir "+modulesDir, "client svc-billing {\n\t\tmetadata tier gold\n\t}"))
+	add("action-deny", upstream.URL, exchangeDirective(hookPath(t, "starter.js"), key, upstream.URL,
+		"action "+filepath.Join(actionsDir, "deny.js")))
 	// A static upstream key that did not sign the upstream's tokens.
 	add("wrongkey", upstream.URL, fmt.Sprintf("credentials_exchange {\n\thook %s\n\tsigning_key %s\n\tupstream_key %s\n}",
 		hookPath(t, "starter.js"), key, writeKey(t, "rsa")))
@@ -365,17 +372,46 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("hook and two actions", func(t *testing.T) {
+		cc := clientcredentials.Config{ClientID: "svc-billing", ClientSecret: "billing-secret",
+			TokenURL: sites["actions"].url() + "/oauth/token", Scopes: []string{"read:a", "admin"}}
+		tok, err := cc.Token(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed := verify(t, fetchJWKS(t, sites["actions"].url()), tok.AccessToken)
+		if got := claim(t, parsed, "scope"); got != "read:a audit:write" {
+			t.Errorf("scope = %v (hook added read:resource, the action swapped it for audit:write)", got)
+		}
+		if got := tok.Extra("scope"); got != "read:a audit:write" {
+			t.Errorf("response scope = %v", got)
+		}
+		if got := claim(t, parsed, "https://example.com/max_session_seconds"); got != float64(7200) {
+			t.Errorf("max_session_seconds = %v (from the tenant-rules package, gold tier)", got)
+		}
+		if got := claim(t, parsed, "https://example.com/hook_saw"); fmt.Sprint(got) == "" || got == nil {
+			t.Errorf("the action did not see the hook's claim: %v", got)
+		}
+		if got := claim(t, parsed, "https://example.com/requested"); fmt.Sprint(got) != "[read:a admin]" {
+			t.Errorf("requested scopes = %v", got)
+		}
+		if got := claim(t, parsed, "https://example.com/audience"); got != "https://api.example.com" {
+			t.Errorf("the hook's own claims are gone: %v", got)
+		}
+	})
+
 	for _, tc := range []struct {
 		site, code, desc string
 		status           int
 	}{
+		{"action-deny", "invalid_scope", "admin is not granted to machine clients", 400},
 		{"deny", "invalid_scope", "Not authorized for this scope.", 400},
 		{"throw", "server_error", "boom", 500},
 		{"timeout", "server_error", "hook timed out", 500},
 		{"wrongkey", "server_error", "", 502},
 	} {
 		t.Run("fails closed: "+tc.site, func(t *testing.T) {
-			form := url.Values{"grant_type": {"client_credentials"}, "scope": {"read:a"}}
+			form := url.Values{"grant_type": {"client_credentials"}, "scope": {"read:a admin"}}
 			r := postForm(t, sites[tc.site].url(), "/oauth/token", form, "svc-billing", "billing-secret")
 			if r.status != tc.status || r.ctype != "application/json" {
 				t.Fatalf("got %d %s %s", r.status, r.ctype, r.body)

@@ -220,7 +220,8 @@ func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token
 		Request: caddyhook.Request{
 			IP: ip, Method: r.Method, Hostname: r.Host, UserAgent: r.UserAgent(), Body: req.hookBody(),
 		},
-		TokenClaims: names,
+		RequestedScopes: strings.Fields(req.stringParam("scope")),
+		TokenClaims:     names,
 	}, form
 }
 

@@ -42,8 +42,18 @@ const (
 type Handler struct {
 	// Hook is the path of the Auth0 Hook script
 	// (module.exports = function(client, scope, audience, context, cb) {...}).
-	// Required.
+	// A hook or at least one action is required.
 	Hook string `json:"hook,omitempty"`
+
+	// Actions are paths of Auth0 Action scripts
+	// (exports.onExecuteCredentialsExchange = async (event, api) => {...}),
+	// run after the hook in this order, each seeing what the earlier ones did.
+	Actions []string `json:"actions,omitempty"`
+
+	// ModulesDir is a folder of plain-JS CommonJS packages (a node_modules
+	// folder, or a folder holding one) that scripts may require. Resolution
+	// never leaves it. Default: none; only the built-in modules are available.
+	ModulesDir string `json:"modules_dir,omitempty"`
 
 	// TokenPath is the path of the OAuth token endpoint whose client
 	// credentials responses are rewritten. Default: /oauth/token.
@@ -92,8 +102,8 @@ type Handler struct {
 	// name that is not restricted). Default: namespaced.
 	ClaimsPolicy string `json:"claims_policy,omitempty"`
 
-	// Timeout limits one hook run; past it the exchange fails with 500
-	// server_error "hook timed out". Default: 5s.
+	// Timeout limits one run of the hook and the actions together; past it
+	// the exchange fails with 500 server_error "hook timed out". Default: 5s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// Tenant is the name handed to hooks as client.tenant.
@@ -166,23 +176,36 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	if h.Hook == "" {
-		return errors.New("a hook script is required")
+	if h.Hook == "" && len(h.Actions) == 0 {
+		return errors.New("a hook or an action is required")
 	}
-	hook, err := compileFile(h.Hook, caddyhook.HookKind)
-	if err != nil {
-		return err
+	var hook *caddyhook.Script
+	if h.Hook != "" {
+		if hook, err = compileFile(h.Hook, caddyhook.HookKind); err != nil {
+			return err
+		}
 	}
+	actions := make([]*caddyhook.Script, len(h.Actions))
+	for i, path := range h.Actions {
+		if actions[i], err = compileFile(path, caddyhook.ActionKind); err != nil {
+			return err
+		}
+	}
+	h.tenant = repl.ReplaceKnown(h.Tenant, "")
 	secrets := make(map[string]string, len(h.Secrets))
 	for name, v := range h.Secrets {
 		secrets[name] = repl.ReplaceKnown(v, "")
 	}
 	h.engine, err = caddyhook.NewEngine(caddyhook.Config{
-		Hook:    hook,
-		Policy:  policy,
-		Timeout: time.Duration(h.Timeout),
-		Secrets: secrets,
-		Logger:  h.logger.Named("hook"),
+		Hook:             hook,
+		Actions:          actions,
+		Policy:           policy,
+		Timeout:          time.Duration(h.Timeout),
+		Secrets:          secrets,
+		ModulesDir:       h.ModulesDir,
+		Storage:          ctx.Storage(),
+		StorageNamespace: h.tenant,
+		Logger:           h.logger.Named("hook"),
 	})
 	if err != nil {
 		return err
@@ -207,9 +230,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for id, c := range h.Clients {
 		h.clients[id] = c
 	}
-	h.tenant = repl.ReplaceKnown(h.Tenant, "")
 	h.logger.Info("credentials exchange ready",
 		zap.String("hook", h.Hook),
+		zap.Strings("actions", h.Actions),
 		zap.String("token_path", h.TokenPath),
 		zap.String("jwks_path", h.JWKSPath),
 		zap.String("kid", h.signer.KeyID()),
