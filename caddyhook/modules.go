@@ -11,8 +11,8 @@ import (
 	"github.com/dop251/goja"
 	"github.com/dop251/goja_nodejs/buffer"
 	"github.com/dop251/goja_nodejs/require"
-	_ "github.com/dop251/goja_nodejs/url"  // registers the url core module
-	_ "github.com/dop251/goja_nodejs/util" // registers the util core module
+	_ "github.com/dop251/goja_nodejs/url" // registers the url core module
+	nodeutil "github.com/dop251/goja_nodejs/util"
 )
 
 // builtinModules are the Node core modules a script may require. buffer, url
@@ -69,6 +69,7 @@ func newModules(dir string) (*modules, error) {
 		opts = append(opts, require.WithGlobalFolders(filepath.Join(m.root, "node_modules"), m.root))
 	}
 	m.registry = require.NewRegistry(opts...)
+	m.registry.RegisterNativeModule("util", requireUtil)
 	m.registry.RegisterNativeModule("querystring", requireQuerystring)
 	m.registry.RegisterNativeModule("crypto", requireCrypto)
 	return m, nil
@@ -151,6 +152,42 @@ func (m *modules) enable(vm *goja.Runtime) goja.Value {
 		}),
 		goja.FLAG_TRUE, goja.FLAG_FALSE)
 	return req
+}
+
+// utilExtras adds what hooks use most from Node's util beyond format:
+// promisify (storage.get and set are callback APIs), inherits and inspect.
+var utilExtras = goja.MustCompile("caddyhook:util", `(function (util) {
+	util.promisify = function promisify(fn) {
+		if (typeof fn !== 'function') throw new TypeError('The "original" argument must be of type function');
+		return function () {
+			var self = this, args = Array.prototype.slice.call(arguments);
+			return new Promise(function (resolve, reject) {
+				args.push(function (err, value) { if (err) reject(err); else resolve(value); });
+				fn.apply(self, args);
+			});
+		};
+	};
+	util.inherits = function inherits(ctor, superCtor) {
+		Object.setPrototypeOf(ctor.prototype, superCtor.prototype);
+		Object.setPrototypeOf(ctor, superCtor);
+		ctor.super_ = superCtor;
+	};
+	util.inspect = function inspect(v) {
+		if (typeof v === 'string') return "'" + v + "'";
+		try { var s = JSON.stringify(v); return s === undefined ? String(v) : s; } catch (e) { return String(v); }
+	};
+})`, true)
+
+func requireUtil(vm *goja.Runtime, module *goja.Object) {
+	nodeutil.Require(vm, module)
+	fn, err := vm.RunProgram(utilExtras)
+	if err != nil {
+		panic(err)
+	}
+	extend, _ := goja.AssertFunction(fn)
+	if _, err := extend(goja.Undefined(), module.Get("exports")); err != nil {
+		panic(err)
+	}
 }
 
 // bytesArg reads a string (in an encoding) or a Buffer/TypedArray argument.

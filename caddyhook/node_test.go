@@ -37,7 +37,7 @@ func TestBuiltinModules(t *testing.T) {
 	src := `
 	const util = require('util'), url = require('url'), qs = require('querystring');
 	const crypto = require('node:crypto'), { Buffer: B } = require('buffer');
-	module.exports = function (client, scope, audience, context, cb) {
+	module.exports = async function (client, scope, audience, context, cb) {
 		const u = new url.URL('https://api.example.com/v1?x=1');
 		cb(null, {'https://t.example/out': {
 			format: util.format('%s has %d scopes', client.id, scope.length),
@@ -48,6 +48,8 @@ func TestBuiltinModules(t *testing.T) {
 			uuid: /^[0-9a-f-]{36}$/.test(crypto.randomUUID()),
 			random: crypto.randomBytes(16).length,
 			buffer: Buffer.from('hello').toString('base64') + '/' + B.from('aGk=', 'base64').toString(),
+			inspect: util.inspect({a: [1]}),
+			promisified: await util.promisify(function (n, cb) { setTimeout(function () { cb(null, n * 2); }, 1); })(21),
 		}});
 	};`
 	got := claimOf(t, src, nil)
@@ -56,7 +58,7 @@ func TestBuiltinModules(t *testing.T) {
 		"qs": "a=b%20c&list=1&list=2", "parsed": map[string]any{"a": []any{"1", "2"}, "b": "x y"},
 		"sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
 		"hmac":   "LZPLwb4We8sWN6SiPL/wGnh48MUO6DOVTqUiG7G4xig=",
-		"uuid":   true, "random": float64(16), "buffer": "aGVsbG8=/hi",
+		"uuid":   true, "random": float64(16), "buffer": "aGVsbG8=/hi", "inspect": `{"a":[1]}`, "promisified": float64(42),
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %v\nwant %v", got, want)
