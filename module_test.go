@@ -85,8 +85,14 @@ func writeSigningKey(t *testing.T) string {
 
 func provision(t *testing.T, h *Handler) *Handler {
 	t.Helper()
-	// A provisioned context has a real (file system) storage, as under caddy run.
-	storage, _ := json.Marshal(map[string]string{"module": "file_system", "root": t.TempDir()})
+	return provisionWithStorage(t, h, t.TempDir())
+}
+
+// provisionWithStorage provisions h in a context whose storage is Caddy's
+// file_system module at root, as under caddy run with a storage option.
+func provisionWithStorage(t *testing.T, h *Handler, root string) *Handler {
+	t.Helper()
+	storage, _ := json.Marshal(map[string]string{"module": "file_system", "root": root})
 	base, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: storage})
 	if err != nil {
 		t.Fatal(err)
@@ -397,5 +403,40 @@ func TestJWKSWithoutUpstreamKeys(t *testing.T) {
 		if !strings.Contains(rec.Header().Get("Cache-Control"), "max-age=") {
 			t.Errorf("%s: Cache-Control = %q", name, rec.Header().Get("Cache-Control"))
 		}
+	}
+}
+
+func TestStorageSharedByHandlerInstances(t *testing.T) {
+	up := newTestUpstream(t)
+	shared := t.TempDir()
+	hook := writeScript(t, `const util = require('util');
+	module.exports = async function (client, scope, audience, context, cb) {
+		const storage = context.webtask.storage;
+		const data = (await util.promisify(storage.get)()) || { seen: [] };
+		data.seen.push(context.body.instance);
+		await util.promisify(storage.set)(data);
+		cb(null, { scope: scope, 'https://t.example/seen': data.seen });
+	};`)
+	newInstance := func() *Handler {
+		return provisionWithStorage(t, &Handler{Hook: hook, SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile, Tenant: "acme"}, shared)
+	}
+	a, b := newInstance(), newInstance()
+	exchange := func(h *Handler, instance string) string {
+		form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "instance": {instance}}
+		rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}, formRequest(form))
+		if rec.Code != 200 {
+			t.Fatalf("%s: %d %s", instance, rec.Code, rec.Body)
+		}
+		var resp map[string]string
+		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+		msg, _ := jws.Parse([]byte(resp["access_token"]))
+		var claims map[string]json.RawMessage
+		_ = json.Unmarshal(msg.Payload(), &claims)
+		return string(claims["https://t.example/seen"])
+	}
+	exchange(a, "a")
+	exchange(b, "b")
+	if got := exchange(a, "a"); got != `["a","b","a"]` {
+		t.Fatalf("instances sharing a storage folder saw %s", got)
 	}
 }
