@@ -23,9 +23,12 @@ type RemoteJWKS struct {
 	Client *http.Client
 	// TTL is how long a fetched set is used before it is fetched again.
 	TTL time.Duration
-	// MinRefresh is the shortest time between two fetches, so that tokens with
+	// MinRefresh is the shortest time between two fetches caused by unknown
+	// kids: the first one after a rotation is immediate, but tokens with
 	// made-up kids cannot make the proxy hammer the upstream.
 	MinRefresh time.Duration
+	// RetryAfter is the shortest time between attempts while fetching fails.
+	RetryAfter time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 
@@ -33,24 +36,27 @@ type RemoteJWKS struct {
 	keys      []jwk.Key
 	fetchedAt time.Time // last successful fetch
 	triedAt   time.Time // last attempt, successful or not
+	unknownAt time.Time // last fetch caused by an unknown kid
 	lastErr   error
 }
 
 // LookupKeys returns the cached keys for kid, fetching the set first when it
-// is missing, stale, or lacks kid and the last fetch is older than MinRefresh.
+// is missing or stale, or when it lacks kid.
 func (r *RemoteJWKS) LookupKeys(ctx context.Context, kid string) ([]jwk.Key, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
 	stale := r.keys == nil || now.Sub(r.fetchedAt) >= r.TTL
-	if stale && now.Sub(r.triedAt) >= r.MinRefresh {
+	if stale && (r.lastErr == nil || now.Sub(r.triedAt) >= r.RetryAfter) {
 		r.fetch(ctx, now)
 	}
 	if r.keys == nil {
 		return nil, fmt.Errorf("upstream JWKS %s unavailable: %w", r.URL, r.lastErr)
 	}
 	found := matchKID(r.keys, kid)
-	if kid != "" && !hasKID(found, kid) && now.Sub(r.triedAt) >= r.MinRefresh {
+	if kid != "" && !hasKID(found, kid) && !r.fetchedAt.Equal(now) &&
+		(r.unknownAt.IsZero() || now.Sub(r.unknownAt) >= r.MinRefresh) {
+		r.unknownAt = now
 		r.fetch(ctx, now)
 		found = matchKID(r.keys, kid)
 	}
