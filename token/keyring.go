@@ -477,4 +477,3 @@ func (k *Keyring) KeyIDs() []string {
 	}
 	return ids
 }
-
