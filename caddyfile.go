@@ -41,7 +41,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		upstream_jwks <url>
 //		upstream_key  <file>
 //		insecure_skip_verify
-//		signing_key   <file> [<alg>]
+//		signing_key   <file> [<alg>]        # default: generated, kept in Caddy's storage
+//		signing_alg   <alg>                 # RS256 (default), PS256, ES256, ES384, EdDSA
+//		key_rotation  <duration>            # generated keys; default off
+//		key_publish_ahead <duration>        # default jwks_max_age + refresh interval
+//		key_retain_max <duration>           # default 24h
+//		publish_key   <file>                # repeatable; published, never signs (alias verify_key)
+//		jwks_max_age  <duration>            # default 5m
 //		claims_policy namespaced|open       # default namespaced
 //		timeout       <duration>            # default 5s
 //		tenant        <name>
@@ -133,10 +139,34 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.SigningKey = args[0]
 			if len(args) == 2 {
+				if h.SigningAlg != "" {
+					return d.Err("signing_alg already specified")
+				}
 				h.SigningAlg = args[1]
 			}
 			if _, err := loadSigner(h.SigningKey, h.SigningAlg); err != nil {
 				return d.Errf("%v", err)
+			}
+		case "signing_alg":
+			if err := oneArg(d, &h.SigningAlg); err != nil {
+				return err
+			}
+		case "publish_key", "verify_key":
+			var p string
+			if err := oneArg(d, &p); err != nil {
+				return err
+			}
+			if _, err := loadPublishKeys([]string{p}); err != nil {
+				return d.Errf("%v", err)
+			}
+			h.PublishKeys = append(h.PublishKeys, p)
+		case "key_rotation", "key_publish_ahead", "key_retain_max", "jwks_max_age":
+			field := map[string]*caddy.Duration{
+				"key_rotation": &h.KeyRotation, "key_publish_ahead": &h.KeyPublishAhead,
+				"key_retain_max": &h.KeyRetainMax, "jwks_max_age": &h.JWKSMaxAge,
+			}[sub]
+			if err := durationArg(d, field); err != nil {
+				return err
 			}
 		case "claims_policy":
 			if err := oneArg(d, &h.ClaimsPolicy); err != nil {
@@ -146,18 +176,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("claims_policy: %v", err)
 			}
 		case "timeout":
-			var s string
-			if h.Timeout != 0 {
-				return d.Err("timeout already specified")
-			}
-			if err := oneArg(d, &s); err != nil {
+			if err := durationArg(d, &h.Timeout); err != nil {
 				return err
 			}
-			dur, err := caddy.ParseDuration(s)
-			if err != nil || dur <= 0 {
-				return d.Errf("timeout: %q is not a positive duration", s)
-			}
-			h.Timeout = caddy.Duration(dur)
 		case "tenant":
 			if err := oneArg(d, &h.Tenant); err != nil {
 				return err
@@ -205,9 +226,25 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if h.Hook == "" && len(h.Actions) == 0 {
 		return d.Err("credentials_exchange needs a hook or an action: hook <file.js> or action <file.js>")
 	}
-	if h.SigningKey == "" {
-		return d.Err("credentials_exchange needs a signing key: signing_key <file> [<alg>]")
+	return nil
+}
+
+// durationArg reads the single positive duration argument of the current
+// subdirective into dst, refusing a second occurrence.
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	name := d.Val()
+	if *dst != 0 {
+		return d.Errf("%s already specified", name)
 	}
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur <= 0 {
+		return d.Errf("%s: %q is not a positive duration", name, s)
+	}
+	*dst = caddy.Duration(dur)
 	return nil
 }
 

@@ -61,6 +61,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		upstream_key ` + files["CADDYHOOK_TEST_UPSTREAM_KEY"] + `
 		insecure_skip_verify
 		signing_key ` + key + ` PS256
+		publish_key ` + files["CADDYHOOK_TEST_UPSTREAM_KEY"] + `
+		verify_key ` + files["CADDYHOOK_TEST_UPSTREAM_KEY"] + `
+		jwks_max_age 10m
+		key_rotation 720h
+		key_publish_ahead 1h
+		key_retain_max 48h
 		claims_policy open
 		timeout 750ms
 		tenant acme
@@ -83,6 +89,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		Hook: hook, Actions: []string{action, action}, ModulesDir: filepath.Join("testdata", "modules"), TokenPath: "/token", JSONBody: "keep", AudienceParam: "resource", JWKSPath: "/keys",
 		UpstreamJWKS: "http://127.0.0.1:9096/.well-known/jwks.json", UpstreamKey: files["CADDYHOOK_TEST_UPSTREAM_KEY"],
 		InsecureSkipVerify: true, SigningKey: key, SigningAlg: "PS256", ClaimsPolicy: "open",
+		PublishKeys: []string{files["CADDYHOOK_TEST_UPSTREAM_KEY"], files["CADDYHOOK_TEST_UPSTREAM_KEY"]},
+		JWKSMaxAge:  caddy.Duration(10 * time.Minute), KeyRotation: caddy.Duration(720 * time.Hour),
+		KeyPublishAhead: caddy.Duration(time.Hour), KeyRetainMax: caddy.Duration(48 * time.Hour),
 		Timeout: caddy.Duration(750 * time.Millisecond), Tenant: "acme",
 		Secrets: map[string]string{"API_KEY": "{env.API_KEY}", "REGION": "eu"},
 		Clients: map[string]ClientInfo{
@@ -122,7 +131,15 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"modules_dir missing", "credentials_exchange {\n" + base + "\tmodules_dir /nonexistent\n}", "@4 modules_dir /nonexistent is not a readable directory"},
 		{"modules_dir a file", "credentials_exchange {\n" + base + "\tmodules_dir " + hook + "\n}", "is not a readable directory"},
 		{"modules_dir twice", "credentials_exchange {\n" + base + "\tmodules_dir testdata\n\tmodules_dir testdata\n}", "@5 modules_dir already specified"},
-		{"missing signing key", "credentials_exchange {\n\thook " + hook + "\n}", "needs a signing key"},
+		{"signing_alg twice", "credentials_exchange {\n\thook " + hook + "\n\tsigning_alg ES256\n\tsigning_key " + key + " PS256\n}", "@4 signing_alg already specified"},
+		{"signing_alg no arg", "credentials_exchange {\n\thook " + hook + "\n\tsigning_alg\n}", "@3 wrong argument count"},
+		{"key_rotation value", "credentials_exchange {\n\thook " + hook + "\n\tkey_rotation weekly\n}", `@3 key_rotation: "weekly" is not a positive duration`},
+		{"key_rotation twice", "credentials_exchange {\n\thook " + hook + "\n\tkey_rotation 1h\n\tkey_rotation 2h\n}", "@4 key_rotation already specified"},
+		{"key_publish_ahead value", "credentials_exchange {\n\thook " + hook + "\n\tkey_publish_ahead 0s\n}", `@3 key_publish_ahead: "0s" is not a positive duration`},
+		{"key_retain_max value", "credentials_exchange {\n\thook " + hook + "\n\tkey_retain_max x\n}", `@3 key_retain_max: "x" is not a positive duration`},
+		{"jwks_max_age value", "credentials_exchange {\n\thook " + hook + "\n\tjwks_max_age -5m\n}", `@3 jwks_max_age: "-5m" is not a positive duration`},
+		{"publish_key unreadable", "credentials_exchange {\n\thook " + hook + "\n\tpublish_key /nonexistent.pem\n}", "@3 publish_key: open /nonexistent.pem"},
+		{"verify_key bad", "credentials_exchange {\n\thook " + hook + "\n\tverify_key " + files["CADDYHOOK_TEST_BAD_KEY"] + "\n}", "@3 publish_key " + files["CADDYHOOK_TEST_BAD_KEY"]},
 		{"hook without file", "credentials_exchange {\n\thook\n}", "@2 wrong argument count"},
 		{"hook twice", "credentials_exchange {\n" + base + "\thook " + hook + "\n}", "@4 hook already specified"},
 		{"hook unreadable", "credentials_exchange {\n\thook /nonexistent/hook.js\n}", "@2 hook: reading script"},

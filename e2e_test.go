@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -473,4 +475,114 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("got %d %s", r.status, r.body)
 		}
 	})
+}
+
+// TestGeneratedKeysEveryAlgorithm runs an exchange through Caddy with a
+// generated key of every supported algorithm and checks the token with an
+// independent verifier (jwx's jwt.Parse) against the JWKS Caddy serves.
+func TestGeneratedKeysEveryAlgorithm(t *testing.T) {
+	upstream, err := oauthserver.Start(oauthserver.Options{Clients: []oauthserver.Client{{ID: "svc", Secret: "s"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = upstream.Close() })
+	algs := []string{"RS256", "PS256", "ES256", "ES384", "EdDSA"}
+	ports := map[string]int{}
+	cfg := globalOptions(t)
+	for _, alg := range algs {
+		ports[alg] = freePort(t)
+		cfg += siteBlock(ports[alg], upstream.URL, fmt.Sprintf(
+			"credentials_exchange {\n\thook %s\n\tsigning_alg %s\n\ttenant %s\n\tupstream_jwks %s/.well-known/jwks.json\n}",
+			hookPath(t, "add-scope.js"), alg, "tenant-"+alg, upstream.URL))
+	}
+	startCaddy(t, cfg)
+	for _, alg := range algs {
+		t.Run(alg, func(t *testing.T) {
+			base := site{port: ports[alg]}.url()
+			cc := clientcredentials.Config{ClientID: "svc", ClientSecret: "s", TokenURL: base + "/oauth/token", Scopes: []string{"read:a"}}
+			tok, err := cc.Token(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, err := jws.Parse([]byte(tok.AccessToken))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := msg.Signatures()[0].ProtectedHeaders().Algorithm().String(); got != alg {
+				t.Fatalf("token signed with %s, want %s", got, alg)
+			}
+			parsed := verify(t, fetchJWKS(t, base), tok.AccessToken)
+			if got := claim(t, parsed, "scope"); got != "read:a read:resource" {
+				t.Errorf("scope = %v", got)
+			}
+		})
+	}
+}
+
+// TestUpstreamKeyRotationAndOutage starts Caddy while the upstream's JWKS is
+// unreachable (Caddy must start; exchanges get 502 and no token), brings it
+// up (exchanges recover), then rotates the upstream's signing key mid-run
+// (the next token, with the new kid, is verified after one refetch).
+func TestUpstreamKeyRotationAndOutage(t *testing.T) {
+	upstream, err := oauthserver.Start(oauthserver.Options{Clients: []oauthserver.Client{{ID: "svc", Secret: "s"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = upstream.Close() })
+
+	// The JWKS is served from a port nothing listens on yet.
+	jwksPort := freePort(t)
+	var fetches atomic.Int32
+	port := freePort(t)
+	startCaddy(t, globalOptions(t)+siteBlock(port, upstream.URL, fmt.Sprintf(
+		"credentials_exchange {\n\thook %s\n\tupstream_jwks http://127.0.0.1:%d/jwks\n}", hookPath(t, "starter.js"), jwksPort)))
+	base := site{port: port}.url()
+
+	exchange := func() rawResponse {
+		return postForm(t, base, "/oauth/token", url.Values{"grant_type": {"client_credentials"}, "scope": {"read:a"}}, "svc", "s")
+	}
+	if r := exchange(); r.status != http.StatusBadGateway || bytes.Contains(r.body, []byte("access_token")) {
+		t.Fatalf("with the upstream JWKS unreachable: %d %s", r.status, r.body)
+	}
+
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", jwksPort))
+	if err != nil {
+		t.Skipf("the reserved port was taken meanwhile: %v", err)
+	}
+	jwksServer := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		body, _ := upstream.PublicKeysJSON()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	})}
+	go func() { _ = jwksServer.Serve(ln) }()
+	t.Cleanup(func() { _ = jwksServer.Close() })
+
+	// Failed fetches are retried after a short back-off; poll until the
+	// exchange succeeds, without asserting how long it takes.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r := exchange()
+		if r.status == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exchanges did not recover after the upstream JWKS came back: %d %s", r.status, r.body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	before := fetches.Load()
+	if err := upstream.RotateKey(); err != nil {
+		t.Fatal(err)
+	}
+	if r := exchange(); r.status != http.StatusOK {
+		t.Fatalf("first exchange after the upstream rotated: %d %s", r.status, r.body)
+	}
+	if got := fetches.Load() - before; got != 1 {
+		t.Fatalf("the upstream JWKS was fetched %d times after the rotation, want 1", got)
+	}
+	if r := exchange(); r.status != http.StatusOK || fetches.Load()-before != 1 {
+		t.Fatalf("later exchange: %d, fetches %d", r.status, fetches.Load()-before)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -248,7 +249,10 @@ func (h *Handler) resign(tok *token.Token, result *caddyhook.Result, form scopeF
 	if err != nil {
 		return "", fmt.Errorf("encoding claims: %w", err)
 	}
-	return h.signer.Sign(tok.Type, payload)
+	if exp, ok := tok.Expiry(); ok {
+		h.keys.ObserveLifetime(time.Until(exp))
+	}
+	return h.keys.Signer().Sign(tok.Type, payload)
 }
 
 func contains(list []string, s string) bool {

@@ -6,9 +6,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"go.uber.org/zap"
 
 	"github.com/caddyhook/caddyhook/token"
@@ -27,7 +27,7 @@ func (h *Handler) serveJWKS(w http.ResponseWriter, r *http.Request, next caddyht
 		upstream = up.body.Bytes()
 	}
 
-	keys := []jwk.Key{h.signer.PublicKey()}
+	keys := h.keys.PublicKeys()
 	body, err := token.MergeJWKS(upstream, keys)
 	if err != nil {
 		h.logger.Warn("upstream JWKS unusable; serving the proxy's keys alone", zap.Error(err))
@@ -37,7 +37,7 @@ func (h *Handler) serveJWKS(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(DefaultJWKSMaxAge.Seconds())))
+	hdr.Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(time.Duration(h.JWKSMaxAge).Seconds())))
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {

@@ -6,6 +6,7 @@
 package credentialsexchange
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,8 +32,10 @@ const (
 	DefaultJWKSPath        = "/.well-known/jwks.json"
 	DefaultMaxBodySize     = 64 * 1024
 	DefaultJWKSMaxAge      = 5 * time.Minute
+	DefaultSigningAlg      = "RS256"
 	maxUpstreamResponse    = 1 << 20
 	upstreamJWKSTTL        = 5 * time.Minute
+	upstreamJWKSRetryAfter = time.Second
 	upstreamJWKSMinRefetch = 10 * time.Second
 	clockLeeway            = 30 * time.Second
 )
@@ -89,13 +92,39 @@ type Handler struct {
 
 	// SigningKey is the path of the private key that re-signs tokens: PEM
 	// (PKCS#1, PKCS#8 or SEC1) or a JWK; RSA, EC P-256/P-384/P-521 or
-	// Ed25519. Required.
+	// Ed25519. Default: none; keys are generated and kept in Caddy's
+	// storage, shared by every instance that shares the storage.
 	SigningKey string `json:"signing_key,omitempty"`
 
-	// SigningAlg overrides the signing algorithm (RS256, PS256, ES256,
-	// EdDSA, ...). Default: the key's "alg" member, else RS256 for RSA, the
-	// curve's ES algorithm for EC and EdDSA for Ed25519.
+	// SigningAlg is the signing algorithm. With signing_key it overrides the
+	// key's default (the key's "alg" member, else RS256 for RSA, the curve's
+	// ES algorithm for EC, EdDSA for Ed25519). For generated keys it is one
+	// of RS256, PS256, ES256, ES384 or EdDSA. Default: RS256.
 	SigningAlg string `json:"signing_alg,omitempty"`
+
+	// PublishKeys are paths of public keys (PEM, JWK or JWK set) published in
+	// the JWKS beside the signing key(s) but never used to sign: the old key
+	// during a manual rotation, or the next one before it is switched in.
+	PublishKeys []string `json:"publish_keys,omitempty"`
+
+	// KeyRotation is how long a generated key signs before the next one
+	// takes over. Default: 0, never rotate.
+	KeyRotation caddy.Duration `json:"key_rotation,omitempty"`
+
+	// KeyPublishAhead is how long before it starts signing a generated key
+	// is published in the JWKS. It must be at least jwks_max_age, so every
+	// cached JWKS holds a key before any token is signed with it. Default:
+	// jwks_max_age plus the keyring refresh interval.
+	KeyPublishAhead caddy.Duration `json:"key_publish_ahead,omitempty"`
+
+	// KeyRetainMax bounds how long a retired generated key stays published:
+	// until the longest token lifetime seen has passed, but no longer than
+	// this. Default: 24h.
+	KeyRetainMax caddy.Duration `json:"key_retain_max,omitempty"`
+
+	// JWKSMaxAge is the max-age of the JWKS response's Cache-Control.
+	// Default: 5m.
+	JWKSMaxAge caddy.Duration `json:"jwks_max_age,omitempty"`
 
 	// ClaimsPolicy decides which custom claims a hook may add: "namespaced"
 	// (http/https URLs not on Auth0's domains, as on Auth0) or "open" (any
@@ -126,12 +155,13 @@ type Handler struct {
 	// larger one is refused with 413. Default: 65536.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
 
-	engine   *caddyhook.Engine
-	signer   *token.Signer
-	verifier *token.Verifier
-	clients  map[string]ClientInfo
-	tenant   string
-	logger   *zap.Logger
+	engine      *caddyhook.Engine
+	keys        keySource
+	stopRefresh context.CancelFunc
+	verifier    *token.Verifier
+	clients     map[string]ClientInfo
+	tenant      string
+	logger      *zap.Logger
 }
 
 // ClientInfo is what the operator tells hooks about one OAuth client.
@@ -169,6 +199,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.Timeout == 0 {
 		h.Timeout = caddy.Duration(caddyhook.DefaultTimeout)
+	}
+	if h.JWKSMaxAge == 0 {
+		h.JWKSMaxAge = caddy.Duration(DefaultJWKSMaxAge)
+	}
+	if h.KeyPublishAhead == 0 && h.SigningKey == "" {
+		h.KeyPublishAhead = h.JWKSMaxAge + caddy.Duration(h.keyRefreshInterval())
 	}
 	repl := caddy.NewReplacer()
 
@@ -211,10 +247,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
-	if h.SigningKey == "" {
-		return errors.New("signing_key is required: the path of the private key that re-signs tokens")
-	}
-	if h.signer, err = loadSigner(h.SigningKey, h.SigningAlg); err != nil {
+	if err := h.provisionKeys(ctx); err != nil {
 		return err
 	}
 	if h.verifier, err = h.buildVerifier(); err != nil {
@@ -235,8 +268,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		zap.Strings("actions", h.Actions),
 		zap.String("token_path", h.TokenPath),
 		zap.String("jwks_path", h.JWKSPath),
-		zap.String("kid", h.signer.KeyID()),
-		zap.String("alg", h.signer.Algorithm()),
+		zap.String("kid", h.keys.Signer().KeyID()),
+		zap.String("alg", h.keys.Signer().Algorithm()),
+		zap.Bool("generated_keys", h.SigningKey == ""),
 		zap.Bool("verify_upstream", h.verifier.Keys != nil))
 	return nil
 }
@@ -266,6 +300,35 @@ func (h *Handler) Validate() error {
 	if h.Timeout < 0 {
 		return errors.New("timeout must be positive")
 	}
+	if h.KeyRotation < 0 || h.KeyRetainMax < 0 || h.JWKSMaxAge < 0 {
+		return errors.New("key_rotation, key_retain_max and jwks_max_age must be positive")
+	}
+	if h.SigningKey != "" {
+		if h.KeyRotation != 0 || h.KeyPublishAhead != 0 || h.KeyRetainMax != 0 {
+			return errors.New("key_rotation, key_publish_ahead and key_retain_max apply to generated keys; with signing_key, rotate by hand with publish_key")
+		}
+		return nil
+	}
+	if h.SigningAlg != "" {
+		if err := token.CheckGenerable(h.SigningAlg); err != nil {
+			return err
+		}
+	}
+	if h.KeyPublishAhead < h.JWKSMaxAge {
+		return fmt.Errorf("key_publish_ahead (%s) must be at least jwks_max_age (%s): a key must be in every cached JWKS before it signs",
+			time.Duration(h.KeyPublishAhead), time.Duration(h.JWKSMaxAge))
+	}
+	if h.KeyRotation != 0 && h.KeyRotation <= h.KeyPublishAhead {
+		return fmt.Errorf("key_rotation (%s) must be longer than key_publish_ahead (%s)", time.Duration(h.KeyRotation), time.Duration(h.KeyPublishAhead))
+	}
+	return nil
+}
+
+// Cleanup stops the keyring refresher of this config.
+func (h *Handler) Cleanup() error {
+	if h.stopRefresh != nil {
+		h.stopRefresh()
+	}
 	return nil
 }
 
@@ -278,6 +341,7 @@ func (h *Handler) buildVerifier() (*token.Verifier, error) {
 			Client:     &http.Client{Timeout: 10 * time.Second},
 			TTL:        upstreamJWKSTTL,
 			MinRefresh: upstreamJWKSMinRefetch,
+			RetryAfter: upstreamJWKSRetryAfter,
 		}
 	case h.UpstreamKey != "":
 		static, err := loadUpstreamKeys(h.UpstreamKey)
@@ -363,5 +427,6 @@ func loadClientsFile(path string) (map[string]ClientInfo, error) {
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

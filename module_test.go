@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v2/jwt"
 )
 
 // upstreamKey is an RSA key that plays the upstream's signing key in these
@@ -98,7 +100,7 @@ func provisionWithStorage(t *testing.T, h *Handler, root string) *Handler {
 		t.Fatal(err)
 	}
 	ctx, cancel := caddy.NewContext(base)
-	t.Cleanup(cancel)
+	t.Cleanup(func() { _ = h.Cleanup(); cancel() })
 	if err := h.Provision(ctx); err != nil {
 		t.Fatalf("provision: %v", err)
 	}
@@ -361,7 +363,7 @@ func TestRequestHandling(t *testing.T) {
 		}
 		msg, _ := jws.Parse([]byte(resp["access_token"].(string)))
 		hdr := msg.Signatures()[0].ProtectedHeaders()
-		if hdr.Type() != "at+jwt" || hdr.KeyID() != h.signer.KeyID() {
+		if hdr.Type() != "at+jwt" || hdr.KeyID() != h.keys.Signer().KeyID() {
 			t.Errorf("header typ=%q kid=%q", hdr.Type(), hdr.KeyID())
 		}
 		var claims map[string]any
@@ -397,7 +399,7 @@ func TestJWKSWithoutUpstreamKeys(t *testing.T) {
 		if rec.Code != 200 || err != nil || set.Len() != 1 {
 			t.Fatalf("%s: %d %s", name, rec.Code, rec.Body)
 		}
-		if k, _ := set.Key(0); k.KeyID() != h.signer.KeyID() {
+		if k, _ := set.Key(0); k.KeyID() != h.keys.Signer().KeyID() {
 			t.Fatalf("%s: served key %q", name, k.KeyID())
 		}
 		if !strings.Contains(rec.Header().Get("Cache-Control"), "max-age=") {
@@ -438,5 +440,81 @@ func TestStorageSharedByHandlerInstances(t *testing.T) {
 	exchange(b, "b")
 	if got := exchange(a, "a"); got != `["a","b","a"]` {
 		t.Fatalf("instances sharing a storage folder saw %s", got)
+	}
+}
+
+// TestTwoInstancesShareGeneratedKeys starts two handler instances, each in
+// its own Caddy context with its own config, at the same moment, sharing one
+// storage folder: they must end with one key, serve the same JWKS, and
+// verify each other's tokens.
+func TestTwoInstancesShareGeneratedKeys(t *testing.T) {
+	up := newTestUpstream(t)
+	shared := t.TempDir()
+	hook := writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{scope:s})}`)
+	instances := make([]*Handler, 2)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range instances {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			instances[i] = provisionWithStorage(t, &Handler{Hook: hook, UpstreamKey: up.keyFile, SigningAlg: "ES256"}, shared)
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	a, b := instances[0], instances[1]
+	if a.keys.Signer().KeyID() != b.keys.Signer().KeyID() {
+		t.Fatalf("instances sign with different keys: %s and %s", a.keys.Signer().KeyID(), b.keys.Signer().KeyID())
+	}
+	jwks := func(h *Handler) []byte {
+		rec := serve(t, h, &scriptedUpstream{status: 404}, httptest.NewRequest(http.MethodGet, "/.well-known/jwks.json", nil))
+		return rec.Body.Bytes()
+	}
+	if ja, jb := jwks(a), jwks(b); string(ja) != string(jb) {
+		t.Fatalf("instances serve different JWKS:\n%s\n%s", ja, jb)
+	}
+	for _, pair := range [][2]*Handler{{a, b}, {b, a}} {
+		rec := serve(t, pair[0], &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}, formRequest(ccForm))
+		var resp map[string]string
+		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+		set, err := jwk.Parse(jwks(pair[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := jwt.Parse([]byte(resp["access_token"]), jwt.WithKeySet(set)); err != nil {
+			t.Fatalf("a token signed by one instance does not verify with the other's JWKS: %v", err)
+		}
+	}
+	// Private keys stay in storage: the JWKS has no private members.
+	if strings.Contains(string(jwks(a)), `"d":`) {
+		t.Fatal("the JWKS holds a private key")
+	}
+}
+
+func TestKeyOptionsValidation(t *testing.T) {
+	hook := writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{})}`)
+	up := newTestUpstream(t)
+	cases := map[string]*Handler{
+		"publish ahead under max age":  {KeyPublishAhead: caddy.Duration(time.Minute), JWKSMaxAge: caddy.Duration(5 * time.Minute)},
+		"rotation under publish ahead": {KeyRotation: caddy.Duration(5 * time.Minute), KeyPublishAhead: caddy.Duration(10 * time.Minute)},
+		"rotation with signing_key":    {KeyRotation: caddy.Duration(time.Hour), SigningKey: writeSigningKey(t)},
+		"HS256 generated":              {SigningAlg: "HS256"},
+	}
+	for name, h := range cases {
+		h.Hook, h.UpstreamKey = hook, up.keyFile
+		ctx, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: json.RawMessage(`{"module":"file_system","root":"` + t.TempDir() + `"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = h.Provision(ctx)
+		if err == nil {
+			err = h.Validate()
+		}
+		_ = h.Cleanup()
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

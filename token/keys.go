@@ -170,3 +170,52 @@ func Thumbprint(key jwk.Key) (string, error) {
 	}
 	return encodeSegment(tp), nil
 }
+
+// PublishableKeys returns the public parts of keys as they are published:
+// with a kid (the RFC 7638 thumbprint unless the key has one), an alg when
+// the key allows only one, and use "sig". Symmetric keys are refused.
+func PublishableKeys(keys []jwk.Key) ([]jwk.Key, error) {
+	out := make([]jwk.Key, 0, len(keys))
+	for _, k := range keys {
+		algs, err := algorithmsFor(k)
+		if err != nil {
+			return nil, err
+		}
+		pub, err := k.PublicKey()
+		if err != nil {
+			return nil, err
+		}
+		if pub.KeyID() == "" {
+			kid, err := Thumbprint(pub)
+			if err != nil {
+				return nil, err
+			}
+			_ = pub.Set(jwk.KeyIDKey, kid)
+		}
+		if pub.Algorithm() == nil || pub.Algorithm().String() == "" {
+			if len(algs) == 1 {
+				_ = pub.Set(jwk.AlgorithmKey, algs[0])
+			}
+		}
+		_ = pub.Set(jwk.KeyUsageKey, jwk.ForSignature)
+		out = append(out, pub)
+	}
+	return out, nil
+}
+
+// SafeName turns s into something usable as one segment of a storage key.
+func SafeName(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	if out := strings.Trim(b.String(), "."); out != "" {
+		return out
+	}
+	return "_"
+}

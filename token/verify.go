@@ -23,6 +23,12 @@ type Token struct {
 	Claims map[string]json.RawMessage
 }
 
+// Expiry returns the token's exp claim.
+func (t *Token) Expiry() (time.Time, bool) {
+	exp, ok, err := numericDate(t.Claims, "exp")
+	return exp, ok && err == nil
+}
+
 // KeyProvider finds the keys that may have signed a token.
 type KeyProvider interface {
 	// LookupKeys returns the candidate public keys for kid, which may be

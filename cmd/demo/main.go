@@ -7,12 +7,8 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -55,13 +50,8 @@ func run(config, port string, once bool) error {
 	}
 	defer upstream.Close()
 
-	keyFile, err := demoSigningKey()
-	if err != nil {
-		return err
-	}
 	// Caddyfile.example reads these; anything set by the caller wins.
 	setDefault("CADDYHOOK_UPSTREAM", strings.TrimPrefix(upstream.URL, "http://"))
-	setDefault("CADDYHOOK_SIGNING_KEY", keyFile)
 	setDefault("CADDYHOOK_PORT", port)
 	setDefault("DEMO_API_KEY", "demo-api-key")
 
@@ -159,27 +149,6 @@ func decodeClaims(jwt string) (string, error) {
 	}
 	out, _ := json.MarshalIndent(claims, "   ", "  ")
 	return "   " + string(out), nil
-}
-
-// demoSigningKey returns the path of a key made for the demo on first run,
-// kept under .demo/ (ignored by git) so tokens stay verifiable across runs.
-func demoSigningKey() (string, error) {
-	path := filepath.Join(".demo", "signing-key.pem")
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
-	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return "", err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", err
-	}
-	return path, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 }
 
 func setDefault(name, value string) {
