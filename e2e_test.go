@@ -124,15 +124,6 @@ func hookPath(t testing.TB, name string) string {
 	return p
 }
 
-func writeHook(t testing.TB, src string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "hook.js")
-	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 type site struct {
 	name  string
 	port  int

@@ -3,7 +3,6 @@ package credentialsexchange
 import (
 	"context"
 	"fmt"
-	"os"
 	"path"
 	"time"
 
@@ -146,13 +145,9 @@ func (h *Handler) refreshKeys(ctx context.Context, ring *token.Keyring, every ti
 func loadPublishKeys(paths []string) ([]jwk.Key, error) {
 	var out []jwk.Key
 	for _, p := range paths {
-		data, err := os.ReadFile(p)
+		keys, err := readKeys("publish_key", p)
 		if err != nil {
-			return nil, fmt.Errorf("publish_key: %w", err)
-		}
-		keys, err := token.ParseKeys(data)
-		if err != nil {
-			return nil, fmt.Errorf("publish_key %s: %w", p, err)
+			return nil, err
 		}
 		pubs, err := token.PublishableKeys(keys)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/lestrrat-go/jwx/v2/jwk"
 	"go.uber.org/zap"
 
 	"github.com/caddyhook/caddyhook/caddyhook"
@@ -376,14 +377,24 @@ func compileFile(path string, kind caddyhook.Kind) (*caddyhook.Script, error) {
 	return caddyhook.Compile(path, src, kind)
 }
 
-func loadSigner(path, alg string) (*token.Signer, error) {
+// readKeys reads the keys in a key file named by option, with errors that
+// name both.
+func readKeys(option, path string) ([]jwk.Key, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("signing_key: %w", err)
+		return nil, fmt.Errorf("%s: %w", option, err)
 	}
 	keys, err := token.ParseKeys(data)
 	if err != nil {
-		return nil, fmt.Errorf("signing_key %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", option, path, err)
+	}
+	return keys, nil
+}
+
+func loadSigner(path, alg string) (*token.Signer, error) {
+	keys, err := readKeys("signing_key", path)
+	if err != nil {
+		return nil, err
 	}
 	if len(keys) != 1 {
 		return nil, fmt.Errorf("signing_key %s: holds %d keys, want exactly one private key", path, len(keys))
@@ -396,13 +407,9 @@ func loadSigner(path, alg string) (*token.Signer, error) {
 }
 
 func loadUpstreamKeys(path string) (token.StaticKeys, error) {
-	data, err := os.ReadFile(path)
+	keys, err := readKeys("upstream_key", path)
 	if err != nil {
-		return nil, fmt.Errorf("upstream_key: %w", err)
-	}
-	keys, err := token.ParseKeys(data)
-	if err != nil {
-		return nil, fmt.Errorf("upstream_key %s: %w", path, err)
+		return nil, err
 	}
 	static, err := token.NewStaticKeys(keys)
 	if err != nil {

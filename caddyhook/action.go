@@ -14,17 +14,10 @@ import (
 // waits until its promise settles. api.access.deny fails the exchange and
 // stops later actions; a throw or a rejection is a server error.
 func (r *run) runAction(ctx context.Context, s *Script) error {
-	log := r.logger(s)
-	r.installConsole(log)
-	exports, err := s.load(r.vm, r.require)
+	log, fn, err := r.start(s)
 	if err != nil {
-		return errorFromThrow(r.vm, err)
+		return err
 	}
-	fn, err := s.entry(r.vm, exports)
-	if err != nil {
-		return errorFor(CodeServerError, err.Error())
-	}
-
 	var denied *Error
 	ret, err := fn(goja.Undefined(), r.event(), r.api(log, &denied))
 	if denied != nil {

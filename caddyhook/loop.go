@@ -21,6 +21,10 @@ type loop struct {
 	closed    chan struct{}
 }
 
+// maxTimerMillis is Node's largest timer delay (2^31-1 ms); larger ones
+// become 1 ms, as in Node.
+const maxTimerMillis = 1<<31 - 1
+
 type immediateJob struct {
 	handle *goja.Object
 	run    func() error
@@ -64,10 +68,11 @@ func (l *loop) callback(c goja.FunctionCall) (goja.Callable, []goja.Value) {
 
 func (l *loop) schedule(c goja.FunctionCall, repeat bool) goja.Value {
 	fn, args := l.callback(c)
-	delay := time.Duration(c.Argument(1).ToFloat() * float64(time.Millisecond))
-	if delay < time.Millisecond || delay != delay {
-		delay = time.Millisecond // Node's rule: anything below 1 ms is 1 ms
+	ms := c.Argument(1).ToFloat()
+	if !(ms >= 1) || ms > maxTimerMillis { // also catches NaN, as Node does
+		ms = 1 // Node's rule: below 1 ms, or out of range, is 1 ms
 	}
+	delay := time.Duration(ms * float64(time.Millisecond))
 	l.next++
 	id := l.next
 	handle := l.vm.NewObject()

@@ -43,14 +43,14 @@ func requireCrypto(vm *goja.Runtime, module *goja.Object) {
 		done := false
 		_ = obj.Set("update", func(call goja.FunctionCall) goja.Value {
 			if done {
-				panic(vm.NewGoError(fmt.Errorf("Digest already called")))
+				panic(vm.NewTypeError("Digest already called"))
 			}
 			h.Write(bytesArg(vm, call.Argument(0), call.Argument(1)))
 			return obj
 		})
 		_ = obj.Set("digest", func(call goja.FunctionCall) goja.Value {
 			if done {
-				panic(vm.NewGoError(fmt.Errorf("Digest already called")))
+				panic(vm.NewTypeError("Digest already called"))
 			}
 			done = true
 			return buffer.EncodeBytes(vm, h.Sum(nil), call.Argument(0))
@@ -80,7 +80,7 @@ func requireCrypto(vm *goja.Runtime, module *goja.Object) {
 	_ = exports.Set("timingSafeEqual", func(a, b goja.Value) bool {
 		x, y := bytesArg(vm, a, goja.Undefined()), bytesArg(vm, b, goja.Undefined())
 		if len(x) != len(y) {
-			panic(vm.NewGoError(fmt.Errorf("Input buffers must have the same byte length")))
+			panic(vm.NewTypeError("Input buffers must have the same byte length"))
 		}
 		return subtle.ConstantTimeCompare(x, y) == 1
 	})
@@ -105,13 +105,7 @@ func requireQuerystring(vm *goja.Runtime, module *goja.Object) {
 	}
 	escape := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
 	parse := func(call goja.FunctionCall) goja.Value {
-		sep, eq := "&", "="
-		if s := call.Argument(1); !goja.IsUndefined(s) && !goja.IsNull(s) {
-			sep = s.String()
-		}
-		if s := call.Argument(2); !goja.IsUndefined(s) && !goja.IsNull(s) {
-			eq = s.String()
-		}
+		sep, eq := separators(call)
 		out := vm.NewObject()
 		str := call.Argument(0).String()
 		if str == "" || sep == "" {
@@ -136,13 +130,7 @@ func requireQuerystring(vm *goja.Runtime, module *goja.Object) {
 		return out
 	}
 	stringify := func(call goja.FunctionCall) goja.Value {
-		sep, eq := "&", "="
-		if s := call.Argument(1); !goja.IsUndefined(s) && !goja.IsNull(s) {
-			sep = s.String()
-		}
-		if s := call.Argument(2); !goja.IsUndefined(s) && !goja.IsNull(s) {
-			eq = s.String()
-		}
+		sep, eq := separators(call)
 		obj, ok := call.Argument(0).(*goja.Object)
 		if !ok {
 			return vm.ToValue("")
@@ -185,6 +173,18 @@ func requireQuerystring(vm *goja.Runtime, module *goja.Object) {
 	_ = exports.Set("encode", stringify)
 	_ = exports.Set("escape", escape)
 	_ = exports.Set("unescape", unescape)
+}
+
+// separators reads querystring's optional sep and eq arguments.
+func separators(call goja.FunctionCall) (sep, eq string) {
+	sep, eq = "&", "="
+	if s := call.Argument(1); !goja.IsUndefined(s) && !goja.IsNull(s) {
+		sep = s.String()
+	}
+	if s := call.Argument(2); !goja.IsUndefined(s) && !goja.IsNull(s) {
+		eq = s.String()
+	}
+	return sep, eq
 }
 
 func isArray(vm *goja.Runtime, v goja.Value) bool {

@@ -303,3 +303,18 @@ func TestConsoleLevelsAndCap(t *testing.T) {
 		}
 	}
 }
+
+func TestWarnsWhenNothingCanCallCb(t *testing.T) {
+	for src, warns := range map[string]bool{
+		`module.exports = function (c, s, a, x, cb) {};`:                                    true,
+		`module.exports = async function (c, s, a, x, cb) { await new Promise(() => {}) };`: true,
+		`module.exports = function (c, s, a, x, cb) { setTimeout(function () {}, 5000) };`:  false,
+	} {
+		core, logs := observer.New(zap.WarnLevel)
+		_, err := engine(t, compileHook(t, src), func(c *Config) { c.Timeout = 50 * time.Millisecond; c.Logger = zap.New(core) }).Run(context.Background(), input())
+		wantError(t, err, 500, CodeServerError, "hook timed out")
+		if got := logs.FilterMessageSnippet("nothing scheduled").Len() == 1; got != warns {
+			t.Errorf("%s: warned = %v, want %v", src, got, warns)
+		}
+	}
+}

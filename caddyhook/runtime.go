@@ -258,17 +258,27 @@ func (r *run) logger(s *Script) *zap.Logger {
 	return r.eng.cfg.Logger.With(zap.String("script", s.Name), zap.String("client_id", r.in.Client.ID))
 }
 
-// runHook runs an Auth0 Hook and waits for its cb.
-func (r *run) runHook(ctx context.Context, s *Script) error {
+// start loads a script into the run's runtime, with console logging under
+// its name, and returns its entry point.
+func (r *run) start(s *Script) (*zap.Logger, goja.Callable, error) {
 	log := r.logger(s)
 	r.installConsole(log)
 	exports, err := s.load(r.vm, r.require)
 	if err != nil {
-		return errorFromThrow(r.vm, err)
+		return nil, nil, errorFromThrow(r.vm, err)
 	}
 	fn, err := s.entry(r.vm, exports)
 	if err != nil {
-		return errorFor(CodeServerError, err.Error())
+		return nil, nil, errorFor(CodeServerError, err.Error())
+	}
+	return log, fn, nil
+}
+
+// runHook runs an Auth0 Hook and waits for its cb.
+func (r *run) runHook(ctx context.Context, s *Script) error {
+	log, fn, err := r.start(s)
+	if err != nil {
+		return err
 	}
 
 	in := r.in
@@ -325,6 +335,11 @@ func (r *run) runHook(ctx context.Context, s *Script) error {
 			failure = errorFor(CodeServerError, messageOf(r.vm, reason))
 		}
 	})
+	if !finished && !r.loop.pending() {
+		// Nothing can call cb any more; say so now rather than leave the
+		// operator with a bare time-out.
+		log.Warn("hook returned without calling cb and has nothing scheduled; the exchange will time out")
+	}
 	if err := r.loop.run(ctx, func() bool { return finished }); err != nil {
 		if ctx.Err() != nil {
 			return timeoutCause(ctx)

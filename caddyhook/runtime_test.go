@@ -316,26 +316,6 @@ func TestCompileErrors(t *testing.T) {
 	}
 }
 
-func TestSloppyModeAndIsolation(t *testing.T) {
-	src := `module.exports = function (client, scope, audience, context, cb) {
-		var seen = typeof leaked !== 'undefined' || Object.prototype.polluted === true || JSON.marker === 1;
-		leaked = 1;                       // an implicit global, legal in sloppy mode
-		Object.prototype.polluted = true;
-		JSON.marker = 1;
-		cb(null, { scope: seen ? ['contaminated'] : ['clean'] });
-	};`
-	e := engine(t, compileHook(t, src), nil)
-	for i := 0; i < 3; i++ {
-		res, err := e.Run(context.Background(), input())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(res.Scope, []string{"clean"}) {
-			t.Fatalf("run %d saw state from an earlier run", i)
-		}
-	}
-}
-
 func TestConsoleGoesToLog(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
 	src := `module.exports=function(c,s,a,x,cb){ console.log('hello', {a:1}); console.error('bad'); cb(null,{}) }`

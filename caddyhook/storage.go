@@ -162,7 +162,7 @@ func storeDoc(ctx context.Context, st Storage, key string, data []byte, expect *
 			return 500, err
 		}
 		if etagOf(current) != *expect {
-			return 409, errors.New("Conflict: the storage document changed since it was read; get it again, or set with {force: 1}")
+			return 409, errors.New("conflict: the storage document changed since it was read; get it again, or set with {force: 1}")
 		}
 	}
 	if err := st.Store(ctx, key, data); err != nil {
