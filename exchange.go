@@ -70,16 +70,7 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 
 	out, err := h.exchange(r, req, up)
 	if err != nil {
-		var hookErr *caddyhook.Error
-		if errors.As(err, &hookErr) {
-			h.logger.Info("hook denied the exchange",
-				zap.String("client_id", clientIDFromRequest(r, req)),
-				zap.String("error", hookErr.Code),
-				zap.String("error_description", hookErr.Description))
-			writeOAuthError(w, hookErr.Status, hookErr.Code, hookErr.Description)
-			return nil
-		}
-		h.failUpstream(w, r, err)
+		h.fail(w, r, req, err)
 		return nil
 	}
 
@@ -90,6 +81,32 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
 	return nil
+}
+
+// fail answers a failed exchange, never with a token: the hook's own OAuth
+// error, 502 for what the upstream sent, 500 for anything else.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, req *tokenRequest, err error) {
+	var hookErr *caddyhook.Error
+	var upErr upstreamFailure
+	switch {
+	case errors.As(err, &hookErr):
+		fields := []zap.Field{
+			zap.String("client_id", clientIDFromRequest(r, req)),
+			zap.String("error", hookErr.Code),
+			zap.String("error_description", hookErr.Description),
+		}
+		if hookErr.Status >= 500 {
+			h.logger.Error("hook failed; no token returned", fields...)
+		} else {
+			h.logger.Info("hook denied the exchange", fields...)
+		}
+		writeOAuthError(w, hookErr.Status, hookErr.Code, hookErr.Description)
+	case errors.As(err, &upErr):
+		h.failUpstream(w, r, err)
+	default:
+		h.logger.Error("token exchange failed; no token returned", zap.String("path", r.URL.Path), zap.Error(err))
+		writeOAuthError(w, http.StatusInternalServerError, caddyhook.CodeServerError, "the token could not be issued")
+	}
 }
 
 func (h *Handler) failUpstream(w http.ResponseWriter, r *http.Request, err error) {
@@ -132,6 +149,13 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]b
 		return nil, err
 	}
 	resp["access_token"], _ = json.Marshal(signed)
+	if _, ok := resp["refresh_token"]; ok {
+		// The refresh grant is not hooked, so a refresh token would mint
+		// access tokens the hook never saw; RFC 6749 §4.4.3 says client
+		// credentials responses should not carry one anyway.
+		delete(resp, "refresh_token")
+		h.logger.Debug("dropped the upstream's refresh_token from a client credentials response")
+	}
 	if len(result.Scope) > 0 {
 		resp["scope"], _ = json.Marshal(strings.Join(result.Scope, " "))
 	} else {

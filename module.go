@@ -248,13 +248,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
-	if err := h.provisionKeys(ctx); err != nil {
-		return err
-	}
 	if h.verifier, err = h.buildVerifier(); err != nil {
 		return err
 	}
-
 	h.clients = map[string]ClientInfo{}
 	if h.ClientsFile != "" {
 		if h.clients, err = loadClientsFile(h.ClientsFile); err != nil {
@@ -263,6 +259,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	for id, c := range h.Clients {
 		h.clients[id] = c
+	}
+	// Last, because it may start the keyring's background refresher, which
+	// only Cleanup stops.
+	if err := h.provisionKeys(ctx); err != nil {
+		return err
 	}
 	h.logger.Info("credentials exchange ready",
 		zap.String("hook", h.Hook),

@@ -348,7 +348,7 @@ func TestRequestHandling(t *testing.T) {
 			SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile,
 		})
 		next := &scriptedUpstream{status: 200, header: http.Header{"X-Upstream": {"1"}},
-			body: `{"access_token":"` + up.token(t, nil) + `","token_type":"Bearer","expires_in":3600,"scope":"read:a","issued_token_type":"x"}`}
+			body: `{"access_token":"` + up.token(t, nil) + `","token_type":"Bearer","expires_in":3600,"scope":"read:a","issued_token_type":"x","refresh_token":"rt"}`}
 		rec := serve(t, h, next, formRequest(ccForm))
 		var resp map[string]any
 		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
@@ -357,6 +357,9 @@ func TestRequestHandling(t *testing.T) {
 		}
 		if resp["token_type"] != "Bearer" || resp["expires_in"] != float64(3600) || resp["issued_token_type"] != "x" {
 			t.Errorf("response lost fields: %v", resp)
+		}
+		if _, has := resp["refresh_token"]; has {
+			t.Error("a refresh token would let the client mint tokens the hook never saw")
 		}
 		if rec.Header().Get("X-Upstream") != "1" || rec.Header().Get("Cache-Control") != "no-store" {
 			t.Errorf("headers = %v", rec.Header())
