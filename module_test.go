@@ -94,20 +94,30 @@ func provision(t *testing.T, h *Handler) *Handler {
 // file_system module at root, as under caddy run with a storage option.
 func provisionWithStorage(t *testing.T, h *Handler, root string) *Handler {
 	t.Helper()
+	ctx := storageContext(t, root)
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	if err := h.Validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	return h
+}
+
+// storageContext makes a Caddy context with file_system storage at root.
+// Caddy's ProvisionContext sets package globals, so call it from one
+// goroutine at a time.
+func storageContext(t *testing.T, root string) caddy.Context {
+	t.Helper()
 	storage, _ := json.Marshal(map[string]string{"module": "file_system", "root": root})
 	base, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: storage})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := caddy.NewContext(base)
-	t.Cleanup(func() { _ = h.Cleanup(); cancel() })
-	if err := h.Provision(ctx); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
-	if err := h.Validate(); err != nil {
-		t.Fatalf("validate: %v", err)
-	}
-	return h
+	t.Cleanup(cancel)
+	return ctx
 }
 
 func writeScript(t *testing.T, src string) string {
@@ -454,19 +464,30 @@ func TestTwoInstancesShareGeneratedKeys(t *testing.T) {
 	up := newTestUpstream(t)
 	shared := t.TempDir()
 	hook := writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{scope:s})}`)
-	instances := make([]*Handler, 2)
+	instances := []*Handler{
+		{Hook: hook, UpstreamKey: up.keyFile, SigningAlg: "ES256"},
+		{Hook: hook, UpstreamKey: up.keyFile, SigningAlg: "ES256"},
+	}
+	contexts := []caddy.Context{storageContext(t, shared), storageContext(t, shared)}
 	var wg sync.WaitGroup
 	start := make(chan struct{})
+	errs := make([]error, len(instances))
 	for i := range instances {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
 			<-start
-			instances[i] = provisionWithStorage(t, &Handler{Hook: hook, UpstreamKey: up.keyFile, SigningAlg: "ES256"}, shared)
+			errs[i] = instances[i].Provision(contexts[i])
 		}(i)
 	}
 	close(start)
 	wg.Wait()
+	for i, h := range instances {
+		t.Cleanup(func() { _ = h.Cleanup() })
+		if errs[i] != nil {
+			t.Fatalf("instance %d: %v", i, errs[i])
+		}
+	}
 	a, b := instances[0], instances[1]
 	if a.keys.Signer().KeyID() != b.keys.Signer().KeyID() {
 		t.Fatalf("instances sign with different keys: %s and %s", a.keys.Signer().KeyID(), b.keys.Signer().KeyID())
@@ -507,11 +528,7 @@ func TestKeyOptionsValidation(t *testing.T) {
 	}
 	for name, h := range cases {
 		h.Hook, h.UpstreamKey = hook, up.keyFile
-		ctx, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: json.RawMessage(`{"module":"file_system","root":"` + t.TempDir() + `"}`)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = h.Provision(ctx)
+		err := h.Provision(storageContext(t, t.TempDir()))
 		if err == nil {
 			err = h.Validate()
 		}
