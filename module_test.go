@@ -538,3 +538,29 @@ func TestKeyOptionsValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestSecretPlaceholders(t *testing.T) {
+	up := newTestUpstream(t)
+	t.Setenv("CADDYHOOK_TEST_SECRET", "from-env")
+	file := filepath.Join(t.TempDir(), "secret.txt")
+	if err := os.WriteFile(file, []byte("from-file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := provision(t, &Handler{
+		Hook:        writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{'https://t.example/s':x.webtask.secrets})}`),
+		UpstreamKey: up.keyFile, SigningKey: writeSigningKey(t),
+		Secrets: map[string]string{"ENV": "{env.CADDYHOOK_TEST_SECRET}", "FILE": "{file." + file + "}", "PLAIN": "literal"},
+	})
+	rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}, formRequest(ccForm))
+	var resp map[string]string
+	_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+	msg, err := jws.Parse([]byte(resp["access_token"]))
+	if err != nil {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	var claims map[string]json.RawMessage
+	_ = json.Unmarshal(msg.Payload(), &claims)
+	if got := string(claims["https://t.example/s"]); got != `{"ENV":"from-env","FILE":"from-file","PLAIN":"literal"}` {
+		t.Fatalf("secrets = %s", got)
+	}
+}
