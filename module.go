@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -295,6 +297,15 @@ func (h *Handler) Validate() error {
 	}
 	if h.TokenPath == h.JWKSPath {
 		return errors.New("token_path and jwks_path must differ")
+	}
+	if !strings.HasPrefix(h.TokenPath, "/") || !strings.HasPrefix(h.JWKSPath, "/") {
+		return fmt.Errorf("token_path (%q) and jwks_path (%q) must be paths starting with /", h.TokenPath, h.JWKSPath)
+	}
+	if h.UpstreamJWKS != "" {
+		u, err := url.Parse(h.UpstreamJWKS)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("upstream_jwks %q must be an http:// or https:// URL", h.UpstreamJWKS)
+		}
 	}
 	if h.MaxBodySize < 0 {
 		return errors.New("max_body_size must be positive")

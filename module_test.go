@@ -517,7 +517,7 @@ func TestTwoInstancesShareGeneratedKeys(t *testing.T) {
 	}
 }
 
-func TestKeyOptionsValidation(t *testing.T) {
+func TestValidation(t *testing.T) {
 	hook := writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{})}`)
 	up := newTestUpstream(t)
 	cases := map[string]*Handler{
@@ -525,9 +525,14 @@ func TestKeyOptionsValidation(t *testing.T) {
 		"rotation under publish ahead": {KeyRotation: caddy.Duration(5 * time.Minute), KeyPublishAhead: caddy.Duration(10 * time.Minute)},
 		"rotation with signing_key":    {KeyRotation: caddy.Duration(time.Hour), SigningKey: writeSigningKey(t)},
 		"HS256 generated":              {SigningAlg: "HS256"},
+		"token_path not a path":        {TokenPath: "oauth/token"},
+		"upstream_jwks not a URL":      {UpstreamJWKS: "127.0.0.1:9096/jwks"},
 	}
 	for name, h := range cases {
-		h.Hook, h.UpstreamKey = hook, up.keyFile
+		h.Hook = hook
+		if h.UpstreamJWKS == "" {
+			h.UpstreamKey = up.keyFile
+		}
 		err := h.Provision(storageContext(t, t.TempDir()))
 		if err == nil {
 			err = h.Validate()
