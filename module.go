@@ -159,6 +159,7 @@ type Handler struct {
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
 
 	engine      *caddyhook.Engine
+	cacheKey    string // this handler's api.cache in actionCaches
 	keys        keySource
 	stopRefresh context.CancelFunc
 	verifier    *token.Verifier
@@ -235,6 +236,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for name, v := range h.Secrets {
 		secrets[name] = repl.ReplaceKnown(v, "")
 	}
+	cache, err := h.actionCache()
+	if err != nil {
+		return err
+	}
 	h.engine, err = caddyhook.NewEngine(caddyhook.Config{
 		Hook:             hook,
 		Actions:          actions,
@@ -244,6 +249,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		ModulesDir:       h.ModulesDir,
 		Storage:          ctx.Storage(),
 		StorageNamespace: h.tenant,
+		Cache:            cache,
 		Logger:           h.logger.Named("hook"),
 	})
 	if err != nil {
@@ -337,12 +343,37 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup stops the keyring refresher of this config.
+// Cleanup stops the keyring refresher of this config and releases its
+// api.cache, which lives on while a newer config still uses it.
 func (h *Handler) Cleanup() error {
 	if h.stopRefresh != nil {
 		h.stopRefresh()
 	}
+	if h.cacheKey != "" {
+		_, _ = actionCaches.Delete(h.cacheKey)
+	}
 	return nil
+}
+
+// actionCaches keeps each handler's api.cache across config reloads: a
+// reload builds a new handler with the same tenant and actions, which gets
+// the same cache; the cache goes when no config uses it any more.
+var actionCaches = caddy.NewUsagePool()
+
+type pooledCache struct{ *caddyhook.ActionCache }
+
+func (pooledCache) Destruct() error { return nil }
+
+func (h *Handler) actionCache() (*caddyhook.ActionCache, error) {
+	key := h.tenant + "\x00" + strings.Join(h.Actions, "\x00")
+	v, _, err := actionCaches.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return pooledCache{caddyhook.NewActionCache()}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.cacheKey = key
+	return v.(pooledCache).ActionCache, nil
 }
 
 func (h *Handler) buildVerifier() (*token.Verifier, error) {

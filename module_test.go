@@ -569,3 +569,59 @@ func TestSecretPlaceholders(t *testing.T) {
 		t.Fatalf("secrets = %s", got)
 	}
 }
+
+// TestActionCacheSurvivesReload provisions a handler, fills api.cache, then
+// provisions the same config again (what caddy reload does: the new config is
+// provisioned before the old one is cleaned up) and finds the entry there.
+func TestActionCacheSurvivesReload(t *testing.T) {
+	up := newTestUpstream(t)
+	dir := t.TempDir()
+	action := filepath.Join(dir, "count.js")
+	src := `exports.onExecuteCredentialsExchange = async (event, api) => {
+		const r = api.cache.get('n');
+		const n = r ? Number(r.value) + 1 : 1;
+		api.cache.set('n', String(n));
+		api.accessToken.setCustomClaim('https://t.example/n', n);
+	};`
+	if err := os.WriteFile(action, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	count := func(h *Handler) string {
+		rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}, formRequest(ccForm))
+		var resp map[string]string
+		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+		msg, err := jws.Parse([]byte(resp["access_token"]))
+		if err != nil {
+			t.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+		var claims map[string]json.RawMessage
+		_ = json.Unmarshal(msg.Payload(), &claims)
+		return string(claims["https://t.example/n"])
+	}
+	config := func() *Handler {
+		return &Handler{Actions: []string{action}, UpstreamKey: up.keyFile, SigningKey: writeSigningKey(t), Tenant: "reload-test"}
+	}
+	old := config()
+	if err := old.Provision(storageContext(t, dir)); err != nil {
+		t.Fatal(err)
+	}
+	count(old)
+	count(old)
+	reloaded := config()
+	if err := reloaded.Provision(storageContext(t, dir)); err != nil {
+		t.Fatal(err)
+	}
+	_ = old.Cleanup()
+	if got := count(reloaded); got != "3" {
+		t.Fatalf("after a reload the cache counted %s, want 3", got)
+	}
+	_ = reloaded.Cleanup()
+	fresh := config()
+	if err := fresh.Provision(storageContext(t, dir)); err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Cleanup()
+	if got := count(fresh); got != "1" {
+		t.Fatalf("once no config used it the cache should be gone, counted %s", got)
+	}
+}

@@ -22,10 +22,11 @@ const (
 	CacheInvalidOptions = "INVALID_OPTIONS"
 )
 
-// actionCache is api.cache: string values, per Caddy instance, shared by the
+// ActionCache is api.cache: string values, per Caddy instance, shared by the
 // actions of one handler, bounded as Auth0 bounds it. When full it evicts the
-// entries closest to expiry, since a cache may forget but must not fail.
-type actionCache struct {
+// entries closest to expiry, since a cache may forget but must not fail. It
+// is safe for concurrent use.
+type ActionCache struct {
 	mu      sync.Mutex
 	now     func() time.Time
 	entries map[string]cacheEntry
@@ -36,11 +37,15 @@ type cacheEntry struct {
 	expiresAt time.Time
 }
 
-func newActionCache(now func() time.Time) *actionCache {
-	return &actionCache{now: now, entries: map[string]cacheEntry{}}
+// NewActionCache returns an empty cache; hand it to engines through
+// Config.Cache to keep its entries across engines (config reloads).
+func NewActionCache() *ActionCache { return newActionCache(time.Now) }
+
+func newActionCache(now func() time.Time) *ActionCache {
+	return &ActionCache{now: now, entries: map[string]cacheEntry{}}
 }
 
-func (c *actionCache) get(key string) (cacheEntry, bool) {
+func (c *ActionCache) get(key string) (cacheEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[key]
@@ -53,7 +58,7 @@ func (c *actionCache) get(key string) (cacheEntry, bool) {
 
 // set stores value under key until expiresAt, or for ttl, or for the
 // default 15 minutes; lifetimes are capped at 24 hours.
-func (c *actionCache) set(key, value string, ttl time.Duration, expiresAt time.Time) (cacheEntry, string) {
+func (c *ActionCache) set(key, value string, ttl time.Duration, expiresAt time.Time) (cacheEntry, string) {
 	switch {
 	case key == "" || len(key) > CacheMaxKey:
 		return cacheEntry{}, CacheInvalidKey
@@ -91,7 +96,7 @@ func (c *actionCache) set(key, value string, ttl time.Duration, expiresAt time.T
 	return e, ""
 }
 
-func (c *actionCache) delete(key string) (cacheEntry, bool) {
+func (c *ActionCache) delete(key string) (cacheEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[key]
@@ -99,7 +104,7 @@ func (c *actionCache) delete(key string) (cacheEntry, bool) {
 	return e, ok
 }
 
-func (c *actionCache) size() int {
+func (c *ActionCache) size() int {
 	n := 0
 	for k, e := range c.entries {
 		n += len(k) + len(e.value)
@@ -107,7 +112,7 @@ func (c *actionCache) size() int {
 	return n
 }
 
-func (c *actionCache) evictSoonest() {
+func (c *ActionCache) evictSoonest() {
 	var victim string
 	var soonest time.Time
 	for k, e := range c.entries {

@@ -86,7 +86,9 @@ type Config struct {
 	// StorageNamespace separates the storage documents of different tenants
 	// sharing one storage.
 	StorageNamespace string
-	Logger           *zap.Logger
+	// Cache is api.cache; nil gives the engine a cache of its own.
+	Cache  *ActionCache
+	Logger *zap.Logger
 }
 
 // Engine runs the configured scripts; it is safe for concurrent use, as each
@@ -95,7 +97,7 @@ type Engine struct {
 	cfg     Config
 	secrets string // JSON, encoded once
 	modules *modules
-	cache   *actionCache
+	cache   *ActionCache
 }
 
 // NewEngine checks cfg, loads every script's top level once to check what it
@@ -129,7 +131,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, secrets: string(secrets), modules: mods, cache: newActionCache(time.Now)}
+	cache := cfg.Cache
+	if cache == nil {
+		cache = NewActionCache()
+	}
+	e := &Engine{cfg: cfg, secrets: string(secrets), modules: mods, cache: cache}
 	for _, s := range e.scripts() {
 		if err := e.checkExports(s); err != nil {
 			return nil, err
