@@ -143,6 +143,10 @@ func TestKeyringRotationOrder(t *testing.T) {
 	removed := map[string]bool{}
 	seen := map[string][]KeyState{}
 	var tokens []issued
+	// snapshots[i] is the JWKS as served at minute i, as resource servers
+	// cache it.
+	var snapshots []jwk.Set
+	lag := int(publishAhead / time.Minute)
 
 	for step := 0; step < 6*60; step++ {
 		now := clock.Now()
@@ -184,7 +188,9 @@ func TestKeyringRotationOrder(t *testing.T) {
 			lastState[kid] = st
 		}
 
-		// Each instance issues a token.
+		snapshots = append(snapshots, jwksOf(t, a.PublicKeys()))
+		// Each instance issues a token, which a resource server holding a
+		// JWKS cached publishAhead ago must already accept.
 		for _, r := range instances {
 			s := r.Signer()
 			exp := now.Add(lifetime)
@@ -194,6 +200,11 @@ func TestKeyringRotationOrder(t *testing.T) {
 			}
 			r.ObserveLifetime(lifetime)
 			tokens = append(tokens, issued{signed, s.KeyID(), exp})
+			if step >= lag {
+				if _, err := jws.Verify([]byte(signed), jws.WithKeySet(snapshots[step-lag])); err != nil {
+					t.Fatalf("%v: a new token signed by %s fails against the JWKS cached %v ago: %v", now, s.KeyID(), publishAhead, err)
+				}
+			}
 		}
 		// Every unexpired token verifies against both instances' JWKS.
 		for _, r := range instances {
