@@ -169,6 +169,25 @@ func serve(t *testing.T, h *Handler, next caddyhttp.Handler, req *http.Request) 
 	return rec
 }
 
+// issuedClaims returns the claims of the token in a successful token
+// response.
+func issuedClaims(t *testing.T, rec *httptest.ResponseRecorder) map[string]json.RawMessage {
+	t.Helper()
+	var resp map[string]json.RawMessage
+	_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+	var compact string
+	_ = json.Unmarshal(resp["access_token"], &compact)
+	msg, err := jws.Parse([]byte(compact))
+	if err != nil {
+		t.Fatalf("no token in the response: %d %s", rec.Code, rec.Body)
+	}
+	var claims map[string]json.RawMessage
+	if err := json.Unmarshal(msg.Payload(), &claims); err != nil {
+		t.Fatal(err)
+	}
+	return claims
+}
+
 func formRequest(form url.Values) *http.Request {
 	r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -439,15 +458,7 @@ func TestStorageSharedByHandlerInstances(t *testing.T) {
 	exchange := func(h *Handler, instance string) string {
 		form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "instance": {instance}}
 		rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}, formRequest(form))
-		if rec.Code != 200 {
-			t.Fatalf("%s: %d %s", instance, rec.Code, rec.Body)
-		}
-		var resp map[string]string
-		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
-		msg, _ := jws.Parse([]byte(resp["access_token"]))
-		var claims map[string]json.RawMessage
-		_ = json.Unmarshal(msg.Payload(), &claims)
-		return string(claims["https://t.example/seen"])
+		return string(issuedClaims(t, rec)["https://t.example/seen"])
 	}
 	exchange(a, "a")
 	exchange(b, "b")
@@ -557,15 +568,7 @@ func TestSecretPlaceholders(t *testing.T) {
 		Secrets: map[string]string{"ENV": "{env.CADDYHOOK_TEST_SECRET}", "FILE": "{file." + file + "}", "PLAIN": "literal"},
 	})
 	rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}, formRequest(ccForm))
-	var resp map[string]string
-	_ = json.Unmarshal(rec.Body.Bytes(), &resp)
-	msg, err := jws.Parse([]byte(resp["access_token"]))
-	if err != nil {
-		t.Fatalf("%d %s", rec.Code, rec.Body)
-	}
-	var claims map[string]json.RawMessage
-	_ = json.Unmarshal(msg.Payload(), &claims)
-	if got := string(claims["https://t.example/s"]); got != `{"ENV":"from-env","FILE":"from-file","PLAIN":"literal"}` {
+	if got := string(issuedClaims(t, rec)["https://t.example/s"]); got != `{"ENV":"from-env","FILE":"from-file","PLAIN":"literal"}` {
 		t.Fatalf("secrets = %s", got)
 	}
 }
@@ -588,15 +591,7 @@ func TestActionCacheSurvivesReload(t *testing.T) {
 	}
 	count := func(h *Handler) string {
 		rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}, formRequest(ccForm))
-		var resp map[string]string
-		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
-		msg, err := jws.Parse([]byte(resp["access_token"]))
-		if err != nil {
-			t.Fatalf("%d %s", rec.Code, rec.Body)
-		}
-		var claims map[string]json.RawMessage
-		_ = json.Unmarshal(msg.Payload(), &claims)
-		return string(claims["https://t.example/n"])
+		return string(issuedClaims(t, rec)["https://t.example/n"])
 	}
 	config := func() *Handler {
 		return &Handler{Actions: []string{action}, UpstreamKey: up.keyFile, SigningKey: writeSigningKey(t), Tenant: "reload-test"}
