@@ -297,3 +297,30 @@ func TestGenerateKeyEveryAlgorithm(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyringEmergencyReset is the runbook's "delete the keyring": every
+// instance moves to one new key on its next refresh.
+func TestKeyringEmergencyReset(t *testing.T) {
+	dir := t.TempDir()
+	st := &certmagic.FileStorage{Path: dir}
+	open := func() *Keyring {
+		r, err := OpenKeyring(context.Background(), KeyringConfig{Storage: st, StorageKey: "caddyhook/keys/acme/keyring.json", Alg: "ES256"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a, b := open(), open()
+	old := a.Signer().KeyID()
+	if err := st.Delete(context.Background(), "caddyhook/keys/acme/keyring.json"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*Keyring{a, b} {
+		if err := r.Refresh(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.Signer().KeyID() == old || a.Signer().KeyID() != b.Signer().KeyID() || len(b.KeyIDs()) != 1 {
+		t.Fatalf("after the reset: a signs with %s, b with %s (old %s, b has %v)", a.Signer().KeyID(), b.Signer().KeyID(), old, b.KeyIDs())
+	}
+}
