@@ -175,16 +175,14 @@ func Thumbprint(key jwk.Key) (string, error) {
 // with a kid (the RFC 7638 thumbprint unless the key has one), an alg when
 // the key allows only one, and use "sig". Symmetric keys are refused.
 func PublishableKeys(keys []jwk.Key) ([]jwk.Key, error) {
-	out := make([]jwk.Key, 0, len(keys))
-	for _, k := range keys {
-		algs, err := algorithmsFor(k)
-		if err != nil {
-			return nil, err
-		}
-		pub, err := k.PublicKey()
-		if err != nil {
-			return nil, err
-		}
+	pubs, err := verificationKeys(keys)
+	if err != nil {
+		return nil, err
+	}
+	if len(pubs) == 0 {
+		return nil, errors.New("no signature key found (keys marked use \"enc\" are not published)")
+	}
+	for _, pub := range pubs {
 		if pub.KeyID() == "" {
 			kid, err := Thumbprint(pub)
 			if err != nil {
@@ -192,15 +190,12 @@ func PublishableKeys(keys []jwk.Key) ([]jwk.Key, error) {
 			}
 			_ = pub.Set(jwk.KeyIDKey, kid)
 		}
-		if pub.Algorithm() == nil || pub.Algorithm().String() == "" {
-			if len(algs) == 1 {
-				_ = pub.Set(jwk.AlgorithmKey, algs[0])
-			}
+		if algs, _ := algorithmsFor(pub); len(algs) == 1 && (pub.Algorithm() == nil || pub.Algorithm().String() == "") {
+			_ = pub.Set(jwk.AlgorithmKey, algs[0])
 		}
 		_ = pub.Set(jwk.KeyUsageKey, jwk.ForSignature)
-		out = append(out, pub)
 	}
-	return out, nil
+	return pubs, nil
 }
 
 // SafeName turns s into something usable as one segment of a storage key.

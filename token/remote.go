@@ -46,15 +46,17 @@ func (r *RemoteJWKS) LookupKeys(ctx context.Context, kid string) ([]jwk.Key, err
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
+	fetched := false
 	stale := r.keys == nil || now.Sub(r.fetchedAt) >= r.TTL
 	if stale && (r.lastErr == nil || now.Sub(r.triedAt) >= r.RetryAfter) {
 		r.fetch(ctx, now)
+		fetched = true
 	}
 	if r.keys == nil {
 		return nil, fmt.Errorf("upstream JWKS %s unavailable: %w", r.URL, r.lastErr)
 	}
 	found := matchKID(r.keys, kid)
-	if kid != "" && !hasKID(found, kid) && !r.fetchedAt.Equal(now) &&
+	if kid != "" && !hasKID(found, kid) && !fetched &&
 		(r.unknownAt.IsZero() || now.Sub(r.unknownAt) >= r.MinRefresh) {
 		r.unknownAt = now
 		r.fetch(ctx, now)
@@ -113,24 +115,13 @@ func (r *RemoteJWKS) get(ctx context.Context) ([]jwk.Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing JWKS: %w", err)
 	}
-	var keys []jwk.Key
+	all := make([]jwk.Key, 0, set.Len())
 	for i := 0; i < set.Len(); i++ {
 		k, _ := set.Key(i)
-		if k.KeyUsage() == string(jwk.ForEncryption) {
-			continue
-		}
-		if _, err := algorithmsFor(k); err != nil {
-			continue // keys we cannot verify with are not our concern
-		}
-		pub, err := k.PublicKey()
-		if err != nil {
-			continue
-		}
-		keys = append(keys, pub)
+		all = append(all, k)
 	}
-	if keys == nil {
-		keys = []jwk.Key{}
-	}
+	// Keys this proxy cannot verify with are not its concern: skip them.
+	keys, _ := verificationKeys(all)
 	return keys, nil
 }
 

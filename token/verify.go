@@ -160,24 +160,42 @@ type StaticKeys []jwk.Key
 
 // NewStaticKeys keeps the public parts of keys that can verify signatures.
 func NewStaticKeys(keys []jwk.Key) (StaticKeys, error) {
-	var out StaticKeys
-	for _, k := range keys {
-		if u := k.KeyUsage(); u == string(jwk.ForEncryption) {
-			continue
-		}
-		if _, err := algorithmsFor(k); err != nil {
-			return nil, err
-		}
-		pub, err := k.PublicKey()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, pub)
+	out, err := verificationKeys(keys)
+	if err != nil {
+		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no signature verification key found")
 	}
 	return out, nil
+}
+
+// verificationKeys returns the public parts of keys, skipping keys meant for
+// encryption. err names the first key that cannot sign or verify at all
+// (symmetric, or of an unsupported type or size); out holds the rest, so a
+// caller that must tolerate such keys (a remote JWKS) can ignore err.
+func verificationKeys(keys []jwk.Key) (out []jwk.Key, err error) {
+	out = make([]jwk.Key, 0, len(keys))
+	for _, k := range keys {
+		if k.KeyUsage() == string(jwk.ForEncryption) {
+			continue
+		}
+		if _, unfit := algorithmsFor(k); unfit != nil {
+			if err == nil {
+				err = unfit
+			}
+			continue
+		}
+		pub, perr := k.PublicKey()
+		if perr != nil {
+			if err == nil {
+				err = perr
+			}
+			continue
+		}
+		out = append(out, pub)
+	}
+	return out, err
 }
 
 // LookupKeys returns the keys whose kid is kid, plus the keys without one.
