@@ -184,17 +184,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "secret":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.ArgErr()
+			if err := pairArg(d, &h.Secrets); err != nil {
+				return err
 			}
-			if h.Secrets == nil {
-				h.Secrets = map[string]string{}
-			}
-			if _, dup := h.Secrets[args[0]]; dup {
-				return d.Errf("secret %s already specified", args[0])
-			}
-			h.Secrets[args[0]] = args[1]
 		case "client":
 			if err := h.unmarshalClient(d); err != nil {
 				return err
@@ -226,6 +218,24 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if h.Hook == "" && len(h.Actions) == 0 {
 		return d.Err("credentials_exchange needs a hook or an action: hook <file.js> or action <file.js>")
 	}
+	return nil
+}
+
+// pairArg reads the <name> <value> arguments of the current subdirective
+// into *m, refusing a name given twice.
+func pairArg(d *caddyfile.Dispenser, m *map[string]string) error {
+	sub := d.Val()
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.ArgErr()
+	}
+	if *m == nil {
+		*m = map[string]string{}
+	}
+	if _, dup := (*m)[args[0]]; dup {
+		return d.Errf("%s %s already specified", sub, args[0])
+	}
+	(*m)[args[0]] = args[1]
 	return nil
 }
 
@@ -267,17 +277,9 @@ func (h *Handler) unmarshalClient(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "metadata":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.ArgErr()
+			if err := pairArg(d, &info.Metadata); err != nil {
+				return err
 			}
-			if info.Metadata == nil {
-				info.Metadata = map[string]string{}
-			}
-			if _, dup := info.Metadata[args[0]]; dup {
-				return d.Errf("metadata %s already specified", args[0])
-			}
-			info.Metadata[args[0]] = args[1]
 		default:
 			return d.Errf("unrecognized client subdirective '%s'", d.Val())
 		}

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -122,7 +122,7 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]b
 	if enc := up.header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
 		return nil, upstreamErrorf("upstream token response is encoded (%s)", enc)
 	}
-	if mt, _, _ := mime.ParseMediaType(up.header.Get("Content-Type")); mt != "application/json" && !strings.HasSuffix(mt, "+json") {
+	if !isJSON(up.header) {
 		return nil, upstreamErrorf("upstream token response is %q, not JSON", up.header.Get("Content-Type"))
 	}
 	resp := map[string]json.RawMessage{}
@@ -175,56 +175,33 @@ const (
 
 // hookInput gathers what the hook sees, as SPEC §3 lays out.
 func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token) (*caddyhook.Input, scopeForm) {
-	claimString := func(name string) string {
-		var s string
-		_ = json.Unmarshal(tok.Claims[name], &s)
-		return s
-	}
-
-	clientID := claimString("client_id")
+	clientID := claimString(tok.Claims["client_id"])
 	if clientID == "" {
-		clientID = claimString("azp")
+		clientID = claimString(tok.Claims["azp"])
 	}
 	if clientID == "" {
 		clientID = clientIDFromRequest(r, req)
 	}
 	info := h.clients[clientID]
 
+	// The hook sees undefined only when the token has no scope claim;
+	// "scope": "a b" and "scp": ["a", "b"] (or "a b") both become ["a", "b"].
 	var scope []string
 	form := scopeString
 	if raw, ok := tok.Claims["scope"]; ok {
 		var s string
 		if json.Unmarshal(raw, &s) == nil {
-			scope = strings.Fields(s)
-			if scope == nil {
-				scope = []string{}
-			}
+			scope = scopeTokens(s)
 		}
 	} else if raw, ok := tok.Claims["scp"]; ok {
 		form = scopeArray
-		if json.Unmarshal(raw, &scope) != nil {
-			var s string
-			if json.Unmarshal(raw, &s) == nil {
-				scope = strings.Fields(s)
-			}
-		}
-		if scope == nil {
-			scope = []string{}
-		}
+		scope = scopeTokens(claimStrings(raw)...)
 	}
 
-	var aud []string
-	if raw, ok := tok.Claims["aud"]; ok {
-		var one string
-		if json.Unmarshal(raw, &one) == nil {
-			aud = []string{one}
-		} else {
-			_ = json.Unmarshal(raw, &aud)
-		}
-	}
+	aud := claimStrings(tok.Claims["aud"])
 	audience := ""
 	for _, requested := range req.requestedAudiences() {
-		if contains(aud, requested) {
+		if slices.Contains(aud, requested) {
 			audience = requested
 			break
 		}
@@ -233,10 +210,6 @@ func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token
 		audience = aud[0]
 	}
 
-	names := make(map[string]bool, len(tok.Claims))
-	for n := range tok.Claims {
-		names[n] = true
-	}
 	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	return &caddyhook.Input{
 		Client:   caddyhook.Client{ID: clientID, Name: info.Name, Tenant: h.tenant, Metadata: info.Metadata},
@@ -246,7 +219,7 @@ func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token
 			IP: ip, Method: r.Method, Hostname: r.Host, UserAgent: r.UserAgent(), Body: req.hookBody(),
 		},
 		RequestedScopes: strings.Fields(req.stringParam("scope")),
-		TokenClaims:     names,
+		TokenClaims:     tok.Claims,
 	}, form
 }
 
@@ -279,11 +252,27 @@ func (h *Handler) resign(tok *token.Token, result *caddyhook.Result, form scopeF
 	return h.keys.Signer().Sign(tok.Type, payload)
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
+// scopeTokens splits scope strings into tokens; never nil, since a token
+// with an empty scope has a scope, unlike one without the claim.
+func scopeTokens(parts ...string) []string {
+	return append([]string{}, strings.Fields(strings.Join(parts, " "))...)
+}
+
+// claimString reads a string claim; anything else reads as "".
+func claimString(raw json.RawMessage) string {
+	var s string
+	_ = json.Unmarshal(raw, &s)
+	return s
+}
+
+// claimStrings reads a claim that is a string or an array of strings (aud,
+// scp); anything else reads as none.
+func claimStrings(raw json.RawMessage) []string {
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		return []string{one}
 	}
-	return false
+	var list []string
+	_ = json.Unmarshal(raw, &list)
+	return list
 }

@@ -2,10 +2,8 @@ package credentialsexchange
 
 import (
 	"fmt"
-	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -44,9 +42,4 @@ func (h *Handler) serveJWKS(w http.ResponseWriter, r *http.Request, next caddyht
 		_, _ = w.Write(body)
 	}
 	return nil
-}
-
-func isJSON(h http.Header) bool {
-	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
-	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }

@@ -620,3 +620,36 @@ func TestActionCacheSurvivesReload(t *testing.T) {
 		t.Fatalf("once no config used it the cache should be gone, counted %s", got)
 	}
 }
+
+// TestScopeAsTheHookSeesIt pins how the token's scope claim reaches the hook:
+// undefined only when there is none, and the form it is written back in.
+func TestScopeAsTheHookSeesIt(t *testing.T) {
+	up := newTestUpstream(t)
+	h := provision(t, &Handler{
+		Hook: writeScript(t, `module.exports=function(c,scope,a,x,cb){
+			cb(null,{scope:['out'],'https://t.example/saw':scope === undefined ? 'undefined' : scope})}`),
+		UpstreamKey: up.keyFile, SigningKey: writeSigningKey(t),
+	})
+	for _, tc := range []struct {
+		name      string
+		set       func(map[string]any)
+		saw, form string
+	}{
+		{"scope string", func(c map[string]any) { c["scope"] = "a  b" }, `["a","b"]`, "scope"},
+		{"empty scope", func(c map[string]any) { c["scope"] = "" }, `[]`, "scope"},
+		{"scope not a string", func(c map[string]any) { c["scope"] = 7 }, `"undefined"`, "scope"},
+		{"scp array", func(c map[string]any) { delete(c, "scope"); c["scp"] = []string{"a", "b"} }, `["a","b"]`, "scp"},
+		{"scp string", func(c map[string]any) { delete(c, "scope"); c["scp"] = "a b" }, `["a","b"]`, "scp"},
+		{"no scope", func(c map[string]any) { delete(c, "scope") }, `"undefined"`, "scope"},
+	} {
+		rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, tc.set))}, formRequest(ccForm))
+		claims := issuedClaims(t, rec)
+		if got := string(claims["https://t.example/saw"]); got != tc.saw {
+			t.Errorf("%s: the hook saw %s, want %s", tc.name, got, tc.saw)
+		}
+		other := map[string]string{"scope": "scp", "scp": "scope"}[tc.form]
+		if _, ok := claims[tc.form]; !ok || claims[other] != nil {
+			t.Errorf("%s: the scope was written back as %v, want %s", tc.name, claims, tc.form)
+		}
+	}
+}

@@ -48,9 +48,8 @@ func readTokenRequest(r *http.Request, limit int64) (req *tokenRequest, ok bool,
 		return nil, false, errBodyTooLarge
 	}
 	req = &tokenRequest{raw: raw}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch {
-	case mt == "application/x-www-form-urlencoded":
+	case mediaType(r.Header) == "application/x-www-form-urlencoded":
 		values, err := url.ParseQuery(string(raw))
 		if err != nil {
 			return req, false, nil
@@ -67,7 +66,7 @@ func readTokenRequest(r *http.Request, limit int64) (req *tokenRequest, ok bool,
 				req.params[k] = list
 			}
 		}
-	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
+	case isJSON(r.Header):
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.UseNumber()
 		if err := dec.Decode(&req.params); err != nil || req.params == nil {
@@ -183,21 +182,38 @@ func clientIDFromRequest(r *http.Request, req *tokenRequest) string {
 	if id := req.stringParam("client_id"); id != "" {
 		return id
 	}
-	if a := req.stringParam("client_assertion"); a != "" {
-		parts := strings.Split(a, ".")
-		if len(parts) == 3 {
-			payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-			if err == nil {
-				var c struct {
-					Sub string `json:"sub"`
-				}
-				if json.Unmarshal(payload, &c) == nil {
-					return c.Sub
-				}
-			}
-		}
+	return assertionSubject(req.stringParam("client_assertion"))
+}
+
+// assertionSubject returns the sub of a client_assertion JWT (RFC 7523),
+// unverified: the upstream verified it before it issued the token.
+func assertionSubject(assertion string) string {
+	parts := strings.Split(assertion, ".")
+	if len(parts) != 3 {
+		return ""
 	}
-	return ""
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Sub string `json:"sub"`
+	}
+	_ = json.Unmarshal(payload, &c)
+	return c.Sub
+}
+
+// mediaType returns the media type of a Content-Type header, lower-cased and
+// without parameters.
+func mediaType(h http.Header) string {
+	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	return mt
+}
+
+// isJSON reports whether a request or response carries JSON.
+func isJSON(h http.Header) bool {
+	mt := mediaType(h)
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
 // requestedAudiences returns the audience (Auth0) and resource (RFC 8707)

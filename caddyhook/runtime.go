@@ -51,9 +51,9 @@ type Input struct {
 	Request  Request
 	// RequestedScopes are the scopes the client asked for.
 	RequestedScopes []string
-	// TokenClaims names the claims already in the upstream token; a custom
+	// TokenClaims are the claims already in the upstream token; a custom
 	// claim with one of these names is not added.
-	TokenClaims map[string]bool
+	TokenClaims map[string]json.RawMessage
 }
 
 // Result is what reaches the token.
@@ -422,7 +422,7 @@ func (r *run) setClaim(log *zap.Logger, name string, value json.RawMessage) {
 		log.Debug("custom claim ignored", zap.String("claim", name), zap.String("reason", why))
 		return
 	}
-	if r.in.TokenClaims[name] {
+	if _, taken := r.in.TokenClaims[name]; taken {
 		log.Debug("custom claim ignored", zap.String("claim", name), zap.String("reason", "the upstream token already has it"))
 		return
 	}

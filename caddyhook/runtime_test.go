@@ -58,7 +58,7 @@ func input() *Input {
 		Audience: "https://api.example.com",
 		Request: Request{IP: "203.0.113.9", UserAgent: "curl/8", Hostname: "auth.example.com", Method: "POST",
 			Body: map[string]any{"grant_type": "client_credentials", "audience": "https://api.example.com"}},
-		TokenClaims: map[string]bool{"iss": true, "sub": true, "https://example.com/existing": true},
+		TokenClaims: map[string]json.RawMessage{"iss": []byte(`"u"`), "sub": []byte(`"s"`), "https://example.com/existing": []byte(`"x"`)},
 	}
 }
 
