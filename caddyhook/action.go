@@ -1,9 +1,8 @@
 package caddyhook
 
 import (
-	"context"
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/dop251/goja"
@@ -13,7 +12,7 @@ import (
 // runAction runs an Auth0 Action (exports.onExecuteCredentialsExchange) and
 // waits until its promise settles. api.access.deny fails the exchange and
 // stops later actions; a throw or a rejection is a server error.
-func (r *run) runAction(ctx context.Context, s *Script) error {
+func (r *run) runAction(s *Script) error {
 	log, fn, err := r.start(s)
 	if err != nil {
 		return err
@@ -30,11 +29,8 @@ func (r *run) runAction(ctx context.Context, s *Script) error {
 	if !isPromise {
 		return nil
 	}
-	if err := r.loop.run(ctx, func() bool { return p.State() != goja.PromiseStatePending }); err != nil {
-		if ctx.Err() != nil {
-			return timeoutCause(ctx)
-		}
-		return errorFromThrow(r.vm, err)
+	if err := r.wait(func() bool { return p.State() != goja.PromiseStatePending }); err != nil {
+		return err
 	}
 	if denied != nil {
 		return denied
@@ -57,7 +53,7 @@ func (r *run) event() goja.Value {
 	if requested == nil {
 		requested = []string{}
 	}
-	return r.fromJSON(map[string]any{
+	event := r.fromJSON(map[string]any{
 		"client": map[string]any{
 			"client_id": in.Client.ID, "name": in.Client.Name, "metadata": orEmpty(in.Client.Metadata),
 		},
@@ -67,10 +63,11 @@ func (r *run) event() goja.Value {
 		"transaction":     map[string]any{"requested_scopes": requested},
 		"request": map[string]any{
 			"ip": in.Request.IP, "method": in.Request.Method, "hostname": in.Request.Hostname,
-			"user_agent": in.Request.UserAgent, "body": orEmptyBody(in.Request.Body), "geoip": map[string]any{},
+			"user_agent": in.Request.UserAgent, "body": orEmpty(in.Request.Body), "geoip": map[string]any{},
 		},
-		"secrets": r.eng.cfg.Secrets,
-	})
+	}).ToObject(r.vm)
+	_ = event.Set("secrets", r.secrets())
+	return event
 }
 
 // api builds the api object of one action. *denied receives the first
@@ -119,8 +116,10 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 	transaction := vm.NewObject()
 	_ = transaction.Set("addTargetScope", func(call goja.FunctionCall) goja.Value {
 		s := str(call.Argument(0), "the scope")
-		r.mustScope(s)
-		if !contains(r.scope, s) {
+		if !validScope(s) {
+			panic(r.vm.NewTypeError(fmt.Sprintf("%q is not a valid scope", s)))
+		}
+		if !slices.Contains(r.scope, s) {
 			r.scope = append(r.scope, s)
 		}
 		return api
@@ -155,12 +154,6 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 	_ = api.Set("transaction", transaction)
 	_ = api.Set("cache", r.cacheObject())
 	return api
-}
-
-func (r *run) mustScope(s string) {
-	if s == "" || strings.ContainsAny(s, " \t\n\"\\") {
-		panic(r.vm.NewTypeError(fmt.Sprintf("%q is not a valid scope", s)))
-	}
 }
 
 // cacheObject binds api.cache to the engine's cache.
@@ -230,13 +223,4 @@ func (r *run) cacheObject() *goja.Object {
 		return result(nil, "")
 	})
 	return obj
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -174,8 +174,7 @@ func (e *Engine) Run(ctx context.Context, in *Input) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
 
-	r := newRun(e, in)
-	r.ctx = ctx
+	r := newRun(ctx, e, in)
 	// The runtime is interrupted when time is up, which also ends endless
 	// loops; it is never reused, so an interrupted runtime cannot leak state
 	// into another exchange.
@@ -184,12 +183,12 @@ func (e *Engine) Run(ctx context.Context, in *Input) (*Result, error) {
 	defer r.loop.close()
 
 	if e.cfg.Hook != nil {
-		if err := r.runHook(ctx, e.cfg.Hook); err != nil {
+		if err := r.runHook(e.cfg.Hook); err != nil {
 			return nil, err
 		}
 	}
 	for _, a := range e.cfg.Actions {
-		if err := r.runAction(ctx, a); err != nil {
+		if err := r.runAction(a); err != nil {
 			return nil, err
 		}
 	}
@@ -221,9 +220,9 @@ type run struct {
 	claims    map[string]json.RawMessage
 }
 
-func newRun(e *Engine, in *Input) *run {
+func newRun(ctx context.Context, e *Engine, in *Input) *run {
 	vm := newVM()
-	r := &run{eng: e, in: in, vm: vm, loop: newLoop(vm), scope: in.Scope, claims: map[string]json.RawMessage{}}
+	r := &run{ctx: ctx, eng: e, in: in, vm: vm, loop: newLoop(vm), scope: in.Scope, claims: map[string]json.RawMessage{}}
 	r.require = e.modules.enable(vm)
 	// Keep our own references: a script may replace the global JSON.
 	jsonObj := vm.Get("JSON").ToObject(vm)
@@ -281,7 +280,7 @@ func (r *run) start(s *Script) (*zap.Logger, goja.Callable, error) {
 }
 
 // runHook runs an Auth0 Hook and waits for its cb.
-func (r *run) runHook(ctx context.Context, s *Script) error {
+func (r *run) runHook(s *Script) error {
 	log, fn, err := r.start(s)
 	if err != nil {
 		return err
@@ -297,7 +296,7 @@ func (r *run) runHook(ctx context.Context, s *Script) error {
 	}
 	hookCtx := r.fromJSON(map[string]any{
 		"ip": in.Request.IP, "userAgent": in.Request.UserAgent, "hostname": in.Request.Hostname,
-		"body": orEmptyBody(in.Request.Body),
+		"body": orEmpty(in.Request.Body),
 	}).ToObject(r.vm)
 	webtask := r.vm.NewObject()
 	_ = webtask.Set("secrets", r.secrets())
@@ -346,16 +345,25 @@ func (r *run) runHook(ctx context.Context, s *Script) error {
 		// operator with a bare time-out.
 		log.Warn("hook returned without calling cb and has nothing scheduled; the exchange will time out")
 	}
-	if err := r.loop.run(ctx, func() bool { return finished }); err != nil {
-		if ctx.Err() != nil {
-			return timeoutCause(ctx)
-		}
-		return errorFromThrow(r.vm, err)
+	if err := r.wait(func() bool { return finished }); err != nil {
+		return err
 	}
 	if failure != nil {
 		return failure
 	}
 	return r.applyHookResult(log, result)
+}
+
+// wait runs the event loop until done, mapping a time-out or a callback
+// that throws to the Error the client gets.
+func (r *run) wait(done func() bool) *Error {
+	if err := r.loop.run(r.ctx, done); err != nil {
+		if r.ctx.Err() != nil {
+			return timeoutCause(r.ctx)
+		}
+		return errorFromThrow(r.vm, err)
+	}
+	return nil
 }
 
 // secrets returns a fresh copy of the secrets for one script.
@@ -460,7 +468,7 @@ func parseScope(raw json.RawMessage) ([]string, error) {
 		if s == "" || seen[s] {
 			continue
 		}
-		if strings.ContainsAny(s, " \t\n\"\\") {
+		if !validScope(s) {
 			return nil, fmt.Errorf("scope %q holds a character a scope token cannot have", s)
 		}
 		seen[s] = true
@@ -469,16 +477,16 @@ func parseScope(raw json.RawMessage) ([]string, error) {
 	return out, nil
 }
 
-func orEmpty(m map[string]string) map[string]string {
-	if m == nil {
-		return map[string]string{}
-	}
-	return m
+// orEmpty hands scripts {} rather than null for an absent map.
+// validScope reports whether s is one scope token (RFC 6749 §3.3): not
+// empty, no spaces, quotes or backslashes.
+func validScope(s string) bool {
+	return s != "" && !strings.ContainsAny(s, " \t\n\"\\")
 }
 
-func orEmptyBody(m map[string]any) map[string]any {
+func orEmpty[V any](m map[string]V) map[string]V {
 	if m == nil {
-		return map[string]any{}
+		return map[string]V{}
 	}
 	return m
 }
