@@ -439,7 +439,7 @@ func TestEndToEnd(t *testing.T) {
 				return r
 			}},
 			{"other method", func(base string) *http.Request {
-				r, _ := http.NewRequest(http.MethodGet, base+"/oauth/token?grant_type=client_credentials", nil)
+				r, _ := http.NewRequest(http.MethodGet, base+"/oauth/token?x=1", nil)
 				return r
 			}},
 			{"upstream 401", func(base string) *http.Request {

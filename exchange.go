@@ -27,9 +27,23 @@ func upstreamErrorf(format string, args ...any) error {
 	return upstreamFailure{fmt.Errorf(format, args...)}
 }
 
-// serveToken handles POST requests to the token path.
-func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	req, ok, err := readTokenRequest(r, h.MaxBodySize)
+// serveToken handles every request to the token path: it decides the grant
+// (request.go), hooks client credentials requests, and lets only
+// unambiguously other grants through, behind the response guard (guard.go).
+func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+	defer func() {
+		// Nothing has been written to w when a panic can happen: the
+		// response is written last, in one go. A panic is a bug; it must
+		// still end as an OAuth error without a token, not an empty reply.
+		if p := recover(); p != nil {
+			h.logger.Error("panic in the token exchange; no token returned",
+				zap.String("panic", fmt.Sprint(p)), zap.Stack("stack"))
+			writeOAuthError(w, http.StatusInternalServerError, caddyhook.CodeServerError, "the token could not be issued")
+			err = nil
+		}
+	}()
+
+	req, err := readTokenRequest(r, h.MaxBodySize)
 	if errors.Is(err, errBodyTooLarge) {
 		writeOAuthError(w, http.StatusRequestEntityTooLarge, caddyhook.CodeInvalidRequest,
 			fmt.Sprintf("the token request body is larger than %d bytes", h.MaxBodySize))
@@ -38,9 +52,14 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
-	if !ok || req.grantType() != "client_credentials" {
-		restoreBody(r, req.raw)
-		return next.ServeHTTP(w, r)
+	switch req.grant {
+	case grantRefused:
+		h.logger.Info("token request refused; not forwarded",
+			zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("reason", req.refusal))
+		writeOAuthError(w, http.StatusBadRequest, caddyhook.CodeInvalidRequest, req.refusal)
+		return nil
+	case grantOther:
+		return h.passThrough(w, r, next, req)
 	}
 
 	body, contentType, err := h.forwardBody(req)
@@ -52,18 +71,17 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 	if contentType != "" {
 		r.Header.Set("Content-Type", contentType)
 	}
-	// The response must be readable to be rewritten.
-	r.Header.Del("Accept-Encoding")
 
-	up := newCapture(maxUpstreamResponse)
-	if err := next.ServeHTTP(up, r); err != nil {
-		return err
-	}
-	if up.overflow {
-		h.failUpstream(w, r, upstreamErrorf("upstream token response is larger than %d bytes", maxUpstreamResponse))
+	up, err := h.forward(r, next)
+	if err != nil {
+		h.failUpstream(w, r, err)
 		return nil
 	}
 	if up.statusCode() != http.StatusOK {
+		if up.carriesAccessToken() {
+			h.failUpstream(w, r, upstreamErrorf("upstream answered a client credentials request with status %d and an access_token", up.statusCode()))
+			return nil
+		}
 		up.replay(w) // the upstream's own error, such as invalid_client
 		return nil
 	}
@@ -81,6 +99,30 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
 	return nil
+}
+
+// forward sends r to next and captures the whole answer. The upstream is
+// asked for an unencoded response, since an encoded one cannot be read. An
+// upstream that fails or aborts mid-body (reverse_proxy then panics with
+// http.ErrAbortHandler) is an upstreamFailure: the client gets a 502 OAuth
+// error, never a partial answer.
+func (h *Handler) forward(r *http.Request, next caddyhttp.Handler) (up *capture, err error) {
+	// "identity" rather than no header: without one, Go's transport asks
+	// for gzip on its own and decodes the answer behind our back.
+	r.Header.Set("Accept-Encoding", "identity")
+	up = newCapture(maxUpstreamResponse)
+	defer func() {
+		if p := recover(); p != nil {
+			err = upstreamErrorf("the upstream response could not be read: %v", p)
+		}
+	}()
+	if err := next.ServeHTTP(up, r); err != nil {
+		return nil, upstreamFailure{err}
+	}
+	if up.overflow {
+		return nil, upstreamErrorf("upstream token response is larger than %d bytes", maxUpstreamResponse)
+	}
+	return up, nil
 }
 
 // fail answers a failed exchange, never with a token: the hook's own OAuth
@@ -128,6 +170,11 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]b
 	resp := map[string]json.RawMessage{}
 	if err := json.Unmarshal(up.body.Bytes(), &resp); err != nil || resp == nil {
 		return nil, upstreamErrorf("upstream token response is not a JSON object")
+	}
+	if tokens, ok := accessTokens(up.body.Bytes()); !ok || len(tokens) != 1 {
+		// Two access_token members, or one spelt differently, would leave
+		// a token the hook never saw beside the one it did.
+		return nil, upstreamErrorf("upstream token response must have exactly one access_token string")
 	}
 	var accessToken string
 	if err := json.Unmarshal(resp["access_token"], &accessToken); err != nil || accessToken == "" {

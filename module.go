@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"strings"
 	"time"
 
@@ -403,12 +404,21 @@ func (h *Handler) buildVerifier() (*token.Verifier, error) {
 // every other request goes to next untouched.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	switch {
-	case r.Method == http.MethodPost && r.URL.Path == h.TokenPath:
+	case h.isTokenPath(r.URL.Path):
 		return h.serveToken(w, r, next)
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.URL.Path == h.JWKSPath:
 		return h.serveJWKS(w, r, next)
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// isTokenPath reports whether p reaches the token endpoint the way OAuth
+// servers route: case-insensitively, with one trailing slash or none, and
+// with repeated slashes and dot segments resolved. It errs on the side of
+// matching: a request it matches is hooked or refused, never let through
+// unseen.
+func (h *Handler) isTokenPath(p string) bool {
+	return strings.EqualFold(path.Clean("/"+p), path.Clean(h.TokenPath))
 }
 
 // compileFile reads and compiles a script, naming the file in every error.

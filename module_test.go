@@ -302,8 +302,8 @@ func TestRequestHandling(t *testing.T) {
 		if form.Get("resource") != "https://api.example.com" || form.Has("audience") || form.Get("client_secret") != "s" {
 			t.Fatalf("upstream form = %v", form)
 		}
-		if next.gotAE != "" {
-			t.Errorf("upstream was asked for %q", next.gotAE)
+		if next.gotAE != "identity" {
+			t.Errorf("upstream was asked for %q, want identity", next.gotAE)
 		}
 		if in["audience"] != "https://api.example.com" {
 			t.Errorf("hook audience = %v", in["audience"])
@@ -405,15 +405,16 @@ func TestRequestHandling(t *testing.T) {
 		}
 	})
 
-	t.Run("unparseable body passes through untouched", func(t *testing.T) {
+	t.Run("unparseable body is refused, not forwarded", func(t *testing.T) {
 		h := newHandler(nil)
-		next := &scriptedUpstream{status: 400, body: `{"error":"invalid_request"}`}
+		next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}
 		r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(`{"grant_type":`))
 		r.Header.Set("Content-Type", "application/json")
 		rec := serve(t, h, next, r)
-		if rec.Code != 400 || next.gotBody != `{"grant_type":` {
+		if rec.Code != 400 || next.gotType != "" {
 			t.Fatalf("got %d, upstream saw %q", rec.Code, next.gotBody)
 		}
+		checkErrorResponse(t, rec, "invalid_request")
 	})
 }
 

@@ -8,22 +8,39 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"strings"
 )
 
-// tokenRequest is a token request as the client sent it.
+// tokenRequest is a request to the token path as the client sent it, and
+// what the handler decided to do with it.
 type tokenRequest struct {
 	raw    []byte
 	isJSON bool
-	// params are the request parameters: a string per form field (a []any
-	// for a repeated one), or whatever JSON value the client sent.
+	// params are the body's parameters when the body is a form or a JSON
+	// object: a string per form field (a []any for a repeated one), or
+	// whatever JSON value the client sent.
 	params map[string]any
+	// grant is what the handler does with the request; refusal says why a
+	// refused request is refused, for the client and the log.
+	grant   grantDecision
+	refusal string
 }
 
-// grantType returns the grant_type parameter, or "" when it is not a string.
-func (t *tokenRequest) grantType() string { return t.stringParam("grant_type") }
+// grantDecision is the handler's reading of a token request. The rule is
+// one-sided on purpose: only a request that every OAuth server would read as
+// some other grant goes to the upstream untouched; a client credentials
+// request is hooked; anything a server could read either way is refused and
+// never forwarded, since the upstream might issue a token the hook never saw.
+type grantDecision int
+
+const (
+	grantOther             grantDecision = iota // unambiguously another grant: forwarded as it came
+	grantClientCredentials                      // hooked
+	grantRefused                                // 400 invalid_request, never forwarded
+)
 
 func (t *tokenRequest) stringParam(name string) string {
 	s, _ := t.params[name].(string)
@@ -33,50 +50,278 @@ func (t *tokenRequest) stringParam(name string) string {
 // errBodyTooLarge is returned for a body over the handler's limit.
 var errBodyTooLarge = errors.New("request body too large")
 
-// readTokenRequest reads and parses the request body. ok is false for a body
-// this handler cannot read as a token request (another content type,
-// malformed data); such a request goes to the upstream as it came.
-func readTokenRequest(r *http.Request, limit int64) (req *tokenRequest, ok bool, err error) {
+// readTokenRequest reads the body of a request to the token path and decides
+// what to do with it. err is only for a body that cannot be read or is over
+// limit; every other problem is a refusal in req.
+func readTokenRequest(r *http.Request, limit int64) (req *tokenRequest, err error) {
 	if r.ContentLength > limit {
-		return nil, false, errBodyTooLarge
+		return nil, errBodyTooLarge
 	}
 	raw, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		return nil, false, fmt.Errorf("reading request body: %w", err)
+		return nil, fmt.Errorf("reading request body: %w", err)
 	}
 	if int64(len(raw)) > limit {
-		return nil, false, errBodyTooLarge
+		return nil, errBodyTooLarge
 	}
 	req = &tokenRequest{raw: raw}
-	switch {
-	case mediaType(r.Header) == "application/x-www-form-urlencoded":
-		values, err := url.ParseQuery(string(raw))
-		if err != nil {
-			return req, false, nil
-		}
-		req.params = make(map[string]any, len(values))
-		for k, v := range values {
-			if len(v) == 1 {
-				req.params[k] = v[0]
-			} else {
-				list := make([]any, len(v))
-				for i, s := range v {
-					list[i] = s
-				}
-				req.params[k] = list
+	req.grant, req.refusal = req.classify(r)
+	return req, nil
+}
+
+// grantParam is one occurrence of a parameter that some server could read as
+// grant_type.
+type grantParam struct {
+	name   string // as sent, decoded
+	value  string
+	string bool // false for a JSON value that is not a string
+	inBody bool
+}
+
+// tokenParams are the parameters a token request carries in its body; in the
+// query string of a client credentials request they are refused, since
+// servers differ on which of query and body wins (go-oauth2's FormValue reads
+// both).
+var tokenParams = []string{"grant_type", "client_id", "client_secret", "client_assertion",
+	"client_assertion_type", "scope", "audience", "resource"}
+
+// classify decides what the handler does with a request to the token path,
+// from everything an OAuth server might read: query, body (form, JSON or
+// multipart), method and headers.
+func (req *tokenRequest) classify(r *http.Request) (grantDecision, string) {
+	var grants []grantParam
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return grantRefused, "the query string is malformed"
+	}
+	for name, values := range query {
+		if isGrantName(name) {
+			for _, v := range values {
+				grants = append(grants, grantParam{name: name, value: v, string: true})
 			}
 		}
-	case isJSON(r.Header):
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.UseNumber()
-		if err := dec.Decode(&req.params); err != nil || req.params == nil {
-			return req, false, nil
-		}
-		req.isJSON = true
-	default:
-		return req, false, nil
 	}
-	return req, true, nil
+	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+		// body-parser and others inflate request bodies; this handler
+		// cannot read what they would.
+		return grantRefused, "token requests must not be content-encoded"
+	}
+
+	form := false
+	if len(req.raw) > 0 {
+		mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		switch {
+		case err != nil:
+			return grantRefused, "the request has a body without a valid Content-Type"
+		case mt == "application/x-www-form-urlencoded":
+			values, err := url.ParseQuery(string(req.raw))
+			if err != nil {
+				return grantRefused, "the form body is malformed"
+			}
+			req.params = formParams(values)
+			form = true
+			for name, vs := range values {
+				if isGrantName(name) {
+					for _, v := range vs {
+						grants = append(grants, grantParam{name: name, value: v, string: true, inBody: true})
+					}
+				}
+			}
+		case mt == "application/json" || strings.HasSuffix(mt, "+json"):
+			obj, dup, err := parseJSONObject(req.raw)
+			if err != nil {
+				return grantRefused, "the JSON body is malformed: it must be one JSON object"
+			}
+			if dup != "" {
+				return grantRefused, fmt.Sprintf("the JSON body has the member %q more than once", dup)
+			}
+			req.params, req.isJSON = obj, true
+			for name, v := range obj {
+				if isGrantName(name) {
+					s, ok := v.(string)
+					grants = append(grants, grantParam{name: name, value: s, string: ok, inBody: true})
+				}
+			}
+		case mt == "multipart/form-data":
+			found, err := multipartGrants(req.raw, params["boundary"])
+			if err != nil {
+				return grantRefused, "the multipart body is malformed"
+			}
+			grants = append(grants, found...)
+		default:
+			return grantRefused, fmt.Sprintf("token requests must be application/x-www-form-urlencoded or application/json, not %q", mt)
+		}
+	}
+
+	switch {
+	case len(grants) == 0 && r.Method == http.MethodPost:
+		return grantRefused, "grant_type is required"
+	case len(grants) == 0:
+		return grantOther, ""
+	case len(grants) > 1:
+		return grantRefused, "grant_type must appear exactly once"
+	}
+	g := grants[0]
+	switch {
+	case g.name != "grant_type":
+		return grantRefused, fmt.Sprintf("the parameter %q is ambiguous: use grant_type", g.name)
+	case !g.string:
+		return grantRefused, "grant_type must be a string"
+	case g.value == "client_credentials":
+		switch {
+		case r.Method != http.MethodPost:
+			return grantRefused, "token requests must use POST"
+		case !g.inBody:
+			return grantRefused, "grant_type must be in the request body"
+		case !form && !req.isJSON:
+			return grantRefused, "client credentials requests must be application/x-www-form-urlencoded or application/json"
+		}
+		for _, name := range tokenParams {
+			if query.Has(name) {
+				return grantRefused, fmt.Sprintf("the token request parameter %q must be in the request body, not the query string", name)
+			}
+		}
+		return grantClientCredentials, ""
+	case foldName(g.value) == "clientcredentials" || strings.ContainsFunc(g.value, isControl):
+		// Client_Credentials, " client_credentials", client_credentials\x00:
+		// some server may read it as client credentials.
+		return grantRefused, "grant_type must be written exactly as client_credentials"
+	}
+	return grantOther, ""
+}
+
+// isGrantName reports whether some server could read a parameter name as
+// grant_type: case folded, punctuation ignored (PHP turns "grant.type" into
+// grant_type, Go's encoding/json matches names case-insensitively), and
+// array suffixes (grant_type[], grant_type[0]) stripped.
+func isGrantName(name string) bool {
+	if i := strings.IndexByte(name, '['); i > 0 {
+		name = name[:i]
+	}
+	return foldName(name) == "granttype"
+}
+
+// foldName keeps the ASCII letters and digits of s, lower-cased.
+func foldName(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+			b.WriteRune(c)
+		case c >= 'A' && c <= 'Z':
+			b.WriteRune(c + 'a' - 'A')
+		case c == 'ſ': // folds to s in Go's EqualFold
+			b.WriteByte('s')
+		case c == 'K': // Kelvin sign, folds to k
+			b.WriteByte('k')
+		}
+	}
+	return b.String()
+}
+
+func isControl(c rune) bool { return c < 0x20 || c == 0x7f }
+
+func formParams(values url.Values) map[string]any {
+	params := make(map[string]any, len(values))
+	for k, v := range values {
+		if len(v) == 1 {
+			params[k] = v[0]
+			continue
+		}
+		list := make([]any, len(v))
+		for i, s := range v {
+			list[i] = s
+		}
+		params[k] = list
+	}
+	return params
+}
+
+// parseJSONObject decodes a body that must be exactly one JSON object. dup
+// names a member that appears twice: parsers differ on which one wins, so
+// such a body is refused rather than read one way.
+func parseJSONObject(raw []byte) (obj map[string]any, dup string, err error) {
+	obj = map[string]any{}
+	err = eachMember(raw, func(name string, value json.RawMessage) error {
+		dec := json.NewDecoder(bytes.NewReader(value))
+		dec.UseNumber()
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		if _, seen := obj[name]; seen && dup == "" {
+			dup = name
+		}
+		obj[name] = v
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return obj, dup, nil
+}
+
+// eachMember calls fn for every member of the JSON object in raw, in order
+// and duplicates included, and fails unless raw is exactly one object.
+func eachMember(raw []byte, fn func(name string, value json.RawMessage) error) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return errors.New("not a JSON object")
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := tok.(string)
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return err
+		}
+		if err := fn(name, value); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON object")
+	}
+	return nil
+}
+
+// maxMultipartParts bounds the parts read from a multipart body.
+const maxMultipartParts = 1000
+
+// multipartGrants returns the grant parameters of a multipart/form-data
+// body, as go-oauth2's FormValue would read them.
+func multipartGrants(raw []byte, boundary string) ([]grantParam, error) {
+	if boundary == "" {
+		return nil, errors.New("no boundary")
+	}
+	mr := multipart.NewReader(bytes.NewReader(raw), boundary)
+	var out []grantParam
+	for n := 0; ; n++ {
+		if n > maxMultipartParts {
+			return nil, errors.New("too many parts")
+		}
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		name := part.FormName()
+		if isGrantName(name) {
+			v, err := io.ReadAll(part)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, grantParam{name: name, value: string(v), string: true, inBody: true})
+		}
+	}
 }
 
 // restoreBody puts body back on r for the next handler, with the length and

@@ -3,6 +3,7 @@ package credentialsexchange
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 )
@@ -18,6 +19,10 @@ type capture struct {
 	limit    int
 	overflow bool
 }
+
+// errResponseTooLarge stops the next handler from copying an over-limit
+// response.
+var errResponseTooLarge = errors.New("upstream response over the limit")
 
 func newCapture(limit int) *capture {
 	return &capture{header: http.Header{}, limit: limit}
@@ -36,9 +41,11 @@ func (c *capture) Write(p []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
-	if c.body.Len()+len(p) > c.limit {
+	if c.overflow || c.body.Len()+len(p) > c.limit {
+		// Stop the copy rather than read the rest: the caller fails the
+		// exchange whatever follows.
 		c.overflow = true
-		return len(p), nil // swallowed: the caller fails the exchange
+		return 0, errResponseTooLarge
 	}
 	return c.body.Write(p)
 }

@@ -1,0 +1,147 @@
+package credentialsexchange
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// passThrough forwards a request that is unambiguously another grant, and
+// checks the answer before the client sees it: the second half of the
+// invariant that no client credentials token leaves without the hook. The
+// request side (request.go) may be wrong about how some upstream reads a
+// request; this side looks at what the upstream actually issued.
+func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, req *tokenRequest) error {
+	restoreBody(r, req.raw)
+	up, err := h.forward(r, next)
+	if err != nil {
+		var upErr upstreamFailure
+		if errors.As(err, &upErr) {
+			var herr caddyhttp.HandlerError
+			if errors.As(upErr.cause, &herr) {
+				// reverse_proxy's own error (no upstream, dial failure):
+				// Caddy's error handling answers it as for any other path.
+				return herr
+			}
+		}
+		h.failUpstream(w, r, err)
+		return nil
+	}
+	if why := up.unhookedToken(); why != "" {
+		h.logger.Error("blocked a client credentials token that did not go through the hook",
+			zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("reason", why))
+		writeOAuthError(w, http.StatusBadGateway, "server_error",
+			"the authorization server issued a token for a request that was not recognised as a client credentials request")
+		return nil
+	}
+	up.replay(w)
+	return nil
+}
+
+// unhookedToken says why a passed-through answer must not reach the client,
+// or "" when it may. It is blocked when it carries an access_token that
+// reads as a client credentials token (clientCredentialsToken), whatever its
+// status, or when it cannot be read to tell (content-encoded, an
+// access_token that is not a string). An opaque access token, or a JWT whose
+// payload is not JSON, cannot be told apart and passes: SECURITY.md says so.
+func (c *capture) unhookedToken() string {
+	body := c.body.Bytes()
+	if enc := c.header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+		return "the response is content-encoded (" + enc + ") and cannot be checked"
+	}
+	tokens, ok := accessTokens(body)
+	if !ok {
+		return "the response's access_token is not a string"
+	}
+	for _, tok := range tokens {
+		if why := clientCredentialsToken(tok); why != "" {
+			return why
+		}
+	}
+	return ""
+}
+
+// carriesAccessToken reports whether an answer has an access_token member
+// (JSON or form), or cannot be read to tell.
+func (c *capture) carriesAccessToken() bool {
+	tokens, ok := accessTokens(c.body.Bytes())
+	return !ok || len(tokens) > 0
+}
+
+// accessTokens returns the access_token values of a token response body,
+// read as JSON (every member, duplicates too, with the name matched
+// case-insensitively, as Go's encoding/json does) or, failing that, as a form, as some servers answer.
+// ok is false for an access_token member that is not a string.
+func accessTokens(body []byte) (tokens []string, ok bool) {
+	ok = true
+	isObject := eachMember(body, func(name string, raw json.RawMessage) error {
+		if !strings.EqualFold(name, "access_token") {
+			return nil
+		}
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			ok = false
+		}
+		tokens = append(tokens, s)
+		return nil
+	}) == nil
+	if isObject {
+		return tokens, ok
+	}
+	if values, err := url.ParseQuery(string(body)); err == nil {
+		for name, vs := range values {
+			if strings.EqualFold(name, "access_token") {
+				tokens = append(tokens, vs...)
+			}
+		}
+	}
+	return tokens, ok
+}
+
+// clientCredentialsToken says why a JWT access token reads as issued by the
+// client credentials grant, or "" when it does not: Auth0's gty claim, a
+// subject that is the client itself (sub equal to client_id, azp or cid:
+// go-oauth2, Hydra, Okta, oidc-provider), a token with a client but no
+// subject, or a Keycloak service-account user.
+func clientCredentialsToken(compact string) string {
+	parts := strings.Split(compact, ".")
+	if len(parts) != 3 {
+		return "" // opaque, or a JWE: cannot be told
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return ""
+	}
+	var claims map[string]any
+	if json.Unmarshal(payload, &claims) != nil {
+		return ""
+	}
+	str := func(name string) string { s, _ := claims[name].(string); return s }
+	switch gty := str("gty"); gty {
+	case "client-credentials", "client_credentials":
+		return "the token's gty claim is " + gty
+	}
+	sub := str("sub")
+	for _, name := range []string{"client_id", "azp", "cid", "clientId"} {
+		id := str(name)
+		if id == "" {
+			continue
+		}
+		if sub == "" {
+			return "the token has a " + name + " claim and no subject"
+		}
+		if sub == id {
+			return "the token's subject is its " + name
+		}
+	}
+	if strings.HasPrefix(str("preferred_username"), "service-account-") {
+		return "the token's subject is a service account"
+	}
+	return ""
+}

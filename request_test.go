@@ -1,0 +1,124 @@
+package credentialsexchange
+
+import (
+	"bytes"
+	"mime/multipart"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func multipartBody(t testing.TB, fields ...string) (string, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for i := 0; i+1 < len(fields); i += 2 {
+		_ = mw.WriteField(fields[i], fields[i+1])
+	}
+	_ = mw.Close()
+	return buf.String(), mw.FormDataContentType()
+}
+
+// TestClassify pins how the handler reads a request to the token path. The
+// rule: client credentials written exactly once, in a form or JSON body of a
+// POST, is hooked; unambiguously another grant passes; everything a server
+// could read either way is refused.
+func TestClassify(t *testing.T) {
+	const form = "application/x-www-form-urlencoded"
+	mpBody, mpType := multipartBody(t, "grant_type", "client_credentials", "client_id", "svc")
+	mpOther, mpOtherType := multipartBody(t, "grant_type", "password")
+	mpTwice, mpTwiceType := multipartBody(t, "grant_type", "password", "grant_type", "client_credentials")
+	cases := []struct {
+		name, method, target, ctype, body string
+		header                            map[string]string
+		want                              grantDecision
+	}{
+		{"form", "POST", "/oauth/token", form, "grant_type=client_credentials&client_id=a", nil, grantClientCredentials},
+		{"form with charset", "POST", "/oauth/token", form + "; charset=utf-8", "grant_type=client_credentials", nil, grantClientCredentials},
+		{"form type in capitals", "POST", "/oauth/token", "APPLICATION/X-WWW-FORM-URLENCODED", "grant_type=client_credentials", nil, grantClientCredentials},
+		{"encoded key", "POST", "/oauth/token", form, "grant%5Ftype=client_credentials", nil, grantClientCredentials},
+		{"encoded value", "POST", "/oauth/token", form, "grant_type=client%5Fcredentials", nil, grantClientCredentials},
+		{"JSON", "POST", "/oauth/token", "application/json", `{"grant_type":"client_credentials","n":1e999999}`, nil, grantClientCredentials},
+		{"JSON escaped key", "POST", "/oauth/token", "application/json", `{"grant\u005ftype":"client_credentials"}`, nil, grantClientCredentials},
+		{"other grant", "POST", "/oauth/token", form, "grant_type=password&username=u", nil, grantOther},
+		{"other grant as JSON", "POST", "/oauth/token", "application/json", `{"grant_type":"refresh_token"}`, nil, grantOther},
+		{"other grant as multipart", "POST", "/oauth/token", mpOtherType, mpOther, nil, grantOther},
+		{"GET without grant", "GET", "/oauth/token?x=1", "", "", nil, grantOther},
+		{"other grant in the query", "POST", "/oauth/token?grant_type=password", "", "", nil, grantOther},
+
+		{"bad escape", "POST", "/oauth/token", form, "grant_type=client_credentials&x=%zz", nil, grantRefused},
+		{"semicolon", "POST", "/oauth/token", form, "grant_type=client_credentials;x=1", nil, grantRefused},
+		{"semicolon later", "POST", "/oauth/token", form, "grant_type=client_credentials&a=b;c", nil, grantRefused},
+		{"query only", "POST", "/oauth/token?grant_type=client_credentials", "", "", nil, grantRefused},
+		{"query and body", "POST", "/oauth/token?grant_type=client_credentials", form, "grant_type=client_credentials", nil, grantRefused},
+		{"query other, body cc", "POST", "/oauth/token?grant_type=password", form, "grant_type=client_credentials", nil, grantRefused},
+		{"credentials in the query", "POST", "/oauth/token?client_secret=s", form, "grant_type=client_credentials", nil, grantRefused},
+		{"bad query", "POST", "/oauth/token?a=%zz", form, "grant_type=client_credentials", nil, grantRefused},
+		{"multipart", "POST", "/oauth/token", mpType, mpBody, nil, grantRefused},
+		{"multipart twice", "POST", "/oauth/token", mpTwiceType, mpTwice, nil, grantRefused},
+		{"multipart without boundary", "POST", "/oauth/token", "multipart/form-data", mpBody, nil, grantRefused},
+		{"repeated", "POST", "/oauth/token", form, "grant_type=client_credentials&grant_type=client_credentials", nil, grantRefused},
+		{"repeated differently", "POST", "/oauth/token", form, "grant_type=password&grant_type=client_credentials", nil, grantRefused},
+		{"case variant name", "POST", "/oauth/token", form, "GRANT_TYPE=client_credentials", nil, grantRefused},
+		{"case variant beside", "POST", "/oauth/token", form, "grant_type=password&Grant_Type=client_credentials", nil, grantRefused},
+		{"array name", "POST", "/oauth/token", form, "grant_type[]=client_credentials", nil, grantRefused},
+		{"dotted name", "POST", "/oauth/token", form, "grant.type=client_credentials", nil, grantRefused},
+		{"case variant value", "POST", "/oauth/token", form, "grant_type=Client_Credentials", nil, grantRefused},
+		{"padded value", "POST", "/oauth/token", form, "grant_type=+client_credentials", nil, grantRefused},
+		{"NUL in value", "POST", "/oauth/token", form, "grant_type=client_credentials%00", nil, grantRefused},
+		{"long s", "POST", "/oauth/token", form, "grant_type=client_credential%C5%BF", nil, grantRefused},
+		{"control char in other grant", "POST", "/oauth/token", form, "grant_type=password%0a", nil, grantRefused},
+		{"JSON duplicate", "POST", "/oauth/token", "application/json", `{"grant_type":"password","grant_type":"client_credentials"}`, nil, grantRefused},
+		{"JSON duplicate other member", "POST", "/oauth/token", "application/json", `{"grant_type":"password","scope":"a","scope":"b"}`, nil, grantRefused},
+		{"JSON name in capitals", "POST", "/oauth/token", "application/json", `{"GRANT_TYPE":"client_credentials"}`, nil, grantRefused},
+		{"JSON grant array", "POST", "/oauth/token", "application/json", `{"grant_type":["client_credentials"]}`, nil, grantRefused},
+		{"JSON grant null", "POST", "/oauth/token", "application/json", `{"grant_type":null}`, nil, grantRefused},
+		{"JSON trailing data", "POST", "/oauth/token", "application/json", `{"grant_type":"password"}{"grant_type":"client_credentials"}`, nil, grantRefused},
+		{"JSON array", "POST", "/oauth/token", "application/json", `[{"grant_type":"client_credentials"}]`, nil, grantRefused},
+		{"JSON with BOM", "POST", "/oauth/token", "application/json", "\ufeff{\"grant_type\":\"client_credentials\"}", nil, grantRefused},
+		{"no content type", "POST", "/oauth/token", "", "grant_type=client_credentials", nil, grantRefused},
+		{"text/plain", "POST", "/oauth/token", "text/plain", "grant_type=client_credentials", nil, grantRefused},
+		{"bad content type", "POST", "/oauth/token", "application/x-www-form-urlencoded; ;;", "grant_type=password", nil, grantRefused},
+		{"gzip", "POST", "/oauth/token", form, "grant_type=password", map[string]string{"Content-Encoding": "gzip"}, grantRefused},
+		{"GET with cc", "GET", "/oauth/token?grant_type=client_credentials", "", "", nil, grantRefused},
+		{"PUT with cc", "PUT", "/oauth/token", form, "grant_type=client_credentials", nil, grantRefused},
+		{"POST without grant", "POST", "/oauth/token", form, "client_id=a", nil, grantRefused},
+		{"POST empty", "POST", "/oauth/token", "", "", nil, grantRefused},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest(c.method, c.target, strings.NewReader(c.body))
+			if c.ctype != "" {
+				r.Header.Set("Content-Type", c.ctype)
+			}
+			for k, v := range c.header {
+				r.Header.Set(k, v)
+			}
+			req, err := readTokenRequest(r, 1<<16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if req.grant != c.want {
+				t.Fatalf("decision = %d (%s), want %d", req.grant, req.refusal, c.want)
+			}
+			if (req.grant == grantRefused) != (req.refusal != "") {
+				t.Errorf("refusal reason %q for decision %d", req.refusal, req.grant)
+			}
+		})
+	}
+}
+
+func TestIsTokenPath(t *testing.T) {
+	h := &Handler{TokenPath: "/oauth/token"}
+	for _, p := range []string{"/oauth/token", "/OAUTH/TOKEN", "/oauth/Token", "/oauth/token/", "/oauth/token//",
+		"//oauth/token", "/oauth/./token", "/x/../oauth/token", "oauth/token"} {
+		if !h.isTokenPath(p) {
+			t.Errorf("%q should reach the token endpoint", p)
+		}
+	}
+	for _, p := range []string{"/oauth/tokens", "/oauth", "/oauth/token/x", "/.well-known/jwks.json", "/"} {
+		if h.isTokenPath(p) {
+			t.Errorf("%q is not the token endpoint", p)
+		}
+	}
+}
