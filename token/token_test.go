@@ -253,6 +253,15 @@ func TestVerify(t *testing.T) {
 		"not a JWT":                "opaque",
 		"JWE-shaped":               "a.b.c.d.e",
 		"payload not an object":    up.sign(t, jwa.RS256, up.key, "k1", nil),
+		"unknown crit extension":   critToken(t, up.key),
+		// int64(1e19) overflows to the distant past; the nbf must not pass.
+		"nbf 1e19":   up.sign(t, jwa.RS256, up.key, "k1", map[string]any{"exp": future(), "nbf": json.RawMessage("1e19")}),
+		"exp 1e999":  up.sign(t, jwa.RS256, up.key, "k1", map[string]any{"exp": json.RawMessage("1e999")}),
+		"exp -1e19":  up.sign(t, jwa.RS256, up.key, "k1", map[string]any{"exp": json.RawMessage("-1e19")}),
+		"nbf 9.3e18": up.sign(t, jwa.RS256, up.key, "k1", map[string]any{"exp": future(), "nbf": json.RawMessage("9300000000000000000")}),
+	}
+	if _, err := v.Verify(ctx, up.sign(t, jwa.RS256, up.key, "k1", map[string]any{"exp": json.RawMessage("1e19"), "nbf": json.RawMessage("-1e19")})); err != nil {
+		t.Errorf("exp 1e19 (far future) and nbf -1e19 (far past): %v", err)
 	}
 	for name, compact := range refused {
 		if _, err := v.Verify(ctx, compact); err == nil {
@@ -269,6 +278,20 @@ func TestVerify(t *testing.T) {
 			t.Errorf("insecure verifier accepted %s", name)
 		}
 	}
+}
+
+// critToken signs a token whose header lists an extension in crit.
+func critToken(t *testing.T, key jwk.Key) string {
+	hdr := jws.NewHeaders()
+	_ = hdr.Set(jws.KeyIDKey, "k1")
+	_ = hdr.Set(jws.CriticalKey, []string{"urn:example:ext"})
+	_ = hdr.Set("urn:example:ext", true)
+	payload, _ := json.Marshal(map[string]any{"exp": future()})
+	out, err := jws.Sign(payload, jws.WithKey(jwa.RS256, key, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }
 
 func noneToken() string {

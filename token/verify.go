@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -70,6 +71,12 @@ func (v *Verifier) Verify(ctx context.Context, compact string) (*Token, error) {
 	alg := hdr.Algorithm()
 	if !asymmetricAlgorithms[alg] {
 		return nil, fmt.Errorf("token algorithm %q is refused: only RSA, ECDSA and EdDSA signatures are accepted", alg)
+	}
+	if crit := hdr.Critical(); crit != nil {
+		// RFC 7515 §4.1.11: extensions listed in crit must be understood,
+		// and this verifier understands none (b64=false would even change
+		// what the signature covers).
+		return nil, fmt.Errorf("token header lists critical extensions %q that are not understood", crit)
 	}
 	tok := &Token{Alg: alg.String(), KeyID: hdr.KeyID(), Type: hdr.Type()}
 
@@ -141,15 +148,24 @@ func (v *Verifier) checkTimes(claims map[string]json.RawMessage) error {
 	return nil
 }
 
+// The NumericDate range this verifier reads: 0001-01-01 to 9999-12-31 UTC.
+const (
+	minNumericDate = -62135596800
+	maxNumericDate = 253402300799
+)
+
 func numericDate(claims map[string]json.RawMessage, name string) (time.Time, bool, error) {
 	raw, ok := claims[name]
 	if !ok {
 		return time.Time{}, false, nil
 	}
 	var f float64
-	if err := json.Unmarshal(raw, &f); err != nil {
+	if err := json.Unmarshal(raw, &f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 		return time.Time{}, false, fmt.Errorf("token claim %s is not a number", name)
 	}
+	// Clamp to years 1 to 9999 before converting: int64(1e19) overflows to
+	// a date in the distant past, which would make an nbf of 1e19 pass.
+	f = max(minNumericDate, min(f, maxNumericDate))
 	sec := int64(f)
 	return time.Unix(sec, int64((f-float64(sec))*1e9)), true, nil
 }
