@@ -273,7 +273,7 @@ func TestVerify(t *testing.T) {
 	if _, err := insecure.Verify(ctx, up.sign(t, jwa.RS256, other.key, "k1", map[string]any{"exp": future()})); err != nil {
 		t.Errorf("insecure verifier refused a well-formed token: %v", err)
 	}
-	for _, name := range []string{"alg none", "HS256 with JWK as secret", "expired"} {
+	for _, name := range []string{"alg none", "HS256 with JWK as secret", "expired", "unknown crit extension", "nbf 1e19"} {
 		if _, err := insecure.Verify(ctx, refused[name]); err == nil {
 			t.Errorf("insecure verifier accepted %s", name)
 		}
