@@ -47,6 +47,15 @@ type Options struct {
 	DefaultAudience string
 	// TokenLifetime defaults to one hour.
 	TokenLifetime time.Duration
+	// Lenient puts a Node-style router and parameter reader in front of the
+	// token endpoint instead of go-oauth2's r.FormValue: the path matches
+	// case-insensitively with one optional trailing slash, bodies are read
+	// like Node's querystring and body-parser (JSON too, gzip inflated),
+	// the last of repeated parameters wins and the body's override the
+	// query's. Tokens, keys and the JWKS are the same. See lenient.go; it
+	// exists to test that a proxy's reading of a request matches servers
+	// that parse differently.
+	Lenient bool
 }
 
 // Server is a running authorization server.
@@ -99,18 +108,26 @@ func Start(opts Options) (*Server, error) {
 		return server.ClientFormHandler(r)
 	})
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("/oauth/token", func(w http.ResponseWriter, r *http.Request) {
+	tokenHandler := func(w http.ResponseWriter, r *http.Request) {
 		if err := oauth.HandleTokenRequest(w, r); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 		}
-	})
-	mux.HandleFunc("/.well-known/jwks.json", s.serveJWKS)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	}
+	otherHandler := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("X-Upstream", "oauthserver")
 		fmt.Fprintf(w, "upstream saw %s %s\n", r.Method, r.URL.RequestURI())
-	})
+	}
+	var handler http.Handler
+	if opts.Lenient {
+		handler = lenientRouter{token: tokenHandler, jwks: s.serveJWKS, other: otherHandler}
+	} else {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/oauth/token", tokenHandler)
+		mux.HandleFunc("/.well-known/jwks.json", s.serveJWKS)
+		mux.HandleFunc("/", otherHandler)
+		handler = mux
+	}
 
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
@@ -118,7 +135,7 @@ func Start(opts Options) (*Server, error) {
 	}
 	s.listener = ln
 	s.URL = "http://" + ln.Addr().String()
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.http.Serve(ln) }()
 	return s, nil
 }
