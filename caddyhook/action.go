@@ -10,40 +10,57 @@ import (
 )
 
 // runAction runs an Auth0 Action (exports.onExecuteCredentialsExchange) and
-// waits until its promise settles. api.access.deny fails the exchange and
-// stops later actions; a throw or a rejection is a server error.
+// waits for what it returns as await would. api.access.deny fails the
+// exchange and stops later actions; a throw or a rejection is a server
+// error.
 func (r *run) runAction(s *Script) error {
 	log, fn, err := r.start(s)
 	if err != nil {
 		return err
 	}
+	event, eerr := r.event(log)
+	if eerr != nil {
+		return eerr
+	}
 	var denied *Error
-	ret, err := fn(goja.Undefined(), r.event(), r.api(log, &denied))
+	ret, err := fn(goja.Undefined(), event, r.api(log, &denied))
 	if denied != nil {
 		return denied
 	}
 	if err != nil {
-		return errorFromThrow(r.vm, err)
+		return r.errorFromThrow(err, actionFailed)
 	}
-	p, isPromise := ret.Export().(*goja.Promise)
-	if !isPromise {
-		return nil
+	if r.fault != nil {
+		return r.fault
 	}
-	if err := r.wait(func() bool { return p.State() != goja.PromiseStatePending }); err != nil {
-		return err
+	if _, isObj := ret.(*goja.Object); !isObj {
+		return nil // a primitive: await gives it back at once
 	}
+	// A promise, or any thenable, is awaited: a thenable's then may deny or
+	// reject, as it would under Node.
+	p, err := r.await(ret)
 	if denied != nil {
 		return denied
 	}
+	if err != nil {
+		return r.errorFromThrow(err, actionFailed)
+	}
+	werr := r.wait(func() bool { return denied != nil || p.State() != goja.PromiseStatePending })
+	if denied != nil {
+		return denied
+	}
+	if werr != nil {
+		return werr
+	}
 	if p.State() == goja.PromiseStateRejected {
-		return errorFor(CodeServerError, messageOf(r.vm, p.Result()))
+		return errorFor(CodeServerError, r.describe(p.Result(), actionFailed))
 	}
 	return nil
 }
 
 // event builds the credentials-exchange event in Auth0's shape, reflecting
 // what the hook and earlier actions did to the token.
-func (r *run) event() goja.Value {
+func (r *run) event(log *zap.Logger) (goja.Value, *Error) {
 	in := r.in
 	scope := r.scope
 	if scope == nil {
@@ -53,7 +70,15 @@ func (r *run) event() goja.Value {
 	if requested == nil {
 		requested = []string{}
 	}
-	event := r.fromJSON(map[string]any{
+	body, err := r.body(log)
+	if err != nil {
+		return nil, err
+	}
+	secrets, err := r.input(r.eng.cfg.Secrets)
+	if err != nil {
+		return nil, err
+	}
+	return r.input(map[string]any{
 		"client": map[string]any{
 			"client_id": in.Client.ID, "name": in.Client.Name, "metadata": orEmpty(in.Client.Metadata),
 		},
@@ -63,11 +88,10 @@ func (r *run) event() goja.Value {
 		"transaction":     map[string]any{"requested_scopes": requested},
 		"request": map[string]any{
 			"ip": in.Request.IP, "method": in.Request.Method, "hostname": in.Request.Hostname,
-			"user_agent": in.Request.UserAgent, "body": orEmpty(in.Request.Body), "geoip": map[string]any{},
+			"user_agent": in.Request.UserAgent, "body": body, "geoip": map[string]any{},
 		},
-	}).ToObject(r.vm)
-	_ = event.Set("secrets", r.secrets())
-	return event
+		"secrets": secrets,
+	})
 }
 
 // api builds the api object of one action. *denied receives the first
@@ -76,19 +100,29 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 	vm := r.vm
 	api := vm.NewObject()
 	str := func(v goja.Value, what string) string {
-		if s, ok := v.Export().(string); ok {
+		if s, ok := scriptString(v); ok {
 			return s
 		}
-		panic(vm.NewTypeError(what + " must be a string"))
+		throwTypeError(vm, what+" must be a string")
+		return ""
+	}
+	// overLimit fails the exchange, whatever the script does with the
+	// exception it also gets.
+	overLimit := func(err error) {
+		r.fail(errorFor(CodeServerError, err.Error()))
+		panic(vm.NewGoError(err))
 	}
 
 	accessToken := vm.NewObject()
-	_ = accessToken.Set("setCustomClaim", func(call goja.FunctionCall) goja.Value {
+	define(vm, accessToken, "setCustomClaim", func(call goja.FunctionCall) goja.Value {
 		name := str(call.Argument(0), "the claim name")
-		raw, ok, err := r.toJSON(call.Argument(1))
+		raw, ok, err := r.toJSON(call.Argument(1), MaxClaimsSize)
 		switch {
 		case err != nil:
-			panic(err)
+			if _, tooLarge := err.(errJSONTooLarge); tooLarge {
+				overLimit(fmt.Errorf("custom claim %q is more than the %d bytes all custom claims may have", capText(name, 64), MaxClaimsSize))
+			}
+			rethrow(vm, err)
 		case !ok:
 			delete(r.claims, name) // setting undefined removes the claim
 		default:
@@ -96,35 +130,47 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 		}
 		return api
 	})
-	_ = api.Set("accessToken", accessToken)
+	define(vm, api, "accessToken", accessToken)
 
 	access := vm.NewObject()
-	_ = access.Set("deny", func(call goja.FunctionCall) goja.Value {
-		if *denied == nil {
-			code := call.Argument(0).String()
-			reason := ""
-			if v := call.Argument(1); !goja.IsUndefined(v) {
-				reason = v.String()
-			}
-			*denied = errorFor(code, reason)
-			log.Info("action denied the exchange", zap.String("error", (*denied).Code))
+	define(vm, access, "deny", func(call goja.FunctionCall) goja.Value {
+		if *denied != nil {
+			return api
 		}
+		// Denied first: however the arguments behave while they are read
+		// below, a call to deny denies.
+		*denied = errorFor(CodeServerError, actionDenied)
+		// A code that is not a string, or not one of ours, is a server
+		// error (errorFor's rule).
+		code, _ := scriptString(call.Argument(0))
+		reason := actionDenied
+		if v := call.Argument(1); !goja.IsUndefined(v) {
+			if text := r.denyReason(v); text != "" {
+				reason = text
+			}
+		}
+		*denied = errorFor(code, reason)
+		log.Info("action denied the exchange", zap.String("error", (*denied).Code))
 		return api
 	})
-	_ = api.Set("access", access)
+	define(vm, api, "access", access)
 
 	transaction := vm.NewObject()
-	_ = transaction.Set("addTargetScope", func(call goja.FunctionCall) goja.Value {
+	define(vm, transaction, "addTargetScope", func(call goja.FunctionCall) goja.Value {
 		s := str(call.Argument(0), "the scope")
 		if !validScope(s) {
-			panic(r.vm.NewTypeError(fmt.Sprintf("%q is not a valid scope", s)))
+			throwTypeError(vm, fmt.Sprintf("%q is not a valid scope", capText(s, 64)))
 		}
 		if !slices.Contains(r.scope, s) {
-			r.scope = append(r.scope, s)
+			next := append(slices.Clip(r.scope), s)
+			if err := checkScopeLimits(next); err != nil {
+				overLimit(err)
+			}
+			r.scope = next
 		}
 		return api
 	})
-	_ = transaction.Set("removeTargetScope", func(call goja.FunctionCall) goja.Value {
+	define(vm, transaction, "removeTargetScope", func(call goja.FunctionCall) goja.Value {
 		s := str(call.Argument(0), "the scope")
 		out := r.scope[:0:0]
 		for _, v := range r.scope {
@@ -135,25 +181,44 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 		r.scope = out
 		return api
 	})
-	_ = transaction.Set("setTargetScopes", func(call goja.FunctionCall) goja.Value {
-		raw, _, err := r.toJSON(call.Argument(0))
+	define(vm, transaction, "setTargetScopes", func(call goja.FunctionCall) goja.Value {
+		raw, _, err := r.toJSON(call.Argument(0), maxResultJSON)
+		if _, tooLarge := err.(errJSONTooLarge); tooLarge {
+			overLimit(scopeLimitError(fmt.Sprintf("the scopes given to setTargetScopes are more than %d bytes", maxResultJSON)))
+		}
 		if err != nil {
-			panic(err)
+			rethrow(vm, err)
 		}
 		scope, perr := parseScope(raw)
+		if _, tooMany := perr.(scopeLimitError); tooMany {
+			overLimit(perr)
+		}
 		if perr != nil {
-			panic(vm.NewTypeError("setTargetScopes: " + perr.Error()))
+			throwTypeError(vm, "setTargetScopes: "+perr.Error())
 		}
 		r.scope = scope
 		return api
 	})
-	_ = transaction.Set("clearTargetScopes", func() goja.Value {
+	define(vm, transaction, "clearTargetScopes", func(goja.FunctionCall) goja.Value {
 		r.scope = []string{}
 		return api
 	})
-	_ = api.Set("transaction", transaction)
-	_ = api.Set("cache", r.cacheObject())
+	define(vm, api, "transaction", transaction)
+	define(vm, api, "cache", r.cacheObject())
 	return api
+}
+
+// denyReason reads the reason given to api.access.deny: a primitive as
+// text, an object through its toString, guarded; "" when it cannot be read.
+func (r *run) denyReason(v goja.Value) string {
+	if obj, isObj := v.(*goja.Object); isObj {
+		var text string
+		if r.alive() {
+			guard(r.vm, func() { text = primitiveText(obj.ToString(), maxDescription) })
+		}
+		return cleanDescription(text)
+	}
+	return cleanDescription(primitiveText(v, maxDescription))
 }
 
 // cacheObject binds api.cache to the engine's cache.
@@ -162,26 +227,26 @@ func (r *run) cacheObject() *goja.Object {
 	c := r.eng.cache
 	record := func(e cacheEntry) *goja.Object {
 		o := vm.NewObject()
-		_ = o.Set("value", e.value)
-		_ = o.Set("expires_at", e.expiresAt.UnixMilli())
+		define(vm, o, "value", e.value)
+		define(vm, o, "expires_at", e.expiresAt.UnixMilli())
 		return o
 	}
 	result := func(e *cacheEntry, code string) *goja.Object {
 		o := vm.NewObject()
 		if code != "" {
-			_ = o.Set("type", "error")
-			_ = o.Set("code", code)
+			define(vm, o, "type", "error")
+			define(vm, o, "code", code)
 			return o
 		}
-		_ = o.Set("type", "success")
+		define(vm, o, "type", "success")
 		if e != nil {
-			_ = o.Set("record", record(*e))
+			define(vm, o, "record", record(*e))
 		}
 		return o
 	}
 	obj := vm.NewObject()
-	_ = obj.Set("get", func(key goja.Value) goja.Value {
-		k, ok := key.Export().(string)
+	define(vm, obj, "get", func(call goja.FunctionCall) goja.Value {
+		k, ok := scriptString(call.Argument(0))
 		if !ok {
 			return goja.Undefined()
 		}
@@ -190,37 +255,61 @@ func (r *run) cacheObject() *goja.Object {
 		}
 		return goja.Undefined()
 	})
-	_ = obj.Set("set", func(key, value, options goja.Value) *goja.Object {
-		k, ok := key.Export().(string)
+	define(vm, obj, "set", func(call goja.FunctionCall) goja.Value {
+		k, ok := scriptString(call.Argument(0))
 		if !ok {
 			return result(nil, CacheInvalidKey)
 		}
-		v, ok := value.Export().(string)
+		v, ok := scriptString(call.Argument(1))
 		if !ok {
 			return result(nil, CacheInvalidValue)
 		}
 		var ttl time.Duration
 		var expiresAt time.Time
-		if opts, isObj := options.(*goja.Object); isObj {
+		if opts, isObj := call.Argument(2).(*goja.Object); isObj {
+			now := c.now()
 			if t := opts.Get("ttl"); t != nil && !goja.IsUndefined(t) {
-				ttl = time.Duration(t.ToFloat() * float64(time.Millisecond))
-				if ttl <= 0 {
+				ms, ok := cacheNumber(t)
+				if ttl, ok = ttlFromMillis(ms, ok); !ok {
 					return result(nil, CacheInvalidOptions)
 				}
 			}
 			if t := opts.Get("expires_at"); t != nil && !goja.IsUndefined(t) {
-				expiresAt = time.UnixMilli(t.ToInteger())
+				ms, ok := cacheNumber(t)
+				if expiresAt, ok = expiryFromMillis(ms, ok, now); !ok {
+					return result(nil, CacheInvalidOptions)
+				}
 			}
 		}
 		e, code := c.set(k, v, ttl, expiresAt)
 		return result(&e, code)
 	})
-	_ = obj.Set("delete", func(key goja.Value) *goja.Object {
-		k, _ := key.Export().(string)
+	define(vm, obj, "delete", func(call goja.FunctionCall) goja.Value {
+		k, ok := scriptString(call.Argument(0))
+		if !ok {
+			return result(nil, "")
+		}
 		if e, found := c.delete(k); found {
 			return result(&e, "")
 		}
 		return result(nil, "")
 	})
 	return obj
+}
+
+// cacheNumber reads a cache option: a number, or a string holding one (as
+// Number() would read it); anything else is not a valid option. It runs no
+// script code.
+func cacheNumber(v goja.Value) (float64, bool) {
+	switch v.(type) {
+	case *goja.Object, *goja.Symbol:
+		return 0, false
+	}
+	if goja.IsNull(v) || goja.IsBigInt(v) {
+		return 0, false
+	}
+	if goja.IsNumber(v) || goja.IsString(v) {
+		return v.ToFloat(), true
+	}
+	return 0, false
 }

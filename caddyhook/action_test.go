@@ -275,7 +275,7 @@ func TestWebtaskStorageSharedBetweenInstances(t *testing.T) {
 
 func TestWebtaskStorageConflictAndLimits(t *testing.T) {
 	st := &certmagic.FileStorage{Path: t.TempDir()}
-	key := StorageKey("acme", "hook.js")
+	key := StorageKey("acme", "hook.js", "")
 	hook := compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
 		const storage = context.webtask.storage, out = {};
 		storage.get(function (error, data) {

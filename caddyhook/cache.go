@@ -1,6 +1,7 @@
 package caddyhook
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -94,6 +95,33 @@ func (c *ActionCache) set(key, value string, ttl time.Duration, expiresAt time.T
 	e := cacheEntry{value: value, expiresAt: expiresAt}
 	c.entries[key] = e
 	return e, ""
+}
+
+// ttlFromMillis reads api.cache.set's ttl option, in milliseconds: NaN,
+// zero and negative values are invalid, and the value is capped at
+// CacheMaxTTL before it is converted, so that no number can overflow into
+// a negative duration.
+func ttlFromMillis(ms float64, ok bool) (time.Duration, bool) {
+	if !ok || !(ms > 0) {
+		return 0, false
+	}
+	if ms >= float64(CacheMaxTTL/time.Millisecond) {
+		return CacheMaxTTL, true
+	}
+	return max(time.Duration(ms*float64(time.Millisecond)), time.Millisecond), true
+}
+
+// expiryFromMillis reads api.cache.set's expires_at option, milliseconds
+// since the epoch: NaN and times not after now are invalid, and the value
+// is capped at now plus CacheMaxTTL before it is converted.
+func expiryFromMillis(ms float64, ok bool, now time.Time) (time.Time, bool) {
+	if !ok || math.IsNaN(ms) || ms <= float64(now.UnixMilli()) {
+		return time.Time{}, false
+	}
+	if limit := now.Add(CacheMaxTTL); ms >= float64(limit.UnixMilli()) {
+		return limit, true
+	}
+	return time.UnixMilli(int64(ms)), true
 }
 
 func (c *ActionCache) delete(key string) (cacheEntry, bool) {

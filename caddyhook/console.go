@@ -11,6 +11,10 @@ import (
 // maxLogMessage caps one console message, so a script cannot flood the log.
 const maxLogMessage = 4096
 
+// maxConsoleLines caps the console lines one run may log; the rest are
+// counted and reported in one line at the end of the run.
+const maxConsoleLines = 1000
+
 // installConsole routes console.* to log at the matching level.
 func (r *run) installConsole(log *zap.Logger) {
 	console := r.vm.NewObject()
@@ -19,41 +23,74 @@ func (r *run) installConsole(log *zap.Logger) {
 		"warn": zapcore.WarnLevel, "error": zapcore.ErrorLevel, "trace": zapcore.DebugLevel,
 	}
 	for name, level := range levels {
-		level := level
-		_ = console.Set(name, func(call goja.FunctionCall) goja.Value {
+		define(r.vm, console, name, func(call goja.FunctionCall) goja.Value {
+			if !log.Core().Enabled(level) {
+				return goja.Undefined()
+			}
+			if r.consoleLines >= maxConsoleLines {
+				r.consoleDropped++
+				return goja.Undefined()
+			}
+			r.consoleLines++
 			if ce := log.Check(level, r.format(call.Arguments)); ce != nil {
 				ce.Write(zap.String("source", "console."+name))
 			}
 			return goja.Undefined()
 		})
 	}
-	_ = r.vm.Set("console", console)
+	// Defined, not set: a setter a script put on the global object must not
+	// run here, outside any script.
+	_ = r.vm.GlobalObject().DefineDataProperty("console", console, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
 }
 
 // format joins console arguments roughly as Node's util.format does: strings
-// as they are, everything else as JSON where it can be.
+// as they are, everything else as JSON where it can be. It never throws:
+// a value that cannot be shown (a getter throws, a Proxy fails, a null
+// prototype leaves it without toString) shows as [object].
 func (r *run) format(args []goja.Value) string {
 	var b strings.Builder
 	for i, a := range args {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		if _, isObj := a.(*goja.Object); isObj {
-			if _, isFn := goja.AssertFunction(a); !isFn {
-				if raw, ok, err := r.toJSON(a); err == nil && ok {
-					b.Write(raw)
-					continue
-				}
-			}
-		}
-		b.WriteString(a.String())
 		if b.Len() > maxLogMessage {
 			break
 		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(r.formatOne(a, maxLogMessage-b.Len()+1))
 	}
-	s := b.String()
-	if len(s) > maxLogMessage {
-		s = s[:maxLogMessage] + "…(truncated)"
+	return capText(b.String(), maxLogMessage)
+}
+
+func (r *run) formatOne(a goja.Value, room int) string {
+	room = max(room, 1)
+	switch v := a.(type) {
+	case *goja.Symbol:
+		return "Symbol(" + capText(v.String(), room) + ")"
+	case *goja.Object:
+		text := "[object]"
+		if !r.alive() {
+			return text
+		}
+		guard(r.vm, func() {
+			if _, isFn := goja.AssertFunction(v); !isFn {
+				if s, err := r.stringify(goja.Undefined(), v); err == nil {
+					if str := primitiveText(s, room); str != "" {
+						text = str
+						return
+					}
+				}
+			}
+			if str := primitiveText(v.ToString(), room); str != "" {
+				text = str
+			}
+		})
+		return text
 	}
-	return s
+	if goja.IsUndefined(a) {
+		return "undefined"
+	}
+	if goja.IsNull(a) {
+		return "null"
+	}
+	return primitiveText(a, room)
 }

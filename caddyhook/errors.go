@@ -3,6 +3,9 @@ package caddyhook
 import (
 	"fmt"
 	"net/http"
+	"regexp"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/dop251/goja"
 )
@@ -40,6 +43,13 @@ func errorFor(code, description string) *Error {
 // errTimedOut is the error for a run that passed its time limit.
 func errTimedOut() *Error { return errorFor(CodeServerError, "hook timed out") }
 
+// The descriptions of a failure whose value says nothing usable.
+const (
+	hookFailed   = "the hook failed"
+	actionFailed = "the action failed"
+	actionDenied = "the action denied the exchange"
+)
+
 // errorNames maps the error classes Auth0 injects into every hook (matched by
 // the error's name, as Auth0's compiler does) to OAuth error codes.
 var errorNames = map[string]string{
@@ -70,52 +80,209 @@ const preludeSource = `(function (g) {
 
 var prelude = goja.MustCompile("caddyhook:prelude", preludeSource, true)
 
+// Every value that comes back from a script is hostile: its getters throw,
+// its prototype may be null (so it has no toString), a Proxy may stand in
+// for it, and Symbols refuse conversion to strings. The functions below are
+// the only way this package reads such a value for a message: they never
+// panic, never call toString or valueOf, and read name and message only when
+// they are primitives.
+
+// maxDescription caps an error description taken from a script: a script
+// could throw a string of a gigabyte.
+const maxDescription = 1024
+
+// protect runs f in a JavaScript frame of its own, so that a JavaScript
+// exception, a time-out interrupt or a stack overflow raised by script code
+// that f reaches (a getter, a Proxy trap) comes back as an error instead of a
+// panic; f's own error is returned otherwise. It works both from Go, outside
+// any script, and inside a native function. A panic that is not goja's (a
+// bug in Go code) is not caught here: Engine.Run reports those.
+func protect(vm *goja.Runtime, f func() error) (err error) {
+	fn, _ := goja.AssertFunction(vm.ToValue(func(goja.FunctionCall) goja.Value {
+		err = f()
+		return goja.Undefined()
+	}))
+	if _, jsErr := fn(goja.Undefined()); jsErr != nil {
+		return jsErr
+	}
+	return err
+}
+
+// guard runs f under protect and reports whether it finished.
+func guard(vm *goja.Runtime, f func()) bool {
+	return protect(vm, func() error { f(); return nil }) == nil
+}
+
+// isUncatchable reports whether err is a goja error that scripts cannot
+// catch: a time-out interrupt or a stack overflow.
+func isUncatchable(err error) bool {
+	switch err.(type) {
+	case *goja.InterruptedError, *goja.StackOverflowError:
+		return true
+	}
+	return false
+}
+
+// rethrow turns err, from a goja call made inside a native function, into a
+// panic goja understands: its own exceptions and interrupts as they are, any
+// other error as a GoError the script can catch. A native function must
+// never panic with a plain Go error: goja would let it crash the process.
+func rethrow(vm *goja.Runtime, err error) {
+	switch err.(type) {
+	case *goja.Exception, *goja.InterruptedError, *goja.StackOverflowError:
+		panic(err)
+	}
+	panic(vm.NewGoError(err))
+}
+
+// throwTypeError throws a TypeError whose message is msg, taken literally.
+func throwTypeError(vm *goja.Runtime, msg string) {
+	panic(vm.NewTypeError("%s", msg))
+}
+
+// primitiveText returns v as text when it is a string, number, boolean or
+// BigInt, capped at max characters, and "" for anything else (objects,
+// Symbols, undefined, null). It never runs script code.
+func primitiveText(v goja.Value, max int) string {
+	switch x := v.(type) {
+	case nil, *goja.Object, *goja.Symbol:
+		return ""
+	case goja.String:
+		if x.Length() > max {
+			// One character more than fits, so that capText marks the cut.
+			return capText(x.Substring(0, max+1).String(), max)
+		}
+		return capText(x.String(), max)
+	}
+	if goja.IsUndefined(v) || goja.IsNull(v) {
+		return ""
+	}
+	return capText(v.String(), max)
+}
+
+// scriptString returns v when it is a primitive string; ok is false for
+// anything else. It never runs script code.
+func scriptString(v goja.Value) (string, bool) {
+	if s, ok := v.(goja.String); ok {
+		return s.String(), true
+	}
+	return "", false
+}
+
+// errorFields reads the name and message of a script's error value, as
+// primitives; a getter that throws, a Proxy that fails or a value that is
+// not a primitive leaves the field empty.
+func errorFields(vm *goja.Runtime, v goja.Value) (name, message string) {
+	obj, ok := v.(*goja.Object)
+	if !ok {
+		return "", primitiveText(v, maxDescription)
+	}
+	err := protect(vm, func() error { message = primitiveText(obj.Get("message"), maxDescription); return nil })
+	if err != nil && isUncatchable(gojaCause(err)) {
+		// Time is up (or the stack is): run no more script code. From Go,
+		// goja has already cleared the interrupt, so nothing would stop a
+		// getter that loops.
+		return "", ""
+	}
+	guard(vm, func() { name = primitiveText(obj.Get("name"), 64) })
+	return name, message
+}
+
+// describe is the text of a value a script threw, rejected with or passed as
+// an error: its message, else its name, else the value itself when it is a
+// primitive, else fallback. It never panics.
+func describe(vm *goja.Runtime, v goja.Value, fallback string) string {
+	name, msg := errorFields(vm, v)
+	if msg == "" {
+		msg = name
+	}
+	if msg = cleanDescription(msg); msg == "" {
+		return fallback
+	}
+	return msg
+}
+
 // errorFromValue turns the error a hook passed to cb into an Error: the
 // injected classes by name, anything else a server error whose description
-// is the error's message (or the value itself, for cb('text')).
-func errorFromValue(vm *goja.Runtime, v goja.Value) *Error {
-	if obj, ok := v.(*goja.Object); ok {
-		name := stringProp(vm, obj, "name")
-		msg := stringProp(vm, obj, "message")
-		if code, ok := errorNames[name]; ok {
-			return errorFor(code, msg)
-		}
-		if msg == "" {
-			msg = v.String()
-		}
-		return errorFor(CodeServerError, msg)
+// is the error's message (or the value itself, for cb('text')). It never
+// panics.
+func errorFromValue(vm *goja.Runtime, v goja.Value, fallback string) *Error {
+	name, msg := errorFields(vm, v)
+	if code, ok := errorNames[name]; ok {
+		return errorFor(code, cleanDescription(msg))
 	}
-	return errorFor(CodeServerError, v.String())
+	if msg == "" {
+		msg = name
+	}
+	if msg = cleanDescription(msg); msg == "" {
+		msg = fallback
+	}
+	return errorFor(CodeServerError, msg)
 }
 
 // errorFromThrow turns an exception or an interrupt from goja into an Error.
-func errorFromThrow(vm *goja.Runtime, err error) *Error {
-	switch e := err.(type) {
+// It never panics.
+func errorFromThrow(vm *goja.Runtime, err error, fallback string) *Error {
+	switch e := gojaCause(err).(type) {
 	case *goja.InterruptedError:
 		if inner, ok := e.Value().(*Error); ok {
 			return inner
 		}
 		return errTimedOut()
-	case *goja.Exception:
-		v := e.Value()
-		if obj, ok := v.(*goja.Object); ok {
-			if msg := stringProp(vm, obj, "message"); msg != "" {
-				return errorFor(CodeServerError, msg)
-			}
-		}
-		return errorFor(CodeServerError, v.String())
 	case *goja.StackOverflowError:
 		return errorFor(CodeServerError, "maximum call stack size exceeded")
+	case *goja.Exception:
+		return errorFor(CodeServerError, describe(vm, e.Value(), fallback))
 	case *Error:
 		return e
 	}
-	return errorFor(CodeServerError, err.Error())
+	if msg := cleanDescription(err.Error()); msg != "" {
+		return errorFor(CodeServerError, msg)
+	}
+	return errorFor(CodeServerError, fallback)
 }
 
-func stringProp(vm *goja.Runtime, obj *goja.Object, name string) string {
-	v := obj.Get(name)
-	if v == nil || goja.IsUndefined(v) || goja.IsNull(v) {
-		return ""
+// goDump matches what goja puts in some of its own messages when it cannot
+// convert an object: a Go struct dump with pointers, which must reach
+// neither a client nor a log.
+var (
+	gojaConvert = regexp.MustCompile(`(?s)Could not convert .* to primitive`)
+	goStruct    = regexp.MustCompile(`&\{[^{}]*\}`)
+	goType      = regexp.MustCompile(`\s*\(\*?goja\.[A-Za-z]+\)`)
+	goPointer   = regexp.MustCompile(`0x[0-9a-f]{8,}`)
+)
+
+// cleanDescription makes text from a script fit for an error description:
+// valid UTF-8, no Go struct dumps, at most maxDescription bytes.
+func cleanDescription(s string) string {
+	if len(s) > 4*maxDescription {
+		s = s[:4*maxDescription]
 	}
-	return v.String()
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if strings.Contains(s, "Could not convert") {
+		s = gojaConvert.ReplaceAllString(s, "Cannot convert object to primitive value")
+	}
+	if strings.Contains(s, "&{") || strings.Contains(s, "goja.") || strings.Contains(s, "0x") {
+		s = goStruct.ReplaceAllString(s, "[object]")
+		s = goType.ReplaceAllString(s, "")
+		s = goPointer.ReplaceAllString(s, "0x…")
+	}
+	return capText(strings.TrimSpace(s), maxDescription)
+}
+
+// capText cuts s to at most max bytes, at a character boundary, marking the
+// cut with an ellipsis (which counts towards max).
+func capText(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	const mark = "…"
+	cut := max - len(mark)
+	if cut < 0 {
+		cut = 0
+	}
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }

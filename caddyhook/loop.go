@@ -14,16 +14,32 @@ type loop struct {
 	vm        *goja.Runtime
 	wake      chan func() error // timer callbacks, sent by time.AfterFunc goroutines
 	immediate []immediateJob
-	timers    map[int64]*time.Timer
+	timers    map[int64]*timer
 	handles   map[*goja.Object]int64
 	next      int64
 	inflight  int // async operations (storage) not yet called back
 	closed    chan struct{}
+	// uncaught receives an exception thrown by a queueMicrotask callback,
+	// which nothing else can catch; the run fails with it, as Node would.
+	uncaught func(error)
+	// then is the intrinsic Promise.prototype.then, captured before any
+	// script runs.
+	then goja.Callable
+}
+
+type timer struct {
+	t      *time.Timer
+	handle *goja.Object
 }
 
 // maxTimerMillis is Node's largest timer delay (2^31-1 ms); larger ones
 // become 1 ms, as in Node.
 const maxTimerMillis = 1<<31 - 1
+
+// maxPending bounds the timers and immediates one run may have scheduled at
+// once: each armed timer that fires holds a goroutine until the loop takes
+// its callback.
+const maxPending = 10000
 
 type immediateJob struct {
 	handle *goja.Object
@@ -32,32 +48,56 @@ type immediateJob struct {
 
 func newLoop(vm *goja.Runtime) *loop {
 	l := &loop{
-		vm:      vm,
-		wake:    make(chan func() error),
-		timers:  map[int64]*time.Timer{},
-		handles: map[*goja.Object]int64{},
-		closed:  make(chan struct{}),
+		vm:       vm,
+		wake:     make(chan func() error),
+		timers:   map[int64]*timer{},
+		handles:  map[*goja.Object]int64{},
+		closed:   make(chan struct{}),
+		uncaught: func(error) {},
 	}
+	proto := vm.Get("Promise").ToObject(vm).Get("prototype").ToObject(vm)
+	l.then, _ = goja.AssertFunction(proto.Get("then"))
 	_ = vm.Set("setTimeout", func(c goja.FunctionCall) goja.Value { return l.schedule(c, false) })
 	_ = vm.Set("setInterval", func(c goja.FunctionCall) goja.Value { return l.schedule(c, true) })
 	_ = vm.Set("clearTimeout", l.clear)
 	_ = vm.Set("clearInterval", l.clear)
 	_ = vm.Set("setImmediate", l.setImmediate)
 	_ = vm.Set("clearImmediate", l.clearImmediate)
-	_ = vm.Set("queueMicrotask", func(fn goja.Callable) {
-		// Run as a promise job, which is what a microtask is.
-		p, resolve, _ := vm.NewPromise()
-		_ = resolve(nil)
-		then, _ := goja.AssertFunction(vm.ToValue(p).ToObject(vm).Get("then"))
-		_, _ = then(vm.ToValue(p), vm.ToValue(func() { _, _ = fn(goja.Undefined()) }))
-	})
+	_ = vm.Set("queueMicrotask", l.queueMicrotask)
 	return l
+}
+
+// queueMicrotask runs fn as a promise job, which is what a microtask is,
+// through the intrinsic then; an exception it throws fails the run.
+func (l *loop) queueMicrotask(c goja.FunctionCall) goja.Value {
+	fn, ok := goja.AssertFunction(c.Argument(0))
+	if !ok {
+		throwTypeError(l.vm, `The "callback" argument must be of type function`)
+	}
+	p, resolve, _ := l.vm.NewPromise()
+	_ = resolve(nil)
+	job := l.vm.ToValue(func(goja.FunctionCall) goja.Value {
+		if _, err := fn(goja.Undefined()); err != nil {
+			if isUncatchable(err) {
+				panic(err) // a time-out goes on ending the run
+			}
+			l.uncaught(err)
+		}
+		return goja.Undefined()
+	})
+	if _, err := l.then(l.vm.ToValue(p), job); err != nil {
+		rethrow(l.vm, err)
+	}
+	return goja.Undefined()
 }
 
 func (l *loop) callback(c goja.FunctionCall) (goja.Callable, []goja.Value) {
 	fn, ok := goja.AssertFunction(c.Argument(0))
 	if !ok {
-		panic(l.vm.NewTypeError("the callback argument must be a function"))
+		throwTypeError(l.vm, "the callback argument must be a function")
+	}
+	if l.count() >= maxPending {
+		panic(l.vm.NewGoError(errTooManyTimers))
 	}
 	var args []goja.Value
 	if len(c.Arguments) > 2 {
@@ -66,8 +106,18 @@ func (l *loop) callback(c goja.FunctionCall) (goja.Callable, []goja.Value) {
 	return fn, args
 }
 
+type loopError string
+
+func (e loopError) Error() string { return string(e) }
+
+const errTooManyTimers = loopError("too many timers and immediates scheduled at once")
+
+func (l *loop) count() int { return len(l.timers) + len(l.immediate) }
+
 func (l *loop) schedule(c goja.FunctionCall, repeat bool) goja.Value {
 	fn, args := l.callback(c)
+	// ToFloat runs valueOf for an object, or throws a TypeError for a
+	// Symbol: both reach the script as exceptions, as in Node.
 	ms := c.Argument(1).ToFloat()
 	if !(ms >= 1) || ms > maxTimerMillis { // also catches NaN, as Node does
 		ms = 1 // Node's rule: below 1 ms, or out of range, is 1 ms
@@ -76,11 +126,11 @@ func (l *loop) schedule(c goja.FunctionCall, repeat bool) goja.Value {
 	l.next++
 	id := l.next
 	handle := l.vm.NewObject()
-	self := func() goja.Value { return handle }
-	_ = handle.Set("ref", self)
-	_ = handle.Set("unref", self)
-	_ = handle.Set("hasRef", func() bool { return true })
-	_ = handle.Set("refresh", self)
+	self := func(goja.FunctionCall) goja.Value { return handle }
+	define(l.vm, handle, "ref", self)
+	define(l.vm, handle, "unref", self)
+	define(l.vm, handle, "hasRef", func(goja.FunctionCall) goja.Value { return l.vm.ToValue(true) })
+	define(l.vm, handle, "refresh", self)
 	l.handles[handle] = id
 
 	var job func() error
@@ -89,39 +139,41 @@ func (l *loop) schedule(c goja.FunctionCall, repeat bool) goja.Value {
 			return nil // cleared after it fired but before it ran
 		}
 		if repeat {
-			l.arm(id, delay, job)
+			l.arm(id, handle, delay, job)
 		} else {
 			l.drop(id)
 		}
 		_, err := fn(goja.Undefined(), args...)
 		return err
 	}
-	l.arm(id, delay, job)
+	l.arm(id, handle, delay, job)
 	return handle
 }
 
-func (l *loop) arm(id int64, d time.Duration, job func() error) {
-	l.timers[id] = time.AfterFunc(d, func() {
+func (l *loop) arm(id int64, handle *goja.Object, d time.Duration, job func() error) {
+	l.timers[id] = &timer{handle: handle, t: time.AfterFunc(d, func() {
 		select {
 		case l.wake <- job:
 		case <-l.closed:
 		}
-	})
+	})}
 }
 
 func (l *loop) drop(id int64) {
 	if t, ok := l.timers[id]; ok {
-		t.Stop()
+		t.t.Stop()
 		delete(l.timers, id)
+		delete(l.handles, t.handle)
 	}
 }
 
-func (l *loop) clear(v goja.Value) {
-	if obj, ok := v.(*goja.Object); ok {
+func (l *loop) clear(c goja.FunctionCall) goja.Value {
+	if obj, ok := c.Argument(0).(*goja.Object); ok {
 		if id, ok := l.handles[obj]; ok {
 			l.drop(id)
 		}
 	}
+	return goja.Undefined()
 }
 
 func (l *loop) setImmediate(c goja.FunctionCall) goja.Value {
@@ -134,22 +186,36 @@ func (l *loop) setImmediate(c goja.FunctionCall) goja.Value {
 	return handle
 }
 
-func (l *loop) clearImmediate(v goja.Value) {
+func (l *loop) clearImmediate(c goja.FunctionCall) goja.Value {
+	v, ok := c.Argument(0).(*goja.Object)
+	if !ok {
+		return goja.Undefined()
+	}
 	for i, job := range l.immediate {
 		if job.handle == v {
 			l.immediate = append(l.immediate[:i:i], l.immediate[i+1:]...)
-			return
+			break
 		}
 	}
+	return goja.Undefined()
 }
 
 // async runs work on its own goroutine and then the callback it returns on
 // the loop, so slow I/O never blocks the runtime and never runs JavaScript
-// off the loop's goroutine.
+// off the loop's goroutine. A panic in work (a storage module's bug) fails
+// the run instead of the process.
 func (l *loop) async(work func() func() error) {
 	l.inflight++
 	go func() {
-		job := work()
+		var job func() error
+		func() {
+			defer func() {
+				if recover() != nil {
+					job = func() error { return errorFor(CodeServerError, "the storage failed") }
+				}
+			}()
+			job = work()
+		}()
 		select {
 		case l.wake <- func() error { l.inflight--; return job() }:
 		case <-l.closed:
@@ -161,8 +227,12 @@ func (l *loop) async(work func() func() error) {
 func (l *loop) pending() bool { return len(l.timers) > 0 || len(l.immediate) > 0 || l.inflight > 0 }
 
 // run runs callbacks until done reports true, a callback throws, or ctx ends.
+// No callback starts once ctx has ended.
 func (l *loop) run(ctx context.Context, done func() bool) error {
 	for !done() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if len(l.immediate) > 0 {
 			job := l.immediate[0]
 			l.immediate = l.immediate[1:]

@@ -114,7 +114,13 @@ func within(root, path string) bool {
 func (m *modules) enable(vm *goja.Runtime) goja.Value {
 	rm := m.registry.Enable(vm)
 	gate := func(call goja.FunctionCall) goja.Value {
-		name := call.Argument(0).String()
+		name, ok := scriptString(call.Argument(0))
+		if !ok {
+			throwTypeError(vm, `The "id" argument must be of type string`)
+		}
+		if name == "" {
+			throwTypeError(vm, `The argument 'id' must be a non-empty string`)
+		}
 		bare := strings.TrimPrefix(name, "node:")
 		switch {
 		case builtinModules[bare]:
@@ -124,15 +130,17 @@ func (m *modules) enable(vm *goja.Runtime) goja.Value {
 		}
 		v, err := rm.Require(name)
 		if err != nil {
-			var ex *goja.Exception
-			if errors.As(err, &ex) {
-				panic(ex)
+			// Only goja's own errors are looked at as they are: unwrapping
+			// a goja exception could run script code.
+			switch e := gojaCause(err).(type) {
+			case *goja.Exception, *goja.InterruptedError, *goja.StackOverflowError:
+				panic(e)
 			}
 			if errors.Is(err, require.InvalidModuleError) || errors.Is(err, require.ModuleFileDoesNotExistError) ||
 				errors.Is(err, require.NoSuchBuiltInModuleError) || errors.Is(err, require.IllegalModuleNameError) {
 				panic(vm.NewGoError(fmt.Errorf("module '%s' is not available (only packages under modules_dir can be required)", name)))
 			}
-			panic(vm.NewGoError(fmt.Errorf("loading module '%s': %v", name, err)))
+			panic(vm.NewGoError(fmt.Errorf("loading module '%s': %s", name, cleanDescription(err.Error()))))
 		}
 		return v
 	}
@@ -142,13 +150,18 @@ func (m *modules) enable(vm *goja.Runtime) goja.Value {
 	// Node has Buffer as a global; load the module only if a script uses it.
 	global := vm.GlobalObject()
 	_ = global.DefineAccessorProperty("Buffer",
-		vm.ToValue(func() goja.Value {
-			b := require.Require(vm, "buffer").ToObject(vm).Get("Buffer")
+		vm.ToValue(func(goja.FunctionCall) goja.Value {
+			mod, err := rm.Require("buffer")
+			if err != nil {
+				rethrow(vm, err)
+			}
+			b := mod.ToObject(vm).Get("Buffer")
 			_ = global.DefineDataProperty("Buffer", b, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
 			return b
 		}),
-		vm.ToValue(func(v goja.Value) {
-			_ = global.DefineDataProperty("Buffer", v, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+		vm.ToValue(func(call goja.FunctionCall) goja.Value {
+			_ = global.DefineDataProperty("Buffer", call.Argument(0), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+			return goja.Undefined()
 		}),
 		goja.FLAG_TRUE, goja.FLAG_FALSE)
 	return req
@@ -182,11 +195,14 @@ func requireUtil(vm *goja.Runtime, module *goja.Object) {
 	nodeutil.Require(vm, module)
 	fn, err := vm.RunProgram(utilExtras)
 	if err != nil {
-		panic(err)
+		rethrow(vm, err)
 	}
-	extend, _ := goja.AssertFunction(fn)
+	extend, ok := goja.AssertFunction(fn)
+	if !ok {
+		throwTypeError(vm, "util could not be loaded")
+	}
 	if _, err := extend(goja.Undefined(), module.Get("exports")); err != nil {
-		panic(err)
+		rethrow(vm, err)
 	}
 }
 

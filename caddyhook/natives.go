@@ -26,10 +26,14 @@ var hashes = map[string]func() hash.Hash{
 	"sha384": sha512.New384, "sha512": sha512.New,
 }
 
-func newHash(vm *goja.Runtime, name string) func() hash.Hash {
+func newHash(vm *goja.Runtime, v goja.Value) func() hash.Hash {
+	name, ok := scriptString(v)
+	if !ok {
+		throwTypeError(vm, `The "algorithm" argument must be of type string`)
+	}
 	h, ok := hashes[strings.ToLower(strings.ReplaceAll(name, "-", ""))]
 	if !ok {
-		panic(vm.NewGoError(fmt.Errorf("digest method %q is not supported (md5, sha1, sha224, sha256, sha384, sha512)", name)))
+		panic(vm.NewGoError(fmt.Errorf("digest method %q is not supported (md5, sha1, sha224, sha256, sha384, sha512)", capText(name, 64))))
 	}
 	return h
 }
@@ -43,58 +47,72 @@ func requireCrypto(vm *goja.Runtime, module *goja.Object) {
 		done := false
 		_ = obj.Set("update", func(call goja.FunctionCall) goja.Value {
 			if done {
-				panic(vm.NewTypeError("Digest already called"))
+				throwTypeError(vm, "Digest already called")
 			}
 			h.Write(bytesArg(vm, call.Argument(0), call.Argument(1)))
 			return obj
 		})
 		_ = obj.Set("digest", func(call goja.FunctionCall) goja.Value {
 			if done {
-				panic(vm.NewTypeError("Digest already called"))
+				throwTypeError(vm, "Digest already called")
 			}
 			done = true
 			return buffer.EncodeBytes(vm, h.Sum(nil), call.Argument(0))
 		})
 		return obj
 	}
-	_ = exports.Set("createHash", func(name string) *goja.Object { return wrap(newHash(vm, name)()) })
+	_ = exports.Set("createHash", func(call goja.FunctionCall) goja.Value {
+		return wrap(newHash(vm, call.Argument(0))())
+	})
 	_ = exports.Set("createHmac", func(call goja.FunctionCall) goja.Value {
-		h := newHash(vm, call.Argument(0).String())
+		h := newHash(vm, call.Argument(0))
 		return wrap(hmac.New(h, bytesArg(vm, call.Argument(1), goja.Undefined())))
 	})
-	_ = exports.Set("randomUUID", func() string { return uuid.NewString() })
+	_ = exports.Set("randomUUID", func(goja.FunctionCall) goja.Value { return vm.ToValue(uuid.NewString()) })
 	_ = exports.Set("randomBytes", func(call goja.FunctionCall) goja.Value {
-		n := call.Argument(0).ToInteger()
-		if n < 0 || n > 65536 {
-			panic(vm.NewGoError(fmt.Errorf("randomBytes size %d is out of range (0 to 65536)", n)))
+		size := call.Argument(0)
+		if !goja.IsNumber(size) {
+			throwTypeError(vm, `The "size" argument must be of type number`)
 		}
-		b := make([]byte, n)
+		f := size.ToFloat()
+		if !(f >= 0 && f <= 65536) || f != math.Trunc(f) {
+			panic(vm.NewGoError(fmt.Errorf("randomBytes size is out of range (an integer from 0 to 65536)")))
+		}
+		b := make([]byte, int(f))
 		_, _ = rand.Read(b)
 		out := buffer.WrapBytes(vm, b)
 		if cb, ok := goja.AssertFunction(call.Argument(1)); ok {
-			_, _ = cb(goja.Undefined(), goja.Null(), out)
+			if _, err := cb(goja.Undefined(), goja.Null(), out); err != nil {
+				rethrow(vm, err)
+			}
 			return goja.Undefined()
 		}
 		return out
 	})
-	_ = exports.Set("timingSafeEqual", func(a, b goja.Value) bool {
-		x, y := bytesArg(vm, a, goja.Undefined()), bytesArg(vm, b, goja.Undefined())
+	_ = exports.Set("timingSafeEqual", func(call goja.FunctionCall) goja.Value {
+		x, y := bytesArg(vm, call.Argument(0), goja.Undefined()), bytesArg(vm, call.Argument(1), goja.Undefined())
 		if len(x) != len(y) {
-			panic(vm.NewTypeError("Input buffers must have the same byte length"))
+			throwTypeError(vm, "Input buffers must have the same byte length")
 		}
-		return subtle.ConstantTimeCompare(x, y) == 1
+		return vm.ToValue(subtle.ConstantTimeCompare(x, y) == 1)
 	})
-	_ = exports.Set("getHashes", func() []string {
-		names := make([]string, 0, len(hashes))
+	_ = exports.Set("getHashes", func(goja.FunctionCall) goja.Value {
+		names := make([]any, 0, len(hashes))
 		for n := range hashes {
 			names = append(names, n)
 		}
-		sort.Strings(names)
-		return names
+		sort.Slice(names, func(i, j int) bool { return names[i].(string) < names[j].(string) })
+		return vm.NewArray(names...)
 	})
 }
 
-// requireQuerystring is Node's querystring module.
+// maxQuerystringItems bounds what one querystring call reads or writes, so
+// that a sparse array of length 2^32-1 cannot keep the runtime (which only
+// a script's own code can interrupt) busy for minutes.
+const maxQuerystringItems = 100000
+
+// requireQuerystring is Node's querystring module. parse returns an object
+// without a prototype, as Node's does.
 func requireQuerystring(vm *goja.Runtime, module *goja.Object) {
 	exports := module.Get("exports").ToObject(vm)
 	unescape := func(s string) string {
@@ -105,65 +123,73 @@ func requireQuerystring(vm *goja.Runtime, module *goja.Object) {
 	}
 	escape := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
 	parse := func(call goja.FunctionCall) goja.Value {
-		sep, eq := separators(call)
-		out := vm.NewObject()
-		str := call.Argument(0).String()
+		sep, eq := separators(vm, call)
+		out := vm.CreateObject(nil)
+		str := stringArg(vm, call.Argument(0))
 		if str == "" || sep == "" {
 			return out
 		}
+		var order []string
+		values := map[string][]string{}
 		for _, pair := range strings.Split(str, sep) {
 			if pair == "" {
 				continue
 			}
-			k, v, _ := strings.Cut(pair, eq)
-			k, v = unescape(strings.ReplaceAll(k, "+", " ")), unescape(strings.ReplaceAll(v, "+", " "))
-			switch prev := out.Get(k); {
-			case prev == nil:
-				_ = out.Set(k, v)
-			case isArray(vm, prev):
-				arr := prev.ToObject(vm)
-				_ = arr.Set(fmt.Sprint(arr.Get("length").ToInteger()), v)
-			default:
-				_ = out.Set(k, vm.NewArray(prev, v))
+			if len(order) >= maxQuerystringItems {
+				break
 			}
+			k, v := pair, ""
+			if eq != "" {
+				k, v, _ = strings.Cut(pair, eq)
+			}
+			k, v = unescape(strings.ReplaceAll(k, "+", " ")), unescape(strings.ReplaceAll(v, "+", " "))
+			if _, seen := values[k]; !seen {
+				order = append(order, k)
+			}
+			values[k] = append(values[k], v)
+		}
+		for _, k := range order {
+			var v goja.Value
+			if vs := values[k]; len(vs) == 1 {
+				v = vm.ToValue(vs[0])
+			} else {
+				items := make([]any, len(vs))
+				for i, s := range vs {
+					items[i] = s
+				}
+				v = vm.NewArray(items...)
+			}
+			define(vm, out, k, v)
 		}
 		return out
 	}
 	stringify := func(call goja.FunctionCall) goja.Value {
-		sep, eq := separators(call)
+		sep, eq := separators(vm, call)
 		obj, ok := call.Argument(0).(*goja.Object)
 		if !ok {
 			return vm.ToValue("")
 		}
 		var parts []string
-		// Node's stringifyPrimitive: strings, finite numbers and booleans;
-		// anything else becomes the empty string.
-		prim := func(v goja.Value) string {
-			switch x := v.Export().(type) {
-			case string:
-				return x
-			case bool:
-				return strconv.FormatBool(x)
-			case int64:
-				return v.String()
-			case float64:
-				if math.IsInf(x, 0) || math.IsNaN(x) {
-					return ""
-				}
-				return v.String()
+		add := func(k string, v goja.Value) {
+			if len(parts) >= maxQuerystringItems {
+				panic(vm.NewGoError(fmt.Errorf("querystring.stringify: more than %d items", maxQuerystringItems)))
 			}
-			return ""
+			parts = append(parts, escape(k)+eq+escape(stringifyPrimitive(v)))
 		}
 		for _, k := range obj.Keys() {
 			v := obj.Get(k)
 			if isArray(vm, v) {
 				arr := v.ToObject(vm)
-				for i := int64(0); i < arr.Get("length").ToInteger(); i++ {
-					parts = append(parts, escape(k)+eq+escape(prim(arr.Get(fmt.Sprint(i)))))
+				n := arr.Get("length").ToInteger()
+				if n > maxQuerystringItems {
+					panic(vm.NewGoError(fmt.Errorf("querystring.stringify: an array of more than %d items", maxQuerystringItems)))
+				}
+				for i := int64(0); i < n; i++ {
+					add(k, arr.Get(strconv.FormatInt(i, 10)))
 				}
 				continue
 			}
-			parts = append(parts, escape(k)+eq+escape(prim(v)))
+			add(k, v)
 		}
 		return vm.ToValue(strings.Join(parts, sep))
 	}
@@ -171,18 +197,56 @@ func requireQuerystring(vm *goja.Runtime, module *goja.Object) {
 	_ = exports.Set("decode", parse)
 	_ = exports.Set("stringify", stringify)
 	_ = exports.Set("encode", stringify)
-	_ = exports.Set("escape", escape)
-	_ = exports.Set("unescape", unescape)
+	_ = exports.Set("escape", func(call goja.FunctionCall) goja.Value { return vm.ToValue(escape(stringArg(vm, call.Argument(0)))) })
+	_ = exports.Set("unescape", func(call goja.FunctionCall) goja.Value { return vm.ToValue(unescape(stringArg(vm, call.Argument(0)))) })
+}
+
+// stringifyPrimitive is Node's: strings, finite numbers, booleans and
+// BigInts; anything else becomes the empty string. It runs no script code.
+func stringifyPrimitive(v goja.Value) string {
+	switch v.(type) {
+	case nil, *goja.Object, *goja.Symbol:
+		return ""
+	}
+	switch {
+	case goja.IsString(v), goja.IsBigInt(v):
+		return v.String()
+	case goja.IsNumber(v):
+		if goja.IsNaN(v) || goja.IsInfinity(v) {
+			return ""
+		}
+		return v.String()
+	}
+	if b, ok := v.Export().(bool); ok {
+		return strconv.FormatBool(b)
+	}
+	return ""
+}
+
+// stringArg reads a string argument as String() would: primitives as they
+// convert, objects through toString (which may throw, as a JavaScript
+// exception). A Symbol throws a TypeError.
+func stringArg(vm *goja.Runtime, v goja.Value) string {
+	switch v.(type) {
+	case nil:
+		return ""
+	case *goja.Symbol:
+		throwTypeError(vm, "Cannot convert a Symbol value to a string")
+	}
+	if goja.IsUndefined(v) || goja.IsNull(v) {
+		return ""
+	}
+	return v.ToString().String()
 }
 
 // separators reads querystring's optional sep and eq arguments.
-func separators(call goja.FunctionCall) (sep, eq string) {
+func separators(vm *goja.Runtime, call goja.FunctionCall) (sep, eq string) {
 	sep, eq = "&", "="
 	if s := call.Argument(1); !goja.IsUndefined(s) && !goja.IsNull(s) {
-		sep = s.String()
+		sep = stringArg(vm, s)
 	}
 	if s := call.Argument(2); !goja.IsUndefined(s) && !goja.IsNull(s) {
-		eq = s.String()
+		eq = stringArg(vm, s)
 	}
 	return sep, eq
 }

@@ -10,8 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dop251/goja"
 	"go.uber.org/zap"
@@ -86,6 +90,12 @@ type Config struct {
 	// StorageNamespace separates the storage documents of different tenants
 	// sharing one storage.
 	StorageNamespace string
+	// StorageKey names the hook's context.webtask.storage document, chosen
+	// by the operator so that hooks at different paths (or on machines that
+	// mount the hook file at different places) share one document. Empty
+	// means one document per tenant and hook file path; see the
+	// StorageKey function for the rule.
+	StorageKey string
 	// Cache is api.cache; nil gives the engine a cache of its own.
 	Cache  *ActionCache
 	Logger *zap.Logger
@@ -94,10 +104,10 @@ type Config struct {
 // Engine runs the configured scripts; it is safe for concurrent use, as each
 // run has a runtime of its own. Only api.cache is shared between runs.
 type Engine struct {
-	cfg     Config
-	secrets string // JSON, encoded once
-	modules *modules
-	cache   *ActionCache
+	cfg        Config
+	modules    *modules
+	cache      *ActionCache
+	storageKey string // the hook's storage document
 }
 
 // NewEngine checks cfg, loads every script's top level once to check what it
@@ -110,6 +120,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("%s is not a hook", cfg.Hook.Name)
 	}
 	for _, a := range cfg.Actions {
+		if a == nil {
+			return nil, errors.New("an action is nil")
+		}
 		if a.Kind != ActionKind {
 			return nil, fmt.Errorf("%s is not an action", a.Name)
 		}
@@ -123,10 +136,6 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cfg.Secrets == nil {
 		cfg.Secrets = map[string]string{}
 	}
-	secrets, err := json.Marshal(cfg.Secrets)
-	if err != nil {
-		return nil, err
-	}
 	mods, err := newModules(cfg.ModulesDir)
 	if err != nil {
 		return nil, err
@@ -135,7 +144,12 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cache == nil {
 		cache = NewActionCache()
 	}
-	e := &Engine{cfg: cfg, secrets: string(secrets), modules: mods, cache: cache}
+	e := &Engine{cfg: cfg, modules: mods, cache: cache}
+	if cfg.Hook != nil {
+		// The path is made absolute now, against the directory the
+		// configuration was loaded in.
+		e.storageKey = StorageKey(cfg.StorageNamespace, cfg.Hook.Name, cfg.StorageKey)
+	}
 	for _, s := range e.scripts() {
 		if err := e.checkExports(s); err != nil {
 			return nil, err
@@ -155,22 +169,58 @@ func (e *Engine) scripts() []*Script {
 // checkExports runs a script's top level in a scratch runtime, so that a
 // script exporting the wrong thing, or requiring a module that is not there,
 // fails at config load rather than on the first token request.
-func (e *Engine) checkExports(s *Script) error {
+func (e *Engine) checkExports(s *Script) (err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			e.logPanic(x)
+			err = fmt.Errorf("%s: running top level: internal error", s.Name)
+		}
+	}()
 	vm := newVM()
 	req := e.modules.enable(vm)
 	timer := time.AfterFunc(2*time.Second, func() { vm.Interrupt("the top level took longer than 2s") })
 	defer timer.Stop()
-	exports, err := s.load(vm, req)
-	if err != nil {
-		return fmt.Errorf("%s: running top level: %v", s.Name, describeThrow(err))
+	var loadErr, entryErr error
+	if err := protect(vm, func() error {
+		exports, err := s.load(vm, req)
+		if err != nil {
+			loadErr = err
+			return nil
+		}
+		_, entryErr = s.entry(vm, exports)
+		return nil
+	}); err != nil && loadErr == nil {
+		loadErr = err
 	}
-	_, err = s.entry(vm, exports)
-	return err
+	if loadErr != nil {
+		return fmt.Errorf("%s: running top level: %s", s.Name, describeLoadError(vm, loadErr))
+	}
+	return entryErr
+}
+
+// describeLoadError says why a script's top level failed, for the operator.
+func describeLoadError(vm *goja.Runtime, err error) string {
+	switch e := gojaCause(err).(type) {
+	case *goja.InterruptedError:
+		if s, ok := e.Value().(string); ok {
+			return s
+		}
+		return "interrupted"
+	case *goja.Exception:
+		return describe(vm, e.Value(), "it threw a value that is not an error")
+	}
+	return errorFromThrow(vm, err, "it failed").Description
 }
 
 // Run runs the hook and then the actions for one exchange. A returned error
-// is always an *Error, ready to be sent to the client.
-func (e *Engine) Run(ctx context.Context, in *Input) (*Result, error) {
+// is always an *Error, ready to be sent to the client. Run never panics: a
+// panic, which would be a bug, is logged and fails the exchange.
+func (e *Engine) Run(ctx context.Context, in *Input) (res *Result, err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			res, err = nil, e.recovered(x)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
 
@@ -181,6 +231,7 @@ func (e *Engine) Run(ctx context.Context, in *Input) (*Result, error) {
 	stop := context.AfterFunc(ctx, func() { r.vm.Interrupt(timeoutCause(ctx)) })
 	defer stop()
 	defer r.loop.close()
+	defer r.logSummary()
 
 	if e.cfg.Hook != nil {
 		if err := r.runHook(e.cfg.Hook); err != nil {
@@ -196,6 +247,26 @@ func (e *Engine) Run(ctx context.Context, in *Input) (*Result, error) {
 		return nil, err
 	}
 	return &Result{Scope: r.scope, Claims: r.claims}, nil
+}
+
+// recovered turns a panic that reached Run into the exchange's error.
+func (e *Engine) recovered(x any) *Error {
+	e.logPanic(x)
+	if err, ok := x.(error); ok && isUncatchable(err) {
+		return errorFromThrow(nil, err, hookFailed)
+	}
+	return errorFor(CodeServerError, "internal error")
+}
+
+// logPanic logs a recovered panic with its stack. The panic value is left
+// out unless it is a Go runtime error: any other value may carry script data
+// (and a goja exception would run script code to print itself).
+func (e *Engine) logPanic(x any) {
+	fields := []zap.Field{zap.String("panic_type", fmt.Sprintf("%T", x)), zap.Stack("stack")}
+	if re, ok := x.(runtime.Error); ok {
+		fields = append(fields, zap.String("panic", re.Error()))
+	}
+	e.cfg.Logger.Error("caddyhook recovered from a panic (a bug); the exchange fails with server_error", fields...)
 }
 
 func timeoutCause(ctx context.Context) *Error {
@@ -216,47 +287,292 @@ type run struct {
 	stringify goja.Callable
 	parse     goja.Callable
 	errorCtor *goja.Object
-	scope     []string
-	claims    map[string]json.RawMessage
+	// The intrinsic Promise and Promise.resolve, captured before any script
+	// runs: a script may replace the globals, but awaiting what it returns
+	// must work as await does.
+	promiseCtor    *goja.Object
+	promiseResolve goja.Callable
+	scope          []string
+	claims         map[string]json.RawMessage
+	// fault is the first failure found outside a script's own flow (a limit
+	// passed, an exception thrown in a microtask); it fails the exchange
+	// whatever the script does afterwards.
+	fault *Error
+	// ignoredClaims counts the claims ignored, to keep their logging bounded.
+	ignoredClaims int
+	// consoleLines counts the console lines logged, consoleDropped those
+	// past maxConsoleLines.
+	consoleLines, consoleDropped int
 }
 
 func newRun(ctx context.Context, e *Engine, in *Input) *run {
 	vm := newVM()
-	r := &run{ctx: ctx, eng: e, in: in, vm: vm, loop: newLoop(vm), scope: in.Scope, claims: map[string]json.RawMessage{}}
+	r := &run{ctx: ctx, eng: e, in: in, vm: vm, scope: in.Scope, claims: map[string]json.RawMessage{}}
+	r.loop = newLoop(vm)
+	r.loop.uncaught = func(err error) { r.fail(r.errorFromThrow(err, "an exception was thrown in a microtask")) }
 	r.require = e.modules.enable(vm)
-	// Keep our own references: a script may replace the global JSON.
+	// Keep our own references: a script may replace the global JSON and
+	// Promise. No script has run yet, so these are the intrinsics.
 	jsonObj := vm.Get("JSON").ToObject(vm)
 	r.stringify, _ = goja.AssertFunction(jsonObj.Get("stringify"))
 	r.parse, _ = goja.AssertFunction(jsonObj.Get("parse"))
 	r.errorCtor = vm.Get("Error").ToObject(vm)
+	r.promiseCtor = vm.Get("Promise").ToObject(vm)
+	r.promiseResolve, _ = goja.AssertFunction(r.promiseCtor.Get("resolve"))
 	return r
 }
 
-// fromJSON builds a plain JavaScript value from Go data through JSON, so that
-// scripts see ordinary objects and arrays, exactly as Node would hand them.
-func (r *run) fromJSON(v any) goja.Value {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // only ever called with JSON-safe data built here
+// fail records the first fault of the run.
+func (r *run) fail(e *Error) {
+	if r.fault == nil && e != nil {
+		r.fault = e
 	}
-	out, err := r.parse(goja.Undefined(), r.vm.ToValue(string(b)))
-	if err != nil {
-		panic(err)
-	}
-	return out
 }
 
+// alive reports whether the run still has time; no script code is started
+// once it has not.
+func (r *run) alive() bool { return r.ctx.Err() == nil }
+
+// describe is describe for this run; after the time limit it runs no script
+// code and gives fallback.
+func (r *run) describe(v goja.Value, fallback string) string {
+	if !r.alive() {
+		return fallback
+	}
+	return describe(r.vm, v, fallback)
+}
+
+// errorFromThrow is errorFromThrow for this run.
+func (r *run) errorFromThrow(err error, fallback string) *Error {
+	if _, isEx := gojaCause(err).(*goja.Exception); isEx && !r.alive() {
+		return timeoutCause(r.ctx)
+	}
+	return errorFromThrow(r.vm, err, fallback)
+}
+
+// define sets a data property on an object built here, without running any
+// setter a script may have put on Object.prototype.
+func define(vm *goja.Runtime, obj *goja.Object, name string, v any) {
+	_ = obj.DefineDataProperty(name, vm.ToValue(v), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE)
+}
+
+// maxInputDepth bounds the nesting of data handed to scripts; it is
+// encoding/json's own limit, so no request body that decoded can pass it.
+const maxInputDepth = 10000
+
+// errBadInput is why Go data could not be handed to a script.
+type errBadInput string
+
+func (e errBadInput) Error() string { return string(e) }
+
+// toJS builds a plain JavaScript value from Go data, as Node's JSON.parse
+// would hand it over: objects (keys sorted), arrays, strings, numbers
+// (json.Number too, with Infinity for one too large, as JSON.parse gives),
+// booleans and null. It never panics; data it cannot hand over is an error.
+func (r *run) toJS(v any) (goja.Value, error) { return r.toJSDepth(v, 0) }
+
+func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
+	if depth > maxInputDepth {
+		return nil, errBadInput(fmt.Sprintf("data nested more than %d deep", maxInputDepth))
+	}
+	vm := r.vm
+	switch x := v.(type) {
+	case nil:
+		return goja.Null(), nil
+	case goja.Value:
+		return x, nil
+	case string:
+		return vm.ToValue(validUTF8(x)), nil
+	case bool:
+		return vm.ToValue(x), nil
+	case json.Number:
+		f, err := parseJSONNumber(string(x))
+		if err != nil {
+			return nil, err
+		}
+		return vm.ToValue(f), nil
+	case float64:
+		return vm.ToValue(x), nil
+	case float32:
+		return vm.ToValue(float64(x)), nil
+	case int:
+		return vm.ToValue(x), nil
+	case int64:
+		return vm.ToValue(x), nil
+	case json.RawMessage:
+		out, err := r.parse(goja.Undefined(), vm.ToValue(string(x)))
+		if err != nil {
+			return nil, errBadInput("JSON the runtime cannot parse")
+		}
+		return out, nil
+	case []any:
+		items := make([]any, len(x))
+		for i, item := range x {
+			jv, err := r.toJSDepth(item, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			items[i] = jv
+		}
+		return vm.NewArray(items...), nil
+	case []string:
+		items := make([]any, len(x))
+		for i, s := range x {
+			items[i] = validUTF8(s)
+		}
+		return vm.NewArray(items...), nil
+	case map[string]any:
+		return toJSObject(r, x, depth)
+	case map[string]string:
+		return toJSObject(r, x, depth)
+	case map[string]json.RawMessage:
+		return toJSObject(r, x, depth)
+	}
+	// Anything else goes through encoding/json, as it always did.
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, errBadInput(fmt.Sprintf("a %T cannot be encoded as JSON", v))
+	}
+	return r.toJSDepth(json.RawMessage(b), depth)
+}
+
+func toJSObject[V any](r *run, m map[string]V, depth int) (goja.Value, error) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	obj := r.vm.NewObject()
+	for _, k := range keys {
+		jv, err := r.toJSDepth(m[k], depth+1)
+		if err != nil {
+			return nil, err
+		}
+		if err := obj.DefineDataProperty(validUTF8(k), jv, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE); err != nil {
+			return nil, errBadInput("an object member cannot be defined")
+		}
+	}
+	return obj, nil
+}
+
+// validUTF8 replaces each byte of s that is not UTF-8 with U+FFFD, as
+// encoding/json does.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b.WriteString("\uFFFD")
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// parseJSONNumber reads a JSON number as JSON.parse does: the nearest
+// double, Infinity when it is too large and 0 when it is too small.
+func parseJSONNumber(s string) (float64, error) {
+	if !isJSONNumber(s) {
+		return 0, errBadInput("a number that is not a JSON number")
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0, errBadInput("a number that is not a JSON number")
+	}
+	return f, nil // on ErrRange, ParseFloat gives ±Inf or ±0, as JSON.parse does
+}
+
+// isJSONNumber reports whether s is a number in JSON's grammar (RFC 8259 §6).
+func isJSONNumber(s string) bool {
+	i := 0
+	digits := func() int {
+		n := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
+}
+
+// body is the request body as a script sees it. Only the client controls
+// it, so a body that cannot be handed over is the client's invalid_request.
+func (r *run) body(log *zap.Logger) (goja.Value, *Error) {
+	v, err := r.toJS(orEmpty(r.in.Request.Body))
+	if err != nil {
+		log.Info("the request body cannot be given to the script", zap.String("reason", err.Error()))
+		return nil, errorFor(CodeInvalidRequest, "the request body cannot be given to the hook")
+	}
+	return v, nil
+}
+
+// input hands Go data the engine built (not the client) to a script.
+func (r *run) input(v any) (goja.Value, *Error) {
+	out, err := r.toJS(v)
+	if err != nil {
+		return nil, errorFor(CodeServerError, "the hook's input cannot be built: "+err.Error())
+	}
+	return out, nil
+}
+
+// errJSONTooLarge is toJSON's error for a value whose JSON is too long.
+type errJSONTooLarge int
+
+func (e errJSONTooLarge) Error() string {
+	return fmt.Sprintf("the value is more than %d bytes as JSON", int(e))
+}
+
+// maxResultJSON bounds the JSON of a hook's result object, before its
+// claims are sorted out; the claims that reach the token are bounded by
+// MaxClaimsSize.
+const maxResultJSON = 16 << 20
+
 // toJSON serialises a script's value as Auth0 did, through JSON.stringify;
-// ok is false for values JSON cannot hold (undefined, functions).
-func (r *run) toJSON(v goja.Value) (json.RawMessage, bool, error) {
+// ok is false for values JSON cannot hold (undefined, functions). A result
+// of more than max characters is an error, found before it is copied.
+func (r *run) toJSON(v goja.Value, max int) (json.RawMessage, bool, error) {
 	s, err := r.stringify(goja.Undefined(), v)
 	if err != nil {
 		return nil, false, err
 	}
-	if goja.IsUndefined(s) {
+	str, ok := s.(goja.String)
+	if !ok {
 		return nil, false, nil
 	}
-	return json.RawMessage(s.String()), true, nil
+	if str.Length() > max {
+		return nil, false, errJSONTooLarge(max)
+	}
+	return json.RawMessage(str.String()), true, nil
 }
 
 func (r *run) logger(s *Script) *zap.Logger {
@@ -266,87 +582,157 @@ func (r *run) logger(s *Script) *zap.Logger {
 // start loads a script into the run's runtime, with console logging under
 // its name, and returns its entry point.
 func (r *run) start(s *Script) (*zap.Logger, goja.Callable, error) {
+	if !r.alive() {
+		return nil, nil, timeoutCause(r.ctx)
+	}
 	log := r.logger(s)
 	r.installConsole(log)
-	exports, err := s.load(r.vm, r.require)
-	if err != nil {
-		return nil, nil, errorFromThrow(r.vm, err)
+	var fn goja.Callable
+	var loadErr, entryErr error
+	// In a frame of its own: reading module.exports may run a getter.
+	if err := protect(r.vm, func() error {
+		exports, err := s.load(r.vm, r.require)
+		if err != nil {
+			loadErr = err
+			return nil
+		}
+		fn, entryErr = s.entry(r.vm, exports)
+		return nil
+	}); err != nil && loadErr == nil {
+		loadErr = err
 	}
-	fn, err := s.entry(r.vm, exports)
-	if err != nil {
-		return nil, nil, errorFor(CodeServerError, err.Error())
+	switch {
+	case loadErr != nil:
+		return nil, nil, r.errorFromThrow(loadErr, failedText(s))
+	case entryErr != nil:
+		return nil, nil, errorFor(CodeServerError, entryErr.Error())
 	}
 	return log, fn, nil
 }
 
-// runHook runs an Auth0 Hook and waits for its cb.
+func failedText(s *Script) string {
+	if s.Kind == ActionKind {
+		return actionFailed
+	}
+	return hookFailed
+}
+
+// hookArgs builds the hook's client, scope, audience and context.
+func (r *run) hookArgs(log *zap.Logger) ([]goja.Value, *Error) {
+	in := r.in
+	client, err := r.input(map[string]any{
+		"id": in.Client.ID, "name": in.Client.Name, "tenant": in.Client.Tenant, "metadata": orEmpty(in.Client.Metadata),
+	})
+	if err != nil {
+		return nil, err
+	}
+	scope := goja.Undefined()
+	if in.Scope != nil {
+		if scope, err = r.input(in.Scope); err != nil {
+			return nil, err
+		}
+	}
+	body, err := r.body(log)
+	if err != nil {
+		return nil, err
+	}
+	secrets, err := r.input(r.eng.cfg.Secrets)
+	if err != nil {
+		return nil, err
+	}
+	webtask := r.vm.NewObject()
+	define(r.vm, webtask, "secrets", secrets)
+	define(r.vm, webtask, "storage", r.storage())
+	hookCtx, err := r.input(map[string]any{
+		"ip": in.Request.IP, "userAgent": in.Request.UserAgent, "hostname": in.Request.Hostname,
+		"body": body, "webtask": webtask,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return []goja.Value{client, scope, r.vm.ToValue(in.Audience), hookCtx}, nil
+}
+
+// runHook runs an Auth0 Hook and waits for its cb, or for the rejection of
+// what it returned.
 func (r *run) runHook(s *Script) error {
 	log, fn, err := r.start(s)
 	if err != nil {
 		return err
 	}
-
-	in := r.in
-	client := r.fromJSON(map[string]any{
-		"id": in.Client.ID, "name": in.Client.Name, "tenant": in.Client.Tenant, "metadata": orEmpty(in.Client.Metadata),
-	})
-	scope := goja.Undefined()
-	if in.Scope != nil {
-		scope = r.fromJSON(in.Scope)
+	args, herr := r.hookArgs(log)
+	if herr != nil {
+		return herr
 	}
-	hookCtx := r.fromJSON(map[string]any{
-		"ip": in.Request.IP, "userAgent": in.Request.UserAgent, "hostname": in.Request.Hostname,
-		"body": orEmpty(in.Request.Body),
-	}).ToObject(r.vm)
-	webtask := r.vm.NewObject()
-	_ = webtask.Set("secrets", r.secrets())
-	_ = webtask.Set("storage", r.storage(s))
-	_ = hookCtx.Set("webtask", webtask)
 
 	var (
-		finished bool
-		failure  *Error
-		result   json.RawMessage
+		finished, warned bool
+		failure          *Error
+		result           json.RawMessage
 	)
 	cb := func(call goja.FunctionCall) goja.Value {
 		if finished {
-			log.Warn("hook called cb more than once; only the first call counts")
+			if !warned {
+				warned = true
+				log.Warn("hook called cb more than once; only the first call counts")
+			}
 			return goja.Undefined()
 		}
 		finished = true
+		// ToBoolean never runs script code, whatever the value.
 		if e := call.Argument(0); e.ToBoolean() {
-			failure = errorFromValue(r.vm, e)
+			// Failed first: nothing the error value does while it is
+			// read below can turn this into a success.
+			failure = errorFor(CodeServerError, hookFailed)
+			failure = r.errorFromValue(e)
 			return goja.Undefined()
 		}
-		raw, ok, err := r.toJSON(call.Argument(1))
+		failure = errorFor(CodeServerError, "hook result cannot be serialised")
+		raw, ok, err := r.toJSON(call.Argument(1), maxResultJSON)
 		switch {
 		case err != nil:
-			failure = errorFor(CodeServerError, "hook result cannot be serialised: "+describeThrow(err))
+			failure = r.errorFromThrow(err, "it threw a value that is not an error")
+			if r.alive() && !isUncatchable(gojaCause(err)) {
+				failure = errorFor(CodeServerError, "hook result cannot be serialised: "+failure.Description)
+			}
 		case !ok:
+			failure = nil
 			log.Warn("hook called cb without a result object; treating it as {} (the token gets no scope)")
 		default:
+			failure = nil
 			result = raw
 		}
 		return goja.Undefined()
 	}
+	args = append(args, r.vm.ToValue(cb))
 
-	ret, err := fn(goja.Undefined(), client, scope, r.vm.ToValue(in.Audience), hookCtx, r.vm.ToValue(cb))
+	ret, err := fn(goja.Undefined(), args...)
 	if err != nil {
-		return errorFromThrow(r.vm, err)
-	}
-	r.onRejection(ret, func(reason goja.Value) {
-		if !finished {
-			finished = true
-			failure = errorFor(CodeServerError, messageOf(r.vm, reason))
+		if failure != nil {
+			return failure
 		}
-	})
-	if !finished && !r.loop.pending() {
+		return r.errorFromThrow(err, hookFailed)
+	}
+	// An async hook's promise, or any thenable, is awaited as await would:
+	// its rejection fails the exchange unless cb was called first.
+	var p *goja.Promise
+	if _, isObj := ret.(*goja.Object); isObj && !finished && r.fault == nil {
+		if p, err = r.await(ret); err != nil && !finished {
+			finished = true
+			failure = r.errorFromThrow(err, hookFailed)
+		}
+	}
+	rejected := func() bool { return p != nil && p.State() == goja.PromiseStateRejected }
+	if !finished && !rejected() && r.fault == nil && !r.loop.pending() {
 		// Nothing can call cb any more; say so now rather than leave the
 		// operator with a bare time-out.
 		log.Warn("hook returned without calling cb and has nothing scheduled; the exchange will time out")
 	}
-	if err := r.wait(func() bool { return finished }); err != nil {
+	if err := r.wait(func() bool { return finished || rejected() }); err != nil {
 		return err
+	}
+	if !finished && rejected() {
+		return errorFor(CodeServerError, r.describe(p.Result(), hookFailed))
 	}
 	if failure != nil {
 		return failure
@@ -354,48 +740,46 @@ func (r *run) runHook(s *Script) error {
 	return r.applyHookResult(log, result)
 }
 
+// errorFromValue is errorFromValue for this run.
+func (r *run) errorFromValue(v goja.Value) *Error {
+	if !r.alive() {
+		return errorFor(CodeServerError, hookFailed)
+	}
+	return errorFromValue(r.vm, v, hookFailed)
+}
+
+// await resolves v through the intrinsic Promise.resolve, as await does: a
+// promise is taken as it is, a thenable is adopted (its then runs as a
+// job), anything else is a fulfilled promise. The error is what
+// Promise.resolve threw.
+func (r *run) await(v goja.Value) (*goja.Promise, error) {
+	if !r.alive() {
+		return nil, timeoutCause(r.ctx)
+	}
+	res, err := r.promiseResolve(r.promiseCtor, v)
+	if err != nil {
+		return nil, err
+	}
+	if obj, ok := res.(*goja.Object); ok {
+		// Promise.resolve on the intrinsic constructor always returns a
+		// real promise, and exporting one runs no script code.
+		if p, ok := obj.Export().(*goja.Promise); ok {
+			return p, nil
+		}
+	}
+	return nil, errors.New("Promise.resolve did not return a promise")
+}
+
 // wait runs the event loop until done, mapping a time-out or a callback
-// that throws to the Error the client gets.
+// that throws to the Error the client gets. A fault ends the wait.
 func (r *run) wait(done func() bool) *Error {
-	if err := r.loop.run(r.ctx, done); err != nil {
-		if r.ctx.Err() != nil {
+	if err := r.loop.run(r.ctx, func() bool { return r.fault != nil || done() }); err != nil {
+		if !r.alive() {
 			return timeoutCause(r.ctx)
 		}
-		return errorFromThrow(r.vm, err)
+		return r.errorFromThrow(err, "an exception was thrown in a callback")
 	}
-	return nil
-}
-
-// secrets returns a fresh copy of the secrets for one script.
-func (r *run) secrets() goja.Value {
-	v, _ := r.parse(goja.Undefined(), r.vm.ToValue(r.eng.secrets))
-	return v
-}
-
-// onRejection calls fn when v is a promise that rejects: an async hook that
-// throws fails the exchange instead of waiting for the time limit.
-func (r *run) onRejection(v goja.Value, fn func(reason goja.Value)) {
-	if _, ok := v.Export().(*goja.Promise); !ok {
-		return
-	}
-	then, ok := goja.AssertFunction(v.ToObject(r.vm).Get("then"))
-	if !ok {
-		return
-	}
-	_, _ = then(v, goja.Undefined(), r.vm.ToValue(func(reason goja.Value) { fn(reason) }))
-}
-
-// messageOf returns an error's message, or the value as a string.
-func messageOf(vm *goja.Runtime, v goja.Value) string {
-	if obj, ok := v.(*goja.Object); ok {
-		if msg := stringProp(vm, obj, "message"); msg != "" {
-			return msg
-		}
-	}
-	if v == nil || goja.IsUndefined(v) {
-		return "promise rejected"
-	}
-	return v.String()
+	return r.fault
 }
 
 // applyHookResult applies cb's result object: its scope replaces the token's,
@@ -422,22 +806,48 @@ func (r *run) applyHookResult(log *zap.Logger, raw json.RawMessage) error {
 	return nil
 }
 
+// maxIgnoredClaimLogs is how many ignored claims one run logs one by one;
+// the rest are counted in one line at the end of the run.
+const maxIgnoredClaimLogs = 10
+
 // setClaim adds a custom claim when the policy accepts its name and the
 // upstream token does not already carry it; otherwise it is ignored, as on
 // Auth0, and the reason goes to the debug log.
 func (r *run) setClaim(log *zap.Logger, name string, value json.RawMessage) {
 	if ok, why := r.eng.cfg.Policy.Check(name); !ok {
-		log.Debug("custom claim ignored", zap.String("claim", name), zap.String("reason", why))
+		r.ignoreClaim(log, name, why)
 		return
 	}
 	if _, taken := r.in.TokenClaims[name]; taken {
-		log.Debug("custom claim ignored", zap.String("claim", name), zap.String("reason", "the upstream token already has it"))
+		r.ignoreClaim(log, name, "the upstream token already has it")
 		return
 	}
 	r.claims[name] = value
 }
 
+func (r *run) ignoreClaim(log *zap.Logger, name, why string) {
+	r.ignoredClaims++
+	if r.ignoredClaims <= maxIgnoredClaimLogs {
+		log.Debug("custom claim ignored", zap.String("claim", capText(name, 256)), zap.String("reason", capText(why, 512)))
+	}
+}
+
+// logSummary logs what the run counted instead of logging it line by line.
+func (r *run) logSummary() {
+	if n := r.ignoredClaims - maxIgnoredClaimLogs; n > 0 {
+		r.eng.cfg.Logger.Debug("more custom claims ignored", zap.String("client_id", r.in.Client.ID),
+			zap.Int("not_logged", n), zap.Int("ignored", r.ignoredClaims))
+	}
+	if n := r.consoleDropped; n > 0 {
+		r.eng.cfg.Logger.Warn("console output of the run was cut", zap.String("client_id", r.in.Client.ID),
+			zap.Int("lines_dropped", n), zap.Int("max_lines", maxConsoleLines))
+	}
+}
+
 func (r *run) checkSize() error {
+	if r.fault != nil {
+		return r.fault
+	}
 	total := 0
 	for name, v := range r.claims {
 		total += len(name) + len(v)
@@ -445,11 +855,52 @@ func (r *run) checkSize() error {
 	if total > MaxClaimsSize {
 		return errorFor(CodeServerError, fmt.Sprintf("custom claims are %d bytes, more than the %d allowed", total, MaxClaimsSize))
 	}
+	if err := checkScopeLimits(r.scope); err != nil {
+		return errorFor(CodeServerError, err.Error())
+	}
 	return nil
 }
 
+// Limits on the scope a token may get: past them the exchange fails, rather
+// than the scope being cut.
+const (
+	// MaxScopes is the most scope tokens one access token may carry.
+	MaxScopes = 1000
+	// MaxScopeSize is the most bytes the token's scope may have, as the
+	// space-separated string a scope claim holds.
+	MaxScopeSize = 16 * 1024
+)
+
+// scopeLimitError is a scope past MaxScopes or MaxScopeSize.
+type scopeLimitError string
+
+func (e scopeLimitError) Error() string { return string(e) }
+
+// checkScopeLimits fails a scope past MaxScopes or MaxScopeSize.
+func checkScopeLimits(scope []string) error {
+	if len(scope) > MaxScopes {
+		return scopeLimitError(fmt.Sprintf("the token would have more than the %d scopes allowed", MaxScopes))
+	}
+	if size := scopeSize(scope); size > MaxScopeSize {
+		return scopeLimitError(fmt.Sprintf("the token's scope would be %d bytes, more than the %d allowed", size, MaxScopeSize))
+	}
+	return nil
+}
+
+func scopeSize(scope []string) int {
+	n := 0
+	for i, s := range scope {
+		if i > 0 {
+			n++
+		}
+		n += len(s)
+	}
+	return n
+}
+
 // parseScope reads a result's scope: absent or null is no scope, otherwise an
-// array of strings. Duplicates are dropped, order kept.
+// array of strings. Duplicates are dropped, order kept. A scope past the
+// limits is an error.
 func parseScope(raw json.RawMessage) ([]string, error) {
 	if raw == nil || string(raw) == "null" {
 		return nil, nil
@@ -459,34 +910,85 @@ func parseScope(raw json.RawMessage) ([]string, error) {
 		return nil, errors.New("scope must be an array of strings")
 	}
 	seen := map[string]bool{}
-	out := make([]string, 0, len(list))
+	out := make([]string, 0, min(len(list), MaxScopes+1))
 	for _, v := range list {
 		s, ok := v.(string)
 		if !ok {
-			return nil, fmt.Errorf("scope must be an array of strings, it holds %v", v)
+			return nil, fmt.Errorf("scope must be an array of strings, it holds %s", jsonKind(v))
 		}
 		if s == "" || seen[s] {
 			continue
 		}
 		if !validScope(s) {
-			return nil, fmt.Errorf("scope %q holds a character a scope token cannot have", s)
+			return nil, fmt.Errorf("scope %q holds a character a scope token cannot have", capText(s, 64))
 		}
 		seen[s] = true
 		out = append(out, s)
+		if len(out) > MaxScopes {
+			return nil, checkScopeLimits(out)
+		}
+	}
+	if err := checkScopeLimits(out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-// orEmpty hands scripts {} rather than null for an absent map.
-// validScope reports whether s is one scope token (RFC 6749 §3.3): not
-// empty, no spaces, quotes or backslashes.
-func validScope(s string) bool {
-	return s != "" && !strings.ContainsAny(s, " \t\n\"\\")
+// jsonKind names the JSON type of a value decoded by encoding/json.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case float64, json.Number:
+		return "a number"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return "a value that is not a string"
 }
 
+// validScope reports whether s is one scope token (RFC 6749 §3.3): not
+// empty, printable ASCII only, no spaces, quotes or backslashes. Anything
+// else could split into more scopes for a resource server that splits on
+// any white space.
+func validScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// orEmpty hands scripts {} rather than null for an absent map.
 func orEmpty[V any](m map[string]V) map[string]V {
 	if m == nil {
 		return map[string]V{}
 	}
 	return m
+}
+
+// gojaCause finds the goja error (or *Error) err wraps, unwrapping only
+// errors that are not goja's: unwrapping a goja exception can run script
+// code.
+func gojaCause(err error) error {
+	for e := err; e != nil; {
+		switch e.(type) {
+		case *goja.Exception, *goja.InterruptedError, *goja.StackOverflowError, *Error:
+			return e
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			break
+		}
+		e = u.Unwrap()
+	}
+	return err
 }

@@ -40,7 +40,10 @@ func hookFile(t *testing.T, name string) *Script {
 
 func engine(t *testing.T, s *Script, mod func(*Config)) *Engine {
 	t.Helper()
-	cfg := Config{Hook: s, Timeout: 2 * time.Second, Logger: zap.NewNop()}
+	// A panic Run recovers is logged at error level; observed fails the
+	// test on one.
+	log, _ := observed(t, zap.NewAtomicLevelAt(zap.ErrorLevel))
+	cfg := Config{Hook: s, Timeout: 2 * time.Second, Logger: log}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -27,17 +27,76 @@ type Storage interface {
 	Unlock(ctx context.Context, name string) error
 }
 
-var unsafeKeyChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-// StorageKey is where a hook's document is kept: one per namespace (tenant)
-// and hook file name, so instances that mount the hook at different paths
-// still share it.
-func StorageKey(namespace, scriptName string) string {
-	if namespace == "" {
-		namespace = "default"
+// StorageKey is where a hook's context.webtask.storage document is kept:
+//
+//	caddyhook/webtask-storage/<namespace>/<document>.json
+//
+// namespace separates tenants ("" is a namespace of its own). The document
+// is named by the operator when documentName is not empty, so that hooks
+// at different paths (or machines that mount one hook at different paths)
+// share it. Otherwise it is derived from the hook file's full path, made
+// absolute (against the working directory) and cleaned: the file's base
+// name, for people, and a hash of the whole path, so that two hooks with the
+// same base name in different folders never share a document. Instances of
+// one hook file at one path and tenant share their document, which is the
+// point: several Caddy instances on one storage see the same data.
+//
+// Names are used as they are when they are safe in any storage (letters,
+// digits, '.', '_' and '-', starting with a letter or digit, at most 100
+// bytes); any other name is cleaned and given a hash of itself, so that no
+// two names ever share a key.
+func StorageKey(namespace, scriptPath, documentName string) string {
+	ns := "_none"
+	if namespace != "" {
+		ns = keyComponent("namespace", namespace)
 	}
-	clean := func(s string) string { return strings.Trim(unsafeKeyChars.ReplaceAllString(s, "_"), "_.") }
-	return path.Join("caddyhook", "webtask-storage", clean(namespace), clean(filepath.Base(scriptName))+".json")
+	var doc string
+	if documentName != "" {
+		doc = keyComponent("document", documentName)
+	} else {
+		abs, err := filepath.Abs(scriptPath)
+		if err != nil {
+			abs = scriptPath
+		}
+		abs = filepath.Clean(abs)
+		base := cleanKeyChars(filepath.Base(abs))
+		if base == "" {
+			base = "hook"
+		}
+		// '~' never appears in a name used as it is, so a derived name
+		// cannot be one an operator chose.
+		doc = base + "~" + keyHash("script", filepath.ToSlash(abs))
+	}
+	return path.Join("caddyhook", "webtask-storage", ns, doc+".json")
+}
+
+var (
+	safeKeyName    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
+	unsafeKeyChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+)
+
+// keyComponent returns name when it is safe as it is, and otherwise a
+// cleaned, shortened form with a hash of the name.
+func keyComponent(kind, name string) string {
+	if safeKeyName.MatchString(name) {
+		return name
+	}
+	clean := cleanKeyChars(name)
+	if len(clean) > 64 {
+		clean = clean[:64]
+	}
+	return clean + "~" + keyHash(kind, name)
+}
+
+func cleanKeyChars(s string) string {
+	return strings.Trim(unsafeKeyChars.ReplaceAllString(s, "_"), "_.")
+}
+
+// keyHash is a short hash of what, separated by kind so that a namespace,
+// a document name and a path never hash alike.
+func keyHash(kind, what string) string {
+	sum := sha256.Sum256([]byte(kind + "\x00" + what))
+	return fmt.Sprintf("%x", sum[:8])
 }
 
 func etagOf(data []byte) string {
@@ -51,21 +110,21 @@ func etagOf(data []byte) string {
 // storage builds context.webtask.storage for one hook run: get(cb) and
 // set(data, [{force}], cb). Like Auth0's, set without force fails with a
 // 409 conflict when the document changed since this run's last get.
-func (r *run) storage(s *Script) *goja.Object {
+func (r *run) storage() *goja.Object {
 	vm := r.vm
-	key := StorageKey(r.eng.cfg.StorageNamespace, s.Name)
+	key := r.eng.storageKey
 	st := r.eng.cfg.Storage
 	var lastSeen *string // etag of the last get, nil before any get
 
 	callback := func(v goja.Value) goja.Callable {
 		cb, ok := goja.AssertFunction(v)
 		if !ok {
-			panic(vm.NewTypeError("the callback argument must be a function"))
+			throwTypeError(vm, "the callback argument must be a function")
 		}
 		return cb
 	}
 	obj := vm.NewObject()
-	_ = obj.Set("get", func(call goja.FunctionCall) goja.Value {
+	define(vm, obj, "get", func(call goja.FunctionCall) goja.Value {
 		cb := callback(call.Argument(0))
 		r.loop.async(func() func() error {
 			data, err := loadDoc(r.ctx, st, key)
@@ -74,31 +133,39 @@ func (r *run) storage(s *Script) *goja.Object {
 					_, cerr := cb(goja.Undefined(), r.newError(err.Error(), 500))
 					return cerr
 				}
-				tag := etagOf(data)
-				lastSeen = &tag
 				value := goja.Undefined()
 				if data != nil {
-					value, _ = r.parse(goja.Undefined(), vm.ToValue(string(data)))
+					v, perr := r.parse(goja.Undefined(), vm.ToValue(string(data)))
+					if perr != nil {
+						_, cerr := cb(goja.Undefined(), r.newError("the storage document is not valid JSON", 500))
+						return cerr
+					}
+					value = v
 				}
+				tag := etagOf(data)
+				lastSeen = &tag
 				_, cerr := cb(goja.Undefined(), goja.Null(), value)
 				return cerr
 			}
 		})
 		return goja.Undefined()
 	})
-	_ = obj.Set("set", func(call goja.FunctionCall) goja.Value {
+	define(vm, obj, "set", func(call goja.FunctionCall) goja.Value {
 		force := false
 		cbArg := call.Argument(1)
 		if opts, ok := cbArg.(*goja.Object); ok {
 			if _, isFn := goja.AssertFunction(cbArg); !isFn {
-				force = opts.Get("force") != nil && opts.Get("force").ToBoolean()
+				if f := opts.Get("force"); f != nil {
+					force = f.ToBoolean()
+				}
 				cbArg = call.Argument(2)
 			}
 		}
 		cb := callback(cbArg)
-		raw, ok, err := r.toJSON(call.Argument(0))
-		if err != nil {
-			panic(err)
+		raw, ok, err := r.toJSON(call.Argument(0), MaxStorageSize+1)
+		var tooLarge bool
+		if _, tooLarge = err.(errJSONTooLarge); err != nil && !tooLarge {
+			rethrow(vm, err)
 		}
 		var expect *string
 		if !force && lastSeen != nil {
@@ -109,10 +176,10 @@ func (r *run) storage(s *Script) *goja.Object {
 			var status int
 			var err error
 			switch {
+			case tooLarge || len(raw) > MaxStorageSize:
+				status, err = 400, fmt.Errorf("storage data is more than the %d bytes allowed", MaxStorageSize)
 			case !ok:
 				status, err = 400, errors.New("storage data must be a JSON value")
-			case len(raw) > MaxStorageSize:
-				status, err = 400, fmt.Errorf("storage data is %d bytes, more than the %d allowed", len(raw), MaxStorageSize)
 			default:
 				status, err = storeDoc(r.ctx, st, key, raw, expect)
 			}
@@ -178,8 +245,8 @@ func (r *run) newError(msg string, code int) goja.Value {
 		return r.vm.ToValue(msg)
 	}
 	if code != 0 {
-		_ = e.Set("code", code)
-		_ = e.Set("statusCode", code)
+		define(r.vm, e, "code", code)
+		define(r.vm, e, "statusCode", code)
 	}
 	return e
 }

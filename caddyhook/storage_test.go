@@ -1,0 +1,124 @@
+package caddyhook
+
+import (
+	"context"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/certmagic"
+)
+
+func TestStorageKeyRule(t *testing.T) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := StorageKey("acme", "/srv/x/hook.js", "")
+	y := StorageKey("acme", "/srv/y/hook.js", "")
+	if x == y {
+		t.Fatalf("hooks with one base name in two folders share %s", x)
+	}
+	if !strings.HasPrefix(x, "caddyhook/webtask-storage/acme/hook.js~") || !strings.HasSuffix(x, ".json") {
+		t.Errorf("derived key %s is not readable", x)
+	}
+	same := [][2]string{
+		{"/srv/x/hook.js", "/srv/x/./hook.js"},
+		{"/srv/x/hook.js", "/srv/x/sub/../hook.js"},
+		{"hook.js", filepath.Join(cwd, "hook.js")},
+		{"./dir/hook.js", filepath.Join(cwd, "dir", "hook.js")},
+	}
+	for _, p := range same {
+		if a, b := StorageKey("acme", p[0], ""), StorageKey("acme", p[1], ""); a != b {
+			t.Errorf("%s and %s are one file but have keys %s and %s", p[0], p[1], a, b)
+		}
+	}
+	if StorageKey("acme", "/srv/x/hook.js", "") == StorageKey("other", "/srv/x/hook.js", "") {
+		t.Error("two tenants share a document")
+	}
+
+	named := StorageKey("acme", "/srv/x/hook.js", "shared")
+	if named != "caddyhook/webtask-storage/acme/shared.json" {
+		t.Errorf("named key = %s", named)
+	}
+	if named != StorageKey("acme", "/other/place/else.js", "shared") {
+		t.Error("a named document depends on the hook's path")
+	}
+	if named == StorageKey("other", "/srv/x/hook.js", "shared") {
+		t.Error("a named document is shared between tenants")
+	}
+
+	// Names that clean alike never share a key, and no key leaves the
+	// folder or is a derived key.
+	distinct := map[string]string{}
+	for _, ns := range []string{"", "default", "_none", "a/b", "a_b", "a b", "../..", ".", "ACME", "acme"} {
+		for _, doc := range []string{"", "shared", "a/b", "a_b", "../../etc/passwd", "..", "x~y", strings.Repeat("n", 300), strings.Repeat("n", 301),
+			strings.TrimSuffix(path.Base(x), ".json")} {
+			key := StorageKey(ns, "/srv/x/hook.js", doc)
+			if other, dup := distinct[key]; dup {
+				t.Errorf("%q and %q/%q share %s", other, ns, doc, key)
+			}
+			distinct[key] = ns + "/" + doc
+			if path.Clean(key) != key || strings.Contains(key, "..") || !strings.HasPrefix(key, "caddyhook/webtask-storage/") {
+				t.Errorf("key %s for %q/%q is not a plain key under the storage folder", key, ns, doc)
+			}
+			if strings.Count(key, "/") != 3 {
+				t.Errorf("key %s has a nested folder", key)
+			}
+		}
+	}
+}
+
+// TestWebtaskStorageSeparatesHookFiles: two sites whose hooks have one base
+// name no longer read each other's document, unless the operator names one
+// document for both.
+func TestWebtaskStorageSeparatesHookFiles(t *testing.T) {
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	src := []byte(`module.exports = function (client, scope, audience, context, cb) {
+		const storage = context.webtask.storage;
+		storage.get(function (error, data) {
+			if (error) return cb(error);
+			data = data || { by: [] };
+			data.by.push(context.body.site);
+			storage.set(data, function (error) {
+				if (error) return cb(error);
+				cb(null, { 'https://t.example/by': data.by });
+			});
+		});
+	};`)
+	site := func(dir, documentName string) *Engine {
+		s, err := Compile(filepath.Join(dir, "hook.js"), src, HookKind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := NewEngine(Config{Hook: s, Storage: st, StorageNamespace: "acme", StorageKey: documentName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	run := func(e *Engine, name string) string {
+		in := input()
+		in.Request.Body = map[string]any{"site": name}
+		res, err := e.Run(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(res.Claims["https://t.example/by"])
+	}
+	x, y := site("/sites/x", ""), site("/sites/y", "")
+	run(x, "x")
+	if got := run(y, "y"); got != `["y"]` {
+		t.Errorf("site y read site x's document: %s", got)
+	}
+	if got := run(site("/sites/x", ""), "x2"); got != `["x","x2"]` {
+		t.Errorf("a second instance of site x did not share its document: %s", got)
+	}
+	a, b := site("/mnt/a", "shared"), site("/srv/b", "shared")
+	run(a, "a")
+	if got := run(b, "b"); got != `["a","b"]` {
+		t.Errorf("two sites naming one document do not share it: %s", got)
+	}
+}
