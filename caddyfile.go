@@ -51,6 +51,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		claims_policy namespaced|open       # default namespaced
 //		timeout       <duration>            # default 5s
 //		tenant        <name>
+//		storage_document <name>             # default: per tenant and hook file path
 //		modules_dir   <dir>
 //		secret        <NAME> <value>        # repeatable
 //		client <client_id> {                # repeatable
@@ -181,6 +182,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "tenant":
 			if err := oneArg(d, &h.Tenant); err != nil {
+				return err
+			}
+		case "storage_document":
+			if err := oneArg(d, &h.StorageDocument); err != nil {
 				return err
 			}
 		case "secret":

@@ -142,6 +142,12 @@ type Handler struct {
 	// Tenant is the name handed to hooks as client.tenant.
 	Tenant string `json:"tenant,omitempty"`
 
+	// StorageDocument names the hook's context.webtask.storage document
+	// in Caddy's storage. Handlers and instances with the same tenant and
+	// document name share it. Default: a name derived from the tenant and
+	// the hook file's absolute path, so two hook files never share one.
+	StorageDocument string `json:"storage_document,omitempty"`
+
 	// Secrets are handed to hooks as context.webtask.secrets. Values may use
 	// the {env.X} and {file.X} placeholders.
 	Secrets map[string]string `json:"secrets,omitempty"`
@@ -250,6 +256,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		ModulesDir:       h.ModulesDir,
 		Storage:          ctx.Storage(),
 		StorageNamespace: h.tenant,
+		StorageKey:       h.StorageDocument,
 		Cache:            cache,
 		Logger:           h.logger.Named("hook"),
 	})
@@ -313,6 +320,9 @@ func (h *Handler) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("upstream_jwks %q must be an http:// or https:// URL", h.UpstreamJWKS)
 		}
+	}
+	if h.StorageDocument != "" && h.Hook == "" {
+		return errors.New("storage_document names the hook's context.webtask.storage document, and there is no hook")
 	}
 	if h.MaxBodySize < 0 {
 		return errors.New("max_body_size must be positive")

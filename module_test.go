@@ -466,6 +466,27 @@ func TestStorageSharedByHandlerInstances(t *testing.T) {
 	if got := exchange(a, "a"); got != `["a","b","a"]` {
 		t.Fatalf("instances sharing a storage folder saw %s", got)
 	}
+
+	// The same hook source at another path (x/hook.js, y/hook.js) is
+	// another hook: it must not read the first one's document...
+	other := filepath.Join(t.TempDir(), filepath.Base(hook))
+	src, _ := os.ReadFile(hook)
+	if err := os.WriteFile(other, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := provisionWithStorage(t, &Handler{Hook: other, SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile, Tenant: "acme"}, shared)
+	if got := exchange(c, "c"); got != `["c"]` {
+		t.Fatalf("a hook with the same file name in another folder saw %s", got)
+	}
+	// ...unless the operator names one document for both.
+	named := func(path string) *Handler {
+		return provisionWithStorage(t, &Handler{Hook: path, SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile,
+			Tenant: "acme", StorageDocument: "shared-doc"}, shared)
+	}
+	exchange(named(hook), "d")
+	if got := exchange(named(other), "e"); got != `["d","e"]` {
+		t.Fatalf("two hooks naming one storage_document saw %s", got)
+	}
 }
 
 // TestTwoInstancesShareGeneratedKeys starts two handler instances, each in
