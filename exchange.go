@@ -59,7 +59,8 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 		writeOAuthError(w, http.StatusBadRequest, caddyhook.CodeInvalidRequest, req.refusal)
 		return nil
 	case grantOther:
-		return h.passThrough(w, r, next, req)
+		restoreBody(r, req.raw)
+		return h.passThrough(w, r, next)
 	}
 
 	body, contentType, err := h.forwardBody(req)

@@ -1,11 +1,13 @@
 package credentialsexchange
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -17,8 +19,7 @@ import (
 // invariant that no client credentials token leaves without the hook. The
 // request side (request.go) may be wrong about how some upstream reads a
 // request; this side looks at what the upstream actually issued.
-func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, req *tokenRequest) error {
-	restoreBody(r, req.raw)
+func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	up, err := h.forward(r, next)
 	if err != nil {
 		var upErr upstreamFailure
@@ -45,26 +46,75 @@ func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddy
 }
 
 // unhookedToken says why a passed-through answer must not reach the client,
-// or "" when it may. It is blocked when it carries an access_token that
-// reads as a client credentials token (clientCredentialsToken), whatever its
-// status, or when it cannot be read to tell (content-encoded, an
-// access_token that is not a string). An opaque access token, or a JWT whose
-// payload is not JSON, cannot be told apart and passes: SECURITY.md says so.
+// or "" when it may. Every JWT-shaped string in it is checked — in the raw
+// body, in the body's JSON strings once unescaped, in its form values, and in
+// the headers — whatever the answer's format (a BOM, an array, JSONP, XML, a
+// member called "token"). It is blocked when one reads as a client
+// credentials token (clientCredentialsToken), or when it cannot be checked
+// (content-encoded, an access_token member that is not a string, too many
+// tokens). An opaque token, or a JWT whose payload is not JSON, cannot be
+// told apart and passes: SECURITY.md says so.
 func (c *capture) unhookedToken() string {
 	body := c.body.Bytes()
-	if enc := c.header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+	if enc := c.header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") && len(body) > 0 {
 		return "the response is content-encoded (" + enc + ") and cannot be checked"
 	}
-	tokens, ok := accessTokens(body)
-	if !ok {
+	if _, ok := accessTokens(body); !ok {
 		return "the response's access_token is not a string"
 	}
-	for _, tok := range tokens {
+	var found []string
+	add := func(s string) { found = append(found, jwtShape.FindAllString(s, maxCheckedTokens+1)...) }
+	add(string(body))
+	var doc any
+	if json.Unmarshal(bytes.TrimPrefix(body, []byte("\xef\xbb\xbf")), &doc) == nil {
+		eachString(doc, add)
+	}
+	values, _ := url.ParseQuery(string(body)) // the pairs that parse, even if some do not
+	for _, vs := range values {
+		for _, v := range vs {
+			add(v)
+		}
+	}
+	for _, vs := range c.header {
+		for _, v := range vs {
+			add(v)
+		}
+	}
+	if len(found) > maxCheckedTokens {
+		return "the response holds too many tokens to check"
+	}
+	for _, tok := range found {
 		if why := clientCredentialsToken(tok); why != "" {
 			return why
 		}
 	}
 	return ""
+}
+
+// jwtShape matches a compact JWS whose header is a JSON object: what a
+// resource server would accept as a JWT access token.
+var jwtShape = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*`)
+
+// maxCheckedTokens bounds the work on one answer; an answer with more is
+// blocked.
+const maxCheckedTokens = 1000
+
+// eachString calls fn with every string in a decoded JSON document, member
+// names included.
+func eachString(v any, fn func(string)) {
+	switch x := v.(type) {
+	case string:
+		fn(x)
+	case []any:
+		for _, e := range x {
+			eachString(e, fn)
+		}
+	case map[string]any:
+		for k, e := range x {
+			fn(k)
+			eachString(e, fn)
+		}
+	}
 }
 
 // carriesAccessToken reports whether an answer has an access_token member
@@ -107,8 +157,9 @@ func accessTokens(body []byte) (tokens []string, ok bool) {
 // clientCredentialsToken says why a JWT access token reads as issued by the
 // client credentials grant, or "" when it does not: Auth0's gty claim, a
 // subject that is the client itself (sub equal to client_id, azp or cid:
-// go-oauth2, Hydra, Okta, oidc-provider), a token with a client but no
-// subject, or a Keycloak service-account user.
+// go-oauth2, Hydra, Okta, oidc-provider; or to aud: Spring Authorization
+// Server, league/oauth2-server 9), an empty subject (league 8), a client but
+// no subject, Entra ID's idtyp app, or a Keycloak service-account user.
 func clientCredentialsToken(compact string) string {
 	parts := strings.Split(compact, ".")
 	if len(parts) != 3 {
@@ -127,17 +178,38 @@ func clientCredentialsToken(compact string) string {
 	case "client-credentials", "client_credentials":
 		return "the token's gty claim is " + gty
 	}
-	sub := str("sub")
+	if str("idtyp") == "app" { // Microsoft Entra ID
+		return "the token's idtyp claim is app"
+	}
+	_, hasSub := claims["sub"]
+	subject := str("sub")
+	if hasSub && subject == "" { // league/oauth2-server 8 (Laravel Passport)
+		return "the token's subject is empty"
+	}
 	for _, name := range []string{"client_id", "azp", "cid", "clientId"} {
 		id := str(name)
 		if id == "" {
 			continue
 		}
-		if sub == "" {
+		if !hasSub {
 			return "the token has a " + name + " claim and no subject"
 		}
-		if sub == id {
+		if subject == id {
 			return "the token's subject is its " + name
+		}
+	}
+	// Spring Authorization Server and league 9 name the client as both
+	// subject and audience.
+	switch aud := claims["aud"].(type) {
+	case string:
+		if aud == subject {
+			return "the token's subject is its audience"
+		}
+	case []any:
+		for _, a := range aud {
+			if a == subject {
+				return "the token's subject is in its audience"
+			}
 		}
 	}
 	if strings.HasPrefix(str("preferred_username"), "service-account-") {

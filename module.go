@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path"
 	"strings"
 	"time"
 
@@ -416,19 +415,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	switch {
 	case h.isTokenPath(r.URL.Path):
 		return h.serveToken(w, r, next)
+	case h.nearTokenPath(r.URL.Path):
+		// Not the token path as we route, but holding it (a prefix mount,
+		// /api/oauth/token): some server may route it there, so what comes
+		// back is checked, though the request is not read.
+		return h.passThrough(w, r, next)
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.URL.Path == h.JWKSPath:
 		return h.serveJWKS(w, r, next)
 	}
 	return next.ServeHTTP(w, r)
 }
 
-// isTokenPath reports whether p reaches the token endpoint the way OAuth
-// servers route: case-insensitively, with one trailing slash or none, and
-// with repeated slashes and dot segments resolved. It errs on the side of
-// matching: a request it matches is hooked or refused, never let through
-// unseen.
+// isTokenPath reports whether p reaches the token endpoint the way some
+// OAuth server routes it (routePath). It errs on the side of matching: a
+// request it matches is hooked or refused, never let through unseen.
 func (h *Handler) isTokenPath(p string) bool {
-	return strings.EqualFold(path.Clean("/"+p), path.Clean(h.TokenPath))
+	return routePath(p) == routePath(h.TokenPath)
+}
+
+// nearTokenPath reports whether p holds the token path as routePath reads
+// both, without being it.
+func (h *Handler) nearTokenPath(p string) bool {
+	return strings.Contains(routePath(p), routePath(h.TokenPath))
 }
 
 // compileFile reads and compiles a script, naming the file in every error.

@@ -11,6 +11,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 )
 
@@ -69,6 +70,31 @@ func readTokenRequest(r *http.Request, limit int64) (req *tokenRequest, err erro
 	return req, nil
 }
 
+// routePath reads a request path the way the most lenient OAuth server
+// routes it, so that every spelling some server sends to its token endpoint
+// compares equal: backslashes as slashes (IIS), path parameters dropped
+// (/token;jsessionid=1: servlet containers), trailing dots and spaces
+// trimmed from segments (IIS), repeated slashes and dot segments resolved,
+// one trailing slash ignored, case folded (oidc-provider), and one format
+// extension dropped from the last segment (/token.json: Rails, Spring MVC's
+// suffix matching).
+func routePath(p string) string {
+	segs := strings.Split(strings.ReplaceAll(p, "\\", "/"), "/")
+	for i, seg := range segs {
+		seg, _, _ = strings.Cut(seg, ";")
+		if seg != "." && seg != ".." {
+			seg = strings.TrimRight(seg, ". ")
+		}
+		segs[i] = seg
+	}
+	clean := path.Clean("/" + strings.Join(segs, "/"))
+	dir, last := path.Split(clean)
+	if i := strings.LastIndexByte(last, '.'); i > 0 {
+		last = last[:i]
+	}
+	return strings.ToLower(dir + last)
+}
+
 // grantParam is one occurrence of a parameter that some server could read as
 // grant_type.
 type grantParam struct {
@@ -101,10 +127,16 @@ func (req *tokenRequest) classify(r *http.Request) (grantDecision, string) {
 			}
 		}
 	}
-	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
-		// body-parser and others inflate request bodies; this handler
-		// cannot read what they would.
-		return grantRefused, "token requests must not be content-encoded"
+	for _, enc := range r.Header.Values("Content-Encoding") {
+		if !strings.EqualFold(strings.TrimSpace(enc), "identity") {
+			// body-parser and others inflate request bodies; this handler
+			// cannot read what they would.
+			return grantRefused, "token requests must not be content-encoded"
+		}
+	}
+	if len(r.Header.Values("Content-Type")) > 1 {
+		// Go reads the first, gunicorn the last.
+		return grantRefused, "the request has more than one Content-Type"
 	}
 
 	form := false
@@ -113,6 +145,10 @@ func (req *tokenRequest) classify(r *http.Request) (grantDecision, string) {
 		switch {
 		case err != nil:
 			return grantRefused, "the request has a body without a valid Content-Type"
+		case !utf8Charset(params["charset"]):
+			// Django and servlet containers decode the body in the
+			// declared charset (utf-7, IBM037...) before parsing it.
+			return grantRefused, fmt.Sprintf("token requests must be UTF-8, not %q", params["charset"])
 		case mt == "application/x-www-form-urlencoded":
 			values, err := url.ParseQuery(string(req.raw))
 			if err != nil {
@@ -181,24 +217,79 @@ func (req *tokenRequest) classify(r *http.Request) (grantDecision, string) {
 				return grantRefused, fmt.Sprintf("the token request parameter %q must be in the request body, not the query string", name)
 			}
 		}
+		if why := req.oneClientAuthentication(r); why != "" {
+			return grantRefused, why
+		}
 		return grantClientCredentials, ""
-	case foldName(g.value) == "clientcredentials" || strings.ContainsFunc(g.value, isControl):
-		// Client_Credentials, " client_credentials", client_credentials\x00:
-		// some server may read it as client credentials.
-		return grantRefused, "grant_type must be written exactly as client_credentials"
+	case foldName(g.value) == "clientcredentials" || strings.ContainsFunc(g.value, notGrantChar):
+		// Client_Credentials, " client_credentials", client_credentials\x00,
+		// clıent_credentials: some server may read it as client credentials.
+		// RFC 6749 §A.10: a grant type is a name or a URI.
+		return grantRefused, "grant_type must be written exactly as client_credentials, or be another grant's name"
 	}
 	return grantOther, ""
 }
 
-// isGrantName reports whether some server could read a parameter name as
-// grant_type: case folded, punctuation ignored (PHP turns "grant.type" into
-// grant_type, Go's encoding/json matches names case-insensitively), and
-// array suffixes (grant_type[], grant_type[0]) stripped.
-func isGrantName(name string) bool {
-	if i := strings.IndexByte(name, '['); i > 0 {
-		name = name[:i]
+// oneClientAuthentication refuses a client credentials request that
+// authenticates the client in more than one way (RFC 6749 §2.3: a client
+// must use one method per request). Servers differ on which one wins, and
+// the hook must be told the client the upstream authenticated.
+func (req *tokenRequest) oneClientAuthentication(r *http.Request) string {
+	if len(r.Header.Values("Authorization")) > 1 {
+		return "the request has more than one Authorization header"
 	}
-	return foldName(name) == "granttype"
+	for _, name := range []string{"client_id", "client_secret", "client_assertion", "client_assertion_type"} {
+		if v, has := req.params[name]; has {
+			if _, ok := v.(string); !ok {
+				return name + " must be a string, given once"
+			}
+		}
+	}
+	_, hasSecret := req.params["client_secret"]
+	_, hasAssertion := req.params["client_assertion"]
+	if hasSecret && hasAssertion {
+		return "the client must authenticate with one of client_secret and client_assertion"
+	}
+	user, _, basic := r.BasicAuth()
+	if !basic {
+		return ""
+	}
+	if hasSecret || hasAssertion {
+		return "the client must authenticate with one of HTTP Basic and the request body"
+	}
+	if id, has := req.params["client_id"]; has && id != decodeBasicUser(user) {
+		return "client_id differs from the HTTP Basic user"
+	}
+	return ""
+}
+
+// utf8Charset reports whether a charset parameter leaves the body UTF-8.
+func utf8Charset(cs string) bool {
+	switch strings.ToLower(cs) {
+	case "", "utf-8", "utf8", "us-ascii":
+		return true
+	}
+	return false
+}
+
+// notGrantChar reports a character that is neither in a grant name nor in
+// a URI's usual characters.
+func notGrantChar(c rune) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return false
+	}
+	return !strings.ContainsRune("-._~:/", c)
+}
+
+// isGrantName reports whether some server could read a parameter name as
+// grant_type: any name whose letters and digits, case folded, hold
+// "granttype". That covers Go's case-insensitive JSON names, PHP's
+// "grant.type" and "grant[type" (read as grant_type) and "grant_type\x00x"
+// (cut at the NUL), array suffixes (grant_type[]) and ASP.NET's model
+// prefixes (request.grant_type).
+func isGrantName(name string) bool {
+	return strings.Contains(foldName(name), "granttype")
 }
 
 // foldName keeps the ASCII letters and digits of s, lower-cased.
@@ -218,8 +309,6 @@ func foldName(s string) string {
 	}
 	return b.String()
 }
-
-func isControl(c rune) bool { return c < 0x20 || c == 0x7f }
 
 func formParams(values url.Values) map[string]any {
 	params := make(map[string]any, len(values))
@@ -306,12 +395,22 @@ func multipartGrants(raw []byte, boundary string) ([]grantParam, error) {
 		if n > maxMultipartParts {
 			return nil, errors.New("too many parts")
 		}
-		part, err := mr.NextPart()
+		part, err := mr.NextRawPart()
 		if err == io.EOF {
 			return out, nil
 		}
 		if err != nil {
 			return nil, err
+		}
+		// Django decodes base64 and quoted-printable parts, and parts in
+		// their own charset: refuse what this reader would see otherwise.
+		if part.Header.Get("Content-Transfer-Encoding") != "" {
+			return nil, errors.New("a part has a Content-Transfer-Encoding")
+		}
+		if ct := part.Header.Get("Content-Type"); ct != "" {
+			if _, params, err := mime.ParseMediaType(ct); err != nil || !utf8Charset(params["charset"]) {
+				return nil, errors.New("a part is not UTF-8")
+			}
 		}
 		name := part.FormName()
 		if isGrantName(name) {
@@ -419,15 +518,21 @@ func (req *tokenRequest) hookBody() map[string]any {
 // credentials, or it would not have issued a token.
 func clientIDFromRequest(r *http.Request, req *tokenRequest) string {
 	if user, _, ok := r.BasicAuth(); ok && user != "" {
-		if decoded, err := url.QueryUnescape(user); err == nil {
-			return decoded
-		}
-		return user
+		return decodeBasicUser(user)
 	}
 	if id := req.stringParam("client_id"); id != "" {
 		return id
 	}
 	return assertionSubject(req.stringParam("client_assertion"))
+}
+
+// decodeBasicUser form-decodes an HTTP Basic user name (RFC 6749 §2.3.1);
+// one that does not decode is taken as it is.
+func decodeBasicUser(user string) string {
+	if decoded, err := url.QueryUnescape(user); err == nil {
+		return decoded
+	}
+	return user
 }
 
 // assertionSubject returns the sub of a client_assertion JWT (RFC 7523),

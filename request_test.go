@@ -2,7 +2,9 @@ package credentialsexchange
 
 import (
 	"bytes"
+	"encoding/base64"
 	"mime/multipart"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -28,9 +30,13 @@ func TestClassify(t *testing.T) {
 	mpBody, mpType := multipartBody(t, "grant_type", "client_credentials", "client_id", "svc")
 	mpOther, mpOtherType := multipartBody(t, "grant_type", "password")
 	mpTwice, mpTwiceType := multipartBody(t, "grant_type", "password", "grant_type", "client_credentials")
+	mpB64 := "--XX\r\nContent-Disposition: form-data; name=\"grant_type\"\r\nContent-Transfer-Encoding: base64\r\n\r\nY2xpZW50X2NyZWRlbnRpYWxz\r\n--XX--\r\n"
+	basic := func(user string) http.Header {
+		return http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(user+":s"))}}
+	}
 	cases := []struct {
 		name, method, target, ctype, body string
-		header                            map[string]string
+		header                            http.Header
 		want                              grantDecision
 	}{
 		{"form", "POST", "/oauth/token", form, "grant_type=client_credentials&client_id=a", nil, grantClientCredentials},
@@ -79,11 +85,28 @@ func TestClassify(t *testing.T) {
 		{"no content type", "POST", "/oauth/token", "", "grant_type=client_credentials", nil, grantRefused},
 		{"text/plain", "POST", "/oauth/token", "text/plain", "grant_type=client_credentials", nil, grantRefused},
 		{"bad content type", "POST", "/oauth/token", "application/x-www-form-urlencoded; ;;", "grant_type=password", nil, grantRefused},
-		{"gzip", "POST", "/oauth/token", form, "grant_type=password", map[string]string{"Content-Encoding": "gzip"}, grantRefused},
+		{"gzip", "POST", "/oauth/token", form, "grant_type=password", http.Header{"Content-Encoding": {"gzip"}}, grantRefused},
 		{"GET with cc", "GET", "/oauth/token?grant_type=client_credentials", "", "", nil, grantRefused},
 		{"PUT with cc", "PUT", "/oauth/token", form, "grant_type=client_credentials", nil, grantRefused},
 		{"POST without grant", "POST", "/oauth/token", form, "client_id=a", nil, grantRefused},
 		{"POST empty", "POST", "/oauth/token", "", "", nil, grantRefused},
+		// Found by review: what PHP, Django, servlet containers and ASP.NET
+		// read as grant_type or client credentials.
+		{"PHP NUL-cut name", "POST", "/oauth/token", form, "grant_type=password&grant_type%00x=client_credentials", nil, grantRefused},
+		{"PHP unterminated bracket", "POST", "/oauth/token", form, "grant_type=password&grant[type=client_credentials", nil, grantRefused},
+		{"ASP.NET model prefix", "POST", "/oauth/token", form, "grant_type=password&request.grant_type=client_credentials", nil, grantRefused},
+		{"utf-7 body", "POST", "/oauth/token", form + "; charset=utf-7", "grant_type=password&grant+AF8-type=client+AF8-credentials", nil, grantRefused},
+		{"EBCDIC body", "POST", "/oauth/token", form + "; charset=IBM037", "grant_type=password", nil, grantRefused},
+		{"two content types", "POST", "/oauth/token", "", `{"grant_type":"password"}`, http.Header{"Content-Type": {"application/json", form}}, grantRefused},
+		{"base64 multipart part", "POST", "/oauth/token", "multipart/form-data; boundary=XX", mpB64, nil, grantRefused},
+		{"dotless i", "POST", "/oauth/token", form, "grant_type=cl%C4%B1ent_credent%C4%B1als", nil, grantRefused},
+		{"URN grant passes", "POST", "/oauth/token", form, "grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer", nil, grantOther},
+		{"Basic and client_secret", "POST", "/oauth/token", form, "grant_type=client_credentials&client_id=attacker&client_secret=a", basic("svc"), grantRefused},
+		{"Basic and another client_id", "POST", "/oauth/token", form, "grant_type=client_credentials&client_id=attacker", basic("svc"), grantRefused},
+		{"Basic and the same client_id", "POST", "/oauth/token", form, "grant_type=client_credentials&client_id=svc", basic("svc"), grantClientCredentials},
+		{"secret and assertion", "POST", "/oauth/token", form, "grant_type=client_credentials&client_secret=a&client_assertion=b.c.d", nil, grantRefused},
+		{"client_id twice", "POST", "/oauth/token", form, "grant_type=client_credentials&client_id=a&client_id=b", nil, grantRefused},
+		{"two Authorization headers", "POST", "/oauth/token", form, "grant_type=client_credentials", http.Header{"Authorization": {"Basic c3ZjOnM=", "Basic YXR0YWNrZXI6YQ=="}}, grantRefused},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -92,7 +115,7 @@ func TestClassify(t *testing.T) {
 				r.Header.Set("Content-Type", c.ctype)
 			}
 			for k, v := range c.header {
-				r.Header.Set(k, v)
+				r.Header[k] = append(r.Header[k], v...)
 			}
 			req, err := readTokenRequest(r, 1<<16)
 			if err != nil {
@@ -111,14 +134,28 @@ func TestClassify(t *testing.T) {
 func TestIsTokenPath(t *testing.T) {
 	h := &Handler{TokenPath: "/oauth/token"}
 	for _, p := range []string{"/oauth/token", "/OAUTH/TOKEN", "/oauth/Token", "/oauth/token/", "/oauth/token//",
-		"//oauth/token", "/oauth/./token", "/x/../oauth/token", "oauth/token"} {
+		"//oauth/token", "/oauth/./token", "/x/../oauth/token", "oauth/token",
+		"/oauth/token.json", "/oauth/token;jsessionid=1", "/oauth;x/token", "/oauth\\token", "/oauth/token.",
+		"/oauth/token ", "/oauth/token;a/"} {
 		if !h.isTokenPath(p) {
 			t.Errorf("%q should reach the token endpoint", p)
 		}
 	}
-	for _, p := range []string{"/oauth/tokens", "/oauth", "/oauth/token/x", "/.well-known/jwks.json", "/"} {
+	for _, p := range []string{"/oauth/tokens", "/oauth", "/oauth/token/x", "/.well-known/jwks.json", "/", "/api/oauth/token"} {
 		if h.isTokenPath(p) {
 			t.Errorf("%q is not the token endpoint", p)
 		}
+	}
+	// Paths that hold the token path get their answers checked.
+	for _, p := range []string{"/api/oauth/token", "/oauth/token/introspect", "/v1/OAUTH/TOKEN.xml"} {
+		if !h.nearTokenPath(p) {
+			t.Errorf("%q holds the token path", p)
+		}
+	}
+	if h.nearTokenPath("/oauth/tokens") == false {
+		t.Errorf("/oauth/tokens holds the token path")
+	}
+	if h.nearTokenPath("/other") {
+		t.Errorf("/other does not hold the token path")
 	}
 }
