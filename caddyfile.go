@@ -60,6 +60,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		clients_file  <file.json>
 //		max_body_size <size>                # default 64KiB
+//		memory_limit  <size>                # default 1GiB, or 3/4 of GOMEMLIMIT
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive's name
@@ -204,18 +205,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%v", err)
 			}
 		case "max_body_size":
-			var s string
-			if h.MaxBodySize != 0 {
-				return d.Err("max_body_size already specified")
-			}
-			if err := oneArg(d, &s); err != nil {
+			if err := sizeArg(d, &h.MaxBodySize); err != nil {
 				return err
 			}
-			n, err := humanize.ParseBytes(s)
-			if err != nil || n == 0 {
-				return d.Errf("max_body_size: %q is not a size", s)
+		case "memory_limit":
+			if err := sizeArg(d, &h.MemoryLimit); err != nil {
+				return err
 			}
-			h.MaxBodySize = int64(n)
 		default:
 			return d.Errf("unrecognized subdirective '%s'", sub)
 		}
@@ -241,6 +237,25 @@ func pairArg(d *caddyfile.Dispenser, m *map[string]string) error {
 		return d.Errf("%s %s already specified", sub, args[0])
 	}
 	(*m)[args[0]] = args[1]
+	return nil
+}
+
+// sizeArg reads the single positive size argument (64KiB, 512MiB) of the
+// current subdirective into dst, refusing a second occurrence.
+func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
+	name := d.Val()
+	if *dst != 0 {
+		return d.Errf("%s already specified", name)
+	}
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n == 0 || n > 1<<62 {
+		return d.Errf("%s: %q is not a size", name, s)
+	}
+	*dst = int64(n)
 	return nil
 }
 

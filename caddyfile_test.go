@@ -177,6 +177,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"clients_file unreadable", "credentials_exchange {\n" + base + "\tclients_file /nonexistent.json\n}", "@4 clients_file: open /nonexistent.json"},
 		{"clients_file bad", "credentials_exchange {\n" + base + "\tclients_file " + hook + "\n}", "@4 clients_file " + hook + ": want {"},
 		{"max_body_size value", "credentials_exchange {\n" + base + "\tmax_body_size lots\n}", `@4 max_body_size: "lots" is not a size`},
+		{"memory_limit value", "credentials_exchange {\n" + base + "\tmemory_limit 0\n}", `@4 memory_limit: "0" is not a size`},
+		{"memory_limit twice", "credentials_exchange {\n" + base + "\tmemory_limit 1GiB\n\tmemory_limit 2GiB\n}", "@5 memory_limit already specified"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -138,6 +138,13 @@ type Handler struct {
 	// the exchange fails with 500 server_error "hook timed out". Default: 5s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
+	// MemoryLimit is the Go heap size, in bytes, past which running scripts
+	// are stopped with 500 server_error "memory limit exceeded": goja cannot
+	// bound one runtime's memory, so the bound is on the process's heap
+	// (see caddyhook.DefaultMemoryLimit). Default: 1 GiB, or 3/4 of
+	// GOMEMLIMIT when that is lower.
+	MemoryLimit int64 `json:"memory_limit,omitempty"`
+
 	// Tenant is the name handed to hooks as client.tenant.
 	Tenant string `json:"tenant,omitempty"`
 
@@ -251,6 +258,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Actions:          actions,
 		Policy:           policy,
 		Timeout:          time.Duration(h.Timeout),
+		MemoryLimit:      h.MemoryLimit,
 		Secrets:          secrets,
 		ModulesDir:       h.ModulesDir,
 		Storage:          ctx.Storage(),
@@ -328,6 +336,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.Timeout < 0 {
 		return errors.New("timeout must be positive")
+	}
+	if h.MemoryLimit < 0 {
+		return errors.New("memory_limit must be positive")
 	}
 	if h.KeyRotation < 0 || h.KeyRetainMax < 0 || h.JWKSMaxAge < 0 {
 		return errors.New("key_rotation, key_retain_max and jwks_max_age must be positive")

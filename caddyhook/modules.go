@@ -69,6 +69,9 @@ func newModules(dir string) (*modules, error) {
 		opts = append(opts, require.WithGlobalFolders(filepath.Join(m.root, "node_modules"), m.root))
 	}
 	m.registry = require.NewRegistry(opts...)
+	// buffer with its allocations capped, as the global Buffer is
+	// (memguard.go).
+	m.registry.RegisterNativeModule("buffer", requireCappedBuffer)
 	m.registry.RegisterNativeModule("util", requireUtil)
 	m.registry.RegisterNativeModule("querystring", requireQuerystring)
 	m.registry.RegisterNativeModule("crypto", requireCrypto)

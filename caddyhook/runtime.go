@@ -78,6 +78,12 @@ type Config struct {
 	Policy  ClaimsPolicy
 	// Timeout limits the whole run, hook and actions together.
 	Timeout time.Duration
+	// MemoryLimit is the Go heap size, in bytes, above which running
+	// scripts are stopped with server_error "memory limit exceeded"
+	// (memguard.go). The heap is the whole process's, so this bounds what
+	// the runs together add to it. 0 means DefaultMemoryLimit(); negative
+	// turns the watchdog off for this engine.
+	MemoryLimit int64
 	// Secrets are handed to hooks as context.webtask.secrets and to actions as
 	// event.secrets.
 	Secrets map[string]string
@@ -178,8 +184,13 @@ func (e *Engine) checkExports(s *Script) (err error) {
 	}()
 	vm := newVM()
 	req := e.modules.enable(vm)
-	timer := time.AfterFunc(2*time.Second, func() { vm.Interrupt("the top level took longer than 2s") })
-	defer timer.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	interrupt := func() { vm.Interrupt("the top level took longer than 2s") }
+	installRegexGuard(vm, ctx, interrupt)
+	stop := context.AfterFunc(ctx, interrupt)
+	defer stop()
+	defer memWatch.enter(vm, e.cfg.MemoryLimit)()
 	var loadErr, entryErr error
 	if err := protect(vm, func() error {
 		exports, err := s.load(vm, req)
@@ -202,8 +213,11 @@ func (e *Engine) checkExports(s *Script) (err error) {
 func describeLoadError(vm *goja.Runtime, err error) string {
 	switch e := gojaCause(err).(type) {
 	case *goja.InterruptedError:
-		if s, ok := e.Value().(string); ok {
-			return s
+		switch v := e.Value().(type) {
+		case string:
+			return v
+		case *Error: // the memory guard's
+			return v.Description
 		}
 		return "interrupted"
 	case *goja.Exception:
@@ -225,6 +239,10 @@ func (e *Engine) Run(ctx context.Context, in *Input) (res *Result, err error) {
 	defer cancel()
 
 	r := newRun(ctx, e, in)
+	// Stopped by the watchdog when the heap passes the memory limit; a
+	// script can only be stopped between two instructions, so the
+	// built-ins that allocate in one call are capped as well (newVM).
+	defer memWatch.enter(r.vm, e.cfg.MemoryLimit)()
 	// The runtime is interrupted when time is up, which also ends endless
 	// loops; it is never reused, so an interrupted runtime cannot leak state
 	// into another exchange.
@@ -307,6 +325,9 @@ type run struct {
 
 func newRun(ctx context.Context, e *Engine, in *Input) *run {
 	vm := newVM()
+	// Backtracking regular expressions do not see vm.Interrupt; the guard
+	// bounds them by the run's deadline (regexguard.go).
+	installRegexGuard(vm, ctx, func() { vm.Interrupt(timeoutCause(ctx)) })
 	r := &run{ctx: ctx, eng: e, in: in, vm: vm, scope: in.Scope, claims: map[string]json.RawMessage{}}
 	r.loop = newLoop(vm)
 	r.loop.uncaught = func(err error) { r.fail(r.errorFromThrow(err, "an exception was thrown in a microtask")) }

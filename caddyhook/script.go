@@ -106,10 +106,12 @@ func describeThrow(err error) string {
 }
 
 // newVM returns a runtime set up as every script expects: Node's globals and
-// the Auth0 error classes.
+// the Auth0 error classes, with the built-ins that can allocate without
+// bound in one call capped (memguard.go).
 func newVM() *goja.Runtime {
 	vm := goja.New()
 	vm.SetMaxCallStackSize(maxCallStackSize)
+	installAllocationCaps(vm)
 	if _, err := vm.RunProgram(prelude); err != nil {
 		panic("caddyhook: prelude failed: " + err.Error())
 	}
