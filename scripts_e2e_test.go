@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"path/filepath"
 	"runtime"
@@ -69,6 +70,18 @@ func TestMisbehavingScripts(t *testing.T) {
 	}
 	hooked(t, bases[false])
 	hooked(t, bases[true])
+
+	// A client's JSON number that overflows a float64 reaches the hook as
+	// Infinity, as Node's JSON.parse gives it; it panicked the handler.
+	t.Run("JSON number 1e999999", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodPost, bases[false]+"/oauth/token", strings.NewReader(
+			`{"grant_type":"client_credentials","client_id":"svc","client_secret":"s","n":1e999999,"m":-1e999999}`))
+		req.Header.Set("Content-Type", "application/json")
+		r := do(t, req)
+		if r.status != 200 || !bytes.Contains(r.body, []byte("access_token")) {
+			t.Fatalf("got %d %s", r.status, r.body)
+		}
+	})
 
 	heapAfterGC := func() uint64 {
 		runtime.GC()
