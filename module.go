@@ -426,10 +426,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	switch {
 	case h.isTokenPath(r.URL.Path):
 		return h.serveToken(w, r, next)
-	case h.nearTokenPath(r.URL.Path):
+	case r.Method == http.MethodPost && h.nearTokenPath(r.URL.Path):
 		// Not the token path as we route, but holding it (a prefix mount,
 		// /api/oauth/token): some server may route it there, so what comes
-		// back is checked, though the request is not read.
+		// back is checked, though the request is not read. Only POST, so
+		// that large downloads under such paths are not held in memory.
 		return h.passThrough(w, r, next)
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.URL.Path == h.JWKSPath:
 		return h.serveJWKS(w, r, next)
