@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -94,5 +96,32 @@ func TestResponseGuard(t *testing.T) {
 		if why := c.unhookedToken(); why == "" {
 			t.Errorf("%s: not blocked", name)
 		}
+	}
+}
+
+// TestGuardOnPathsHoldingTheTokenPath checks that a POST to a path that
+// holds the token path, which some server may route to its token endpoint,
+// has its answer checked, and that other requests there are left alone.
+func TestGuardOnPathsHoldingTheTokenPath(t *testing.T) {
+	up := newTestUpstream(t)
+	h := provision(t, &Handler{
+		Hook:        writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{scope:s})}`),
+		SigningKey:  writeSigningKey(t),
+		UpstreamKey: up.keyFile,
+	})
+	ccAnswer := tokenResponse(testJWT(map[string]any{"sub": "svc", "client_id": "svc"}))
+	post := httptest.NewRequest(http.MethodPost, "/api/oauth/token", strings.NewReader("anything"))
+	if rec := serve(t, h, &scriptedUpstream{status: 200, body: ccAnswer}, post); rec.Code != http.StatusBadGateway {
+		t.Errorf("POST /api/oauth/token: %d %s, want the token blocked", rec.Code, rec.Body)
+	}
+	big := strings.Repeat("x", 2<<20)
+	get := httptest.NewRequest(http.MethodGet, "/api/oauth/token/export", nil)
+	if rec := serve(t, h, &scriptedUpstream{status: 200, body: big}, get); rec.Code != 200 || rec.Body.Len() != len(big) {
+		t.Errorf("GET under the token path: %d, %d bytes", rec.Code, rec.Body.Len())
+	}
+	user := tokenResponse(testJWT(map[string]any{"sub": "user-1", "client_id": "svc"}))
+	post = httptest.NewRequest(http.MethodPost, "/api/oauth/token", strings.NewReader("anything"))
+	if rec := serve(t, h, &scriptedUpstream{status: 200, body: user}, post); rec.Code != 200 {
+		t.Errorf("a user's token under the token path: %d %s", rec.Code, rec.Body)
 	}
 }
