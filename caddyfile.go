@@ -243,25 +243,24 @@ func pairArg(d *caddyfile.Dispenser, m *map[string]string) error {
 // sizeArg reads the single positive size argument (64KiB, 512MiB) of the
 // current subdirective into dst, refusing a second occurrence.
 func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
-	name := d.Val()
-	if *dst != 0 {
-		return d.Errf("%s already specified", name)
-	}
-	var s string
-	if err := oneArg(d, &s); err != nil {
-		return err
-	}
-	n, err := humanize.ParseBytes(s)
-	if err != nil || n == 0 || n > 1<<62 {
-		return d.Errf("%s: %q is not a size", name, s)
-	}
-	*dst = int64(n)
-	return nil
+	return positiveArg(d, dst, "a size", func(s string) (int64, bool) {
+		n, err := humanize.ParseBytes(s)
+		return int64(n), err == nil && n > 0 && n <= 1<<62
+	})
 }
 
 // durationArg reads the single positive duration argument of the current
 // subdirective into dst, refusing a second occurrence.
 func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	return positiveArg(d, dst, "a positive duration", func(s string) (caddy.Duration, bool) {
+		dur, err := caddy.ParseDuration(s)
+		return caddy.Duration(dur), err == nil && dur > 0
+	})
+}
+
+// positiveArg reads the single argument of the current subdirective with
+// parse into dst, refusing a second occurrence and a value parse refuses.
+func positiveArg[T int64 | caddy.Duration](d *caddyfile.Dispenser, dst *T, what string, parse func(string) (T, bool)) error {
 	name := d.Val()
 	if *dst != 0 {
 		return d.Errf("%s already specified", name)
@@ -270,11 +269,11 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	if err := oneArg(d, &s); err != nil {
 		return err
 	}
-	dur, err := caddy.ParseDuration(s)
-	if err != nil || dur <= 0 {
-		return d.Errf("%s: %q is not a positive duration", name, s)
+	v, ok := parse(s)
+	if !ok {
+		return d.Errf("%s: %q is not %s", name, s, what)
 	}
-	*dst = caddy.Duration(dur)
+	*dst = v
 	return nil
 }
 
