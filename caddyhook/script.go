@@ -95,16 +95,6 @@ func (s *Script) entry(vm *goja.Runtime, exports goja.Value) (goja.Callable, err
 	}
 }
 
-// describeThrow gives the message of an exception without goja's stack
-// trace noise.
-func describeThrow(err error) string {
-	var ex *goja.Exception
-	if errors.As(err, &ex) {
-		return ex.Error()
-	}
-	return err.Error()
-}
-
 // newVM returns a runtime set up as every script expects: Node's globals and
 // the Auth0 error classes, with the built-ins that can allocate without
 // bound in one call capped (memguard.go).
