@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime/multipart"
 	"net/http"
 	"regexp"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
+	credentialsexchange "github.com/caddyhook/caddyhook"
 	"github.com/caddyhook/caddyhook/internal/oauthserver"
 )
 
@@ -50,19 +50,9 @@ type bypassRow struct {
 	mustHook bool              // a plain request that has to be hooked
 }
 
-func multipartBody(fields ...string) (string, string) {
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	for i := 0; i+1 < len(fields); i += 2 {
-		_ = mw.WriteField(fields[i], fields[i+1])
-	}
-	_ = mw.Close()
-	return buf.String(), mw.FormDataContentType()
-}
-
 func bypassRows() []bypassRow {
-	mpBoth, mpBothType := multipartBody("grant_type", "client_credentials", "client_id", bypassClient, "client_secret", bypassSecret)
-	mpGrant, mpGrantType := multipartBody("grant_type", "client_credentials")
+	mpBoth, mpBothType := credentialsexchange.MultipartBody("grant_type", "client_credentials", "client_id", bypassClient, "client_secret", bypassSecret)
+	mpGrant, mpGrantType := credentialsexchange.MultipartBody("grant_type", "client_credentials")
 	jsonCreds := `"client_id":"` + bypassClient + `","client_secret":"` + bypassSecret + `"`
 	ccForm := "grant_type=client_credentials&" + bypassCreds
 	cc := "grant_type=client_credentials"

@@ -23,6 +23,8 @@ type upstreamFailure struct{ cause error }
 
 func (u upstreamFailure) Error() string { return u.cause.Error() }
 
+func (u upstreamFailure) Unwrap() error { return u.cause }
+
 func upstreamErrorf(format string, args ...any) error {
 	return upstreamFailure{fmt.Errorf(format, args...)}
 }
@@ -117,11 +119,12 @@ func (h *Handler) forward(r *http.Request, next caddyhttp.Handler) (up *capture,
 			err = upstreamErrorf("the upstream response could not be read: %v", p)
 		}
 	}()
-	if err := next.ServeHTTP(up, r); err != nil {
-		return nil, upstreamFailure{err}
-	}
-	if up.overflow {
+	err = next.ServeHTTP(up, r)
+	switch {
+	case up.overflow: // the copy was stopped by the capture, whatever next says
 		return nil, upstreamErrorf("upstream token response is larger than %d bytes", maxUpstreamResponse)
+	case err != nil:
+		return nil, upstreamFailure{err}
 	}
 	return up, nil
 }
@@ -172,15 +175,13 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]b
 	if err := json.Unmarshal(up.body.Bytes(), &resp); err != nil || resp == nil {
 		return nil, upstreamErrorf("upstream token response is not a JSON object")
 	}
-	if tokens, ok := accessTokens(up.body.Bytes()); !ok || len(tokens) != 1 {
+	tokens, ok := accessTokens(up.body.Bytes())
+	if _, exact := resp["access_token"]; !ok || len(tokens) != 1 || !exact || tokens[0] == "" {
 		// Two access_token members, or one spelt differently, would leave
 		// a token the hook never saw beside the one it did.
 		return nil, upstreamErrorf("upstream token response must have exactly one access_token string")
 	}
-	var accessToken string
-	if err := json.Unmarshal(resp["access_token"], &accessToken); err != nil || accessToken == "" {
-		return nil, upstreamErrorf("upstream token response has no access_token string")
-	}
+	accessToken := tokens[0]
 	tok, err := h.verifier.Verify(r.Context(), accessToken)
 	if err != nil {
 		return nil, upstreamErrorf("upstream access token: %w", err)

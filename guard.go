@@ -22,14 +22,11 @@ import (
 func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	up, err := h.forward(r, next)
 	if err != nil {
-		var upErr upstreamFailure
-		if errors.As(err, &upErr) {
-			var herr caddyhttp.HandlerError
-			if errors.As(upErr.cause, &herr) {
-				// reverse_proxy's own error (no upstream, dial failure):
-				// Caddy's error handling answers it as for any other path.
-				return herr
-			}
+		var herr caddyhttp.HandlerError
+		if errors.As(err, &herr) {
+			// reverse_proxy's own error (no upstream, dial failure): Caddy's
+			// error handling answers it as for any other path.
+			return herr
 		}
 		h.failUpstream(w, r, err)
 		return nil
@@ -62,8 +59,16 @@ func (c *capture) unhookedToken() string {
 	if _, ok := accessTokens(body); !ok {
 		return "the response's access_token is not a string"
 	}
-	var found []string
-	add := func(s string) { found = append(found, jwtShape.FindAllString(s, maxCheckedTokens+1)...) }
+	// A set: the raw body, its JSON strings and its form values mostly
+	// hold the same tokens.
+	found := map[string]struct{}{}
+	add := func(s string) {
+		// All matches: the answer is at most 1 MiB, and a cap here would
+		// let a token after many repeated ones go unseen.
+		for _, tok := range jwtShape.FindAllString(s, -1) {
+			found[tok] = struct{}{}
+		}
+	}
 	add(string(body))
 	var doc any
 	if json.Unmarshal(bytes.TrimPrefix(body, []byte("\xef\xbb\xbf")), &doc) == nil {
@@ -83,7 +88,7 @@ func (c *capture) unhookedToken() string {
 	if len(found) > maxCheckedTokens {
 		return "the response holds too many tokens to check"
 	}
-	for _, tok := range found {
+	for tok := range found {
 		if why := clientCredentialsToken(tok); why != "" {
 			return why
 		}
@@ -95,8 +100,8 @@ func (c *capture) unhookedToken() string {
 // resource server would accept as a JWT access token.
 var jwtShape = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*`)
 
-// maxCheckedTokens bounds the work on one answer; an answer with more is
-// blocked.
+// maxCheckedTokens bounds the distinct tokens decoded for one answer; an
+// answer with more is blocked.
 const maxCheckedTokens = 1000
 
 // eachString calls fn with every string in a decoded JSON document, member

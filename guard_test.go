@@ -76,6 +76,16 @@ func TestResponseGuard(t *testing.T) {
 		t.Run(name, func(t *testing.T) { check(t, claims, false) })
 	}
 
+	// Repeats are checked once: a client credentials token after many
+	// copies of a user's token is still found.
+	user := testJWT(map[string]any{"sub": "user-1", "client_id": "svc"})
+	hidden := strings.Repeat(user+" ", 2*maxCheckedTokens) + testJWT(map[string]any{"sub": "svc", "client_id": "svc"})
+	c := newCapture(1 << 20)
+	_, _ = c.Write([]byte(hidden))
+	if c.unhookedToken() == "" {
+		t.Error("a client credentials token behind repeated user tokens was not found")
+	}
+
 	for name, body := range map[string]string{
 		"opaque token":  `{"access_token":"2YotnFZFEjr1zCsicMWpAA"}`,
 		"no token":      `{"error":"invalid_grant"}`,
@@ -89,7 +99,7 @@ func TestResponseGuard(t *testing.T) {
 	}
 	for name, body := range map[string]string{
 		"access_token a number": `{"access_token":1}`,
-		"too many tokens":       strings.Repeat("eyJ.a.b ", maxCheckedTokens+1),
+		"too many tokens":       manyTokens(maxCheckedTokens + 1),
 	} {
 		c := newCapture(1 << 20)
 		_, _ = c.Write([]byte(body))
@@ -124,4 +134,12 @@ func TestGuardOnPathsHoldingTheTokenPath(t *testing.T) {
 	if rec := serve(t, h, &scriptedUpstream{status: 200, body: user}, post); rec.Code != 200 {
 		t.Errorf("a user's token under the token path: %d %s", rec.Code, rec.Body)
 	}
+}
+
+func manyTokens(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "eyJ.a%d.b ", i)
+	}
+	return b.String()
 }

@@ -172,6 +172,7 @@ type Handler struct {
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
 
 	engine      *caddyhook.Engine
+	tokenRoute  string // routePath(TokenPath), computed once
 	cacheKey    string // this handler's api.cache in actionCaches
 	keys        keySource
 	stopRefresh context.CancelFunc
@@ -205,6 +206,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.TokenPath == "" {
 		h.TokenPath = DefaultTokenPath
 	}
+	h.tokenRoute = routePath(h.TokenPath)
 	if h.JWKSPath == "" {
 		h.JWKSPath = DefaultJWKSPath
 	}
@@ -421,12 +423,15 @@ func (h *Handler) buildVerifier() (*token.Verifier, error) {
 }
 
 // ServeHTTP rewrites client credentials token responses and JWKS responses;
-// every other request goes to next untouched.
+// every other request goes to next untouched. A path reaches the token
+// endpoint when routePath reads it as the token path: a request it matches
+// is hooked or refused, never let through unseen.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	route := routePath(r.URL.Path)
 	switch {
-	case h.isTokenPath(r.URL.Path):
+	case route == h.tokenRoute:
 		return h.serveToken(w, r, next)
-	case r.Method == http.MethodPost && h.nearTokenPath(r.URL.Path):
+	case r.Method == http.MethodPost && strings.Contains(route, h.tokenRoute):
 		// Not the token path as we route, but holding it (a prefix mount,
 		// /api/oauth/token): some server may route it there, so what comes
 		// back is checked, though the request is not read. Only POST, so
@@ -436,19 +441,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveJWKS(w, r, next)
 	}
 	return next.ServeHTTP(w, r)
-}
-
-// isTokenPath reports whether p reaches the token endpoint the way some
-// OAuth server routes it (routePath). It errs on the side of matching: a
-// request it matches is hooked or refused, never let through unseen.
-func (h *Handler) isTokenPath(p string) bool {
-	return routePath(p) == routePath(h.TokenPath)
-}
-
-// nearTokenPath reports whether p holds the token path as routePath reads
-// both, without being it.
-func (h *Handler) nearTokenPath(p string) bool {
-	return strings.Contains(routePath(p), routePath(h.TokenPath))
 }
 
 // compileFile reads and compiles a script, naming the file in every error.

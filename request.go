@@ -139,7 +139,6 @@ func (req *tokenRequest) classify(r *http.Request) (grantDecision, string) {
 		return grantRefused, "the request has more than one Content-Type"
 	}
 
-	form := false
 	if len(req.raw) > 0 {
 		mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		switch {
@@ -155,7 +154,6 @@ func (req *tokenRequest) classify(r *http.Request) (grantDecision, string) {
 				return grantRefused, "the form body is malformed"
 			}
 			req.params = formParams(values)
-			form = true
 			for name, vs := range values {
 				if isGrantName(name) {
 					for _, v := range vs {
@@ -209,7 +207,7 @@ func (req *tokenRequest) classify(r *http.Request) (grantDecision, string) {
 			return grantRefused, "token requests must use POST"
 		case !g.inBody:
 			return grantRefused, "grant_type must be in the request body"
-		case !form && !req.isJSON:
+		case req.params == nil: // neither a form nor JSON
 			return grantRefused, "client credentials requests must be application/x-www-form-urlencoded or application/json"
 		}
 		for _, name := range tokenParams {
