@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -81,8 +82,8 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 		return nil
 	}
 	if up.statusCode() != http.StatusOK {
-		if up.carriesAccessToken() {
-			h.failUpstream(w, r, upstreamErrorf("upstream answered a client credentials request with status %d and an access_token", up.statusCode()))
+		if up.carriesAccessToken() || up.unhookedToken() != "" {
+			h.failUpstream(w, r, upstreamErrorf("upstream answered a client credentials request with status %d and a token", up.statusCode()))
 			return nil
 		}
 		up.replay(w) // the upstream's own error, such as invalid_client
@@ -182,6 +183,16 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]b
 		return nil, upstreamErrorf("upstream token response must have exactly one access_token string")
 	}
 	accessToken := tokens[0]
+	// The hook rewrites access_token, and refresh_token is dropped below;
+	// any other member or header that carries a client credentials token
+	// would reach the client unhooked.
+	rest := maps.Clone(resp)
+	delete(rest, "access_token")
+	delete(rest, "refresh_token")
+	restJSON, _ := json.Marshal(rest)
+	if why := unhookedIn(restJSON, up.header); why != "" {
+		return nil, upstreamErrorf("upstream token response carries a second token: %s", why)
+	}
 	tok, err := h.verifier.Verify(r.Context(), accessToken)
 	if err != nil {
 		return nil, upstreamErrorf("upstream access token: %w", err)

@@ -51,9 +51,11 @@ func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddy
 // (content-encoded, an access_token member that is not a string, too many
 // tokens). An opaque token, or a JWT whose payload is not JSON, cannot be
 // told apart and passes: SECURITY.md says so.
-func (c *capture) unhookedToken() string {
-	body := c.body.Bytes()
-	if enc := c.header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") && len(body) > 0 {
+func (c *capture) unhookedToken() string { return unhookedIn(c.body.Bytes(), c.header) }
+
+// unhookedIn is unhookedToken for an answer's body and headers.
+func unhookedIn(body []byte, header http.Header) string {
+	if enc := header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") && len(body) > 0 {
 		return "the response is content-encoded (" + enc + ") and cannot be checked"
 	}
 	if _, ok := accessTokens(body); !ok {
@@ -80,7 +82,7 @@ func (c *capture) unhookedToken() string {
 			add(v)
 		}
 	}
-	for _, vs := range c.header {
+	for _, vs := range header {
 		for _, v := range vs {
 			add(v)
 		}
@@ -149,11 +151,10 @@ func accessTokens(body []byte) (tokens []string, ok bool) {
 	if isObject {
 		return tokens, ok
 	}
-	if values, err := url.ParseQuery(string(body)); err == nil {
-		for name, vs := range values {
-			if strings.EqualFold(name, "access_token") {
-				tokens = append(tokens, vs...)
-			}
+	values, _ := url.ParseQuery(string(body)) // the pairs that parse, even if some do not
+	for name, vs := range values {
+		if strings.EqualFold(name, "access_token") {
+			tokens = append(tokens, vs...)
 		}
 	}
 	return tokens, ok

@@ -217,6 +217,13 @@ func TestUpstreamFailuresAre502(t *testing.T) {
 		"not JSON":        {status: 200, header: http.Header{"Content-Type": {"text/plain"}}, body: "access_token=x"},
 		"compressed":      {status: 200, header: http.Header{"Content-Encoding": {"gzip"}}, body: tokenResponse(up.token(t, nil))},
 		"alg none":        {status: 200, body: tokenResponse(unsignedToken(t))},
+		// A token the hook would not see beside the one it does, or on a
+		// status the exchange replays.
+		"a second token in another member": {status: 200, body: `{"access_token":"` + up.token(t, nil) + `","token":"` + up.token(t, nil) + `"}`},
+		"a token in a header":              {status: 200, header: http.Header{"X-Token": {up.token(t, nil)}}, body: tokenResponse(up.token(t, nil))},
+		"201 with a token elsewhere":       {status: 201, body: `{"token":"` + up.token(t, nil) + `"}`},
+		"400 with a form token and a ;": {status: 400, header: http.Header{"Content-Type": {"application/x-www-form-urlencoded"}},
+			body: "access_token=opaque&x=a;b"},
 		// HS256 with the upstream's public key as the HMAC secret: key confusion.
 		"hmac with public key": {status: 200, body: tokenResponse(up.sign(t, jwa.HS256, pubBytes, map[string]any{"exp": time.Now().Add(time.Hour).Unix()}))},
 	}
