@@ -70,11 +70,7 @@ func (r *run) event(log *zap.Logger) (goja.Value, *Error) {
 	if requested == nil {
 		requested = []string{}
 	}
-	body, err := r.body(log)
-	if err != nil {
-		return nil, err
-	}
-	secrets, err := r.input(r.eng.cfg.Secrets)
+	body, secrets, err := r.bodyAndSecrets(log)
 	if err != nil {
 		return nil, err
 	}

@@ -546,15 +546,18 @@ func isJSONNumber(s string) bool {
 	return i == len(s)
 }
 
-// body is the request body as a script sees it. Only the client controls
-// it, so a body that cannot be handed over is the client's invalid_request.
-func (r *run) body(log *zap.Logger) (goja.Value, *Error) {
-	v, err := r.toJS(orEmpty(r.in.Request.Body))
-	if err != nil {
-		log.Info("the request body cannot be given to the script", zap.String("reason", err.Error()))
-		return nil, errorFor(CodeInvalidRequest, "the request body cannot be given to the hook")
+// bodyAndSecrets builds the two inputs hooks and actions both get: the
+// request body and a fresh copy of the secrets.
+func (r *run) bodyAndSecrets(log *zap.Logger) (body, secrets goja.Value, err *Error) {
+	body, jerr := r.toJS(orEmpty(r.in.Request.Body))
+	if jerr != nil { // only the client controls the body: its invalid_request
+		log.Info("the request body cannot be given to the script", zap.String("reason", jerr.Error()))
+		return nil, nil, errorFor(CodeInvalidRequest, "the request body cannot be given to the hook")
 	}
-	return v, nil
+	if secrets, err = r.input(r.eng.cfg.Secrets); err != nil {
+		return nil, nil, err
+	}
+	return body, secrets, nil
 }
 
 // input hands Go data the engine built (not the client) to a script.
@@ -653,11 +656,7 @@ func (r *run) hookArgs(log *zap.Logger) ([]goja.Value, *Error) {
 			return nil, err
 		}
 	}
-	body, err := r.body(log)
-	if err != nil {
-		return nil, err
-	}
-	secrets, err := r.input(r.eng.cfg.Secrets)
+	body, secrets, err := r.bodyAndSecrets(log)
 	if err != nil {
 		return nil, err
 	}
