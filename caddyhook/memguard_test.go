@@ -51,17 +51,7 @@ func peakHeap() (stop func() uint64) {
 // runtime, a deadline, and the run registered with memWatch.
 func memGuardedRun(t *testing.T, src string, limit int64, timeout time.Duration) (goja.Value, error, time.Duration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	vm := newVM()
-	installRegexGuard(vm, ctx, func() { vm.Interrupt(errTimedOut()) })
-	stop := context.AfterFunc(ctx, func() { vm.Interrupt(errTimedOut()) })
-	defer stop()
-	leave := memWatch.enter(vm, limit)
-	defer leave()
-	start := time.Now()
-	v, err := vm.RunString(src)
-	return v, err, time.Since(start)
+	return runGuarded(src, timeout, limit)
 }
 
 func settledHeap() uint64 {

@@ -19,15 +19,25 @@ import (
 // interrupted with (nil for none), the raw error and how long the run took.
 func guardedRun(t testing.TB, src string, timeout time.Duration) (goja.Value, *Error, error, time.Duration) {
 	t.Helper()
+	v, err, took := runGuarded(src, timeout, 0)
+	return v, interruptError(err), err, took
+}
+
+// runGuarded runs src in a fresh runtime with the regex guard and a
+// deadline, and, with a memLimit above 0, registered with memWatch.
+func runGuarded(src string, timeout time.Duration, memLimit int64) (goja.Value, error, time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	vm := newVM()
 	installRegexGuard(vm, ctx, func() { vm.Interrupt(errTimedOut()) })
 	stop := context.AfterFunc(ctx, func() { vm.Interrupt(errTimedOut()) })
 	defer stop()
+	if memLimit > 0 {
+		defer memWatch.enter(vm, memLimit)()
+	}
 	start := time.Now()
 	v, err := vm.RunString(src)
-	return v, interruptError(err), err, time.Since(start)
+	return v, err, time.Since(start)
 }
 
 // interruptError is the *Error a run was interrupted with, or nil.
