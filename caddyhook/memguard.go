@@ -277,6 +277,8 @@ const (
 	maxCallArguments = 1 << 20
 	// maxBufferBytes bounds one ArrayBuffer, typed array or Buffer.
 	maxBufferBytes = 1 << 26
+	// maxConcatItems bounds the list Buffer.concat is checked over.
+	maxConcatItems = 1 << 20
 )
 
 // The messages V8 gives for the same refusals.
@@ -340,7 +342,7 @@ func installAllocationCaps(vm *goja.Runtime) {
 // at no cost: Array.prototype.with.call({length: 2**32-1}, 0, 0) asks for
 // 64 GiB at once. The other methods that walk the length of an array-like
 // only burn CPU; see the package documentation of the guards.
-var lengthAllocators = []string{"fill", "toReversed", "toSorted", "toSpliced", "with"}
+var lengthAllocators = []string{"fill", "map", "sort", "toReversed", "toSorted", "toSpliced", "with"}
 
 type native = func(goja.FunctionCall) goja.Value
 
@@ -839,7 +841,35 @@ func capBufferModule(vm *goja.Runtime, module *goja.Object) {
 	c.wrap(buf, "alloc", size(0))
 	c.wrap(buf, "allocUnsafe", size(0))
 	c.wrap(buf, "allocUnsafeSlow", size(0))
-	c.wrap(buf, "concat", size(1))
+	// concat allocates totalLength, or, without it, the sum of the
+	// list's lengths.
+	c.wrap(buf, "concat", func(original native) native {
+		withTotal := size(1)(original)
+		return func(call goja.FunctionCall) goja.Value {
+			list, ok := call.Argument(0).(*goja.Object)
+			if !isNullish(call.Argument(1)) || !ok {
+				return withTotal(call)
+			}
+			n := toLength(list.Get("length"))
+			var total int64
+			for i := int64(0); i < n; i++ {
+				if i >= maxConcatItems || total > maxBufferBytes {
+					c.fail(msgBufferAlloc)
+				}
+				if item, ok := list.Get(strconv.FormatInt(i, 10)).(*goja.Object); ok {
+					if b, isBytes := item.Export().([]byte); isBytes {
+						total += int64(len(b)) // the real size: a length getter could lie
+					} else {
+						total += toLength(item.Get("length"))
+					}
+				}
+			}
+			if total > maxBufferBytes {
+				c.fail(msgBufferAlloc)
+			}
+			return original(call)
+		}
+	})
 	c.wrap(buf, "from", arrayLike)
 	// new Buffer(arrayLike) and Buffer(arrayLike) allocate as from does.
 	c.proxyConstructor(exports, "Buffer", func(args []goja.Value) []goja.Value {

@@ -322,6 +322,8 @@ func TestAllocationCaps(t *testing.T) {
 		{`String(new Array(65536).fill('x'.repeat(65536)))`, "RangeError: Invalid string length"},
 		{`new Array(2**32 - 1).join('')`, "RangeError: Invalid array length"},
 		{`new Array(2**32 - 1).fill(0)`, "RangeError: Invalid array length"},
+		{`new Array(2**32 - 1).map(function (x) { return x; })`, "RangeError: Invalid array length"},
+		{`new Array(2**32 - 1).sort()`, "RangeError: Invalid array length"},
 		{`Array.prototype.with.call({length: 2**32 - 1}, 0, 0)`, "RangeError: Invalid array length"},
 		{`Array.prototype.toReversed.call({length: 2**32 - 1})`, "RangeError: Invalid array length"},
 		{`Array.prototype.toSorted.call({length: 2**32 - 1})`, "RangeError: Invalid array length"},
@@ -386,6 +388,7 @@ var capCases = []string{
 	`(function () { var a = [1]; a.push(a); return a.toLocaleString(); })()`,
 	`(function () { try { [{toLocaleString: 5}].toLocaleString(); } catch (e) { return e.name; } })()`,
 	`[1, 2, 3, 4].fill(0, 1, 3).join() + '|' + new Array(3).fill(7).join() + '|' + Array.prototype.fill.call({length: 2}, 1).length`,
+	`[3, 1, 2].sort().join() + '|' + [1, 2].map(function (x) { return x * 2; }).join() + '|' + [10, 9, 1].sort(function (a, b) { return a - b; }).join()`,
 	`[3, 1, 2].toSorted().join() + [1, 2].toReversed().join() + [1, 2, 3].toSpliced(1, 1, 'x').join() + [1, 2].with(0, 9).join()`,
 	`Array.from('ab\u{1F600}').join() + '|' + Array.from({length: 3}, function (v, i) { return i * 2; }).join() + '|' + Array.from(new Set([1, 1, 2])).join()`,
 	`Math.max.apply(null, [1, 5, 3]) + Reflect.apply(Math.min, null, [4, 2]) + Reflect.construct(Date, [0]).getTime() + Math.max.apply(null, {length: 2, 0: 1, 1: 8})`,
@@ -461,6 +464,9 @@ func TestBufferCaps(t *testing.T) {
 		`new Buffer({length: 2**40})`,
 		`Buffer({length: 2**40})`,
 		`Buffer.concat([], 2**40)`,
+		// Without totalLength, concat allocates the sum of the lengths.
+		`Buffer.concat(new Array(256).fill(Buffer.alloc(1<<26)))`,
+		`Buffer.concat(new Array(32).fill(Buffer.alloc(1<<24)))`,
 		`new (Buffer.from('a').constructor)({length: 2**40})`,
 	} {
 		_, err := newBufferVM(true).RunString(c)
@@ -471,6 +477,7 @@ func TestBufferCaps(t *testing.T) {
 	}
 	for _, c := range []string{
 		`Buffer.from('abc').toString('hex') + Buffer.alloc(3, 'x').toString() + Buffer.concat([Buffer.from('a'), Buffer.from('b')]).toString()`,
+		`Buffer.concat([Buffer.from('ab'), Buffer.from('c')]).toString() + Buffer.concat([Buffer.from('ab')], 1).toString() + Buffer.concat([]).length`,
 		`[Buffer.from('a') instanceof Buffer, Buffer.from('a') instanceof Uint8Array, Buffer.isBuffer(Buffer.from('a')), Buffer.from('a').constructor === Buffer, Buffer.name, Object.getPrototypeOf(Buffer) === Uint8Array].join()`,
 		`Buffer.from([1, 2, 3]).readUInt16BE(1) + Buffer.byteLength('\u00e9') + new Buffer('xy').length + Buffer('z').toString()`,
 		`Buffer.from('aGk=', 'base64').toString() + Buffer.from(new Uint8Array([104, 105]).buffer).toString()`,
