@@ -844,17 +844,6 @@ func TestPrototypeSettersDoNotReachTheEngine(t *testing.T) {
 	failsThenRecovers(t, e, 400, CodeInvalidScope)
 }
 
-// TestNoScriptRunsAfterTheDeadline: a hostile error read after the time
-// limit cannot hold the run.
-func TestNoScriptRunsAfterTheDeadline(t *testing.T) {
-	log, _ := observed(t, zap.NewAtomicLevelAt(zap.DebugLevel))
-	e := engine(t, compileHook(t, `module.exports = function (c, s, a, x, cb) {
-		if (x.body.ok) return cb(null, {});
-		cb({ get message() { for (;;) {} } });
-	};`), func(c *Config) { c.Logger = log; c.Timeout = 100 * time.Millisecond })
-	failsThenRecovers(t, e, 500, CodeServerError)
-}
-
 // TestLoopingGettersEndWithTheRun: an error whose getters loop for ever,
 // read from Go after the script returned, ends with the time limit.
 func TestLoopingGettersEndWithTheRun(t *testing.T) {
