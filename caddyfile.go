@@ -48,7 +48,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		key_retain_max <duration>           # default 24h
 //		publish_key   <file>                # repeatable; published, never signs (alias verify_key)
 //		jwks_max_age  <duration>            # default 5m
-//		claims_policy namespaced|open       # default namespaced
+//		claims_policy open|namespaced       # default open
+//		isolate_runs                        # a fresh runtime per exchange
 //		timeout       <duration>            # default 5s
 //		tenant        <name>
 //		storage_document <name>             # default: per tenant and hook file path
@@ -131,6 +132,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("insecure_skip_verify already specified")
 			}
 			h.InsecureSkipVerify = true
+		case "isolate_runs":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.IsolateRuns {
+				return d.Err("isolate_runs already specified")
+			}
+			h.IsolateRuns = true
 		case "signing_key":
 			if h.SigningKey != "" {
 				return d.Err("signing_key already specified")

@@ -68,6 +68,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		key_publish_ahead 1h
 		key_retain_max 48h
 		claims_policy open
+		isolate_runs
 		timeout 750ms
 		tenant acme
 		secret API_KEY {env.API_KEY}
@@ -88,7 +89,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	want := Handler{
 		Hook: hook, Actions: []string{action, action}, ModulesDir: filepath.Join("testdata", "modules"), TokenPath: "/token", JSONBody: "keep", AudienceParam: "resource", JWKSPath: "/keys",
 		UpstreamJWKS: "http://127.0.0.1:9096/.well-known/jwks.json", UpstreamKey: files["CADDYHOOK_TEST_UPSTREAM_KEY"],
-		InsecureSkipVerify: true, SigningKey: key, SigningAlg: "PS256", ClaimsPolicy: "open",
+		InsecureSkipVerify: true, SigningKey: key, SigningAlg: "PS256", ClaimsPolicy: "open", IsolateRuns: true,
 		PublishKeys: []string{files["CADDYHOOK_TEST_UPSTREAM_KEY"], files["CADDYHOOK_TEST_UPSTREAM_KEY"]},
 		JWKSMaxAge:  caddy.Duration(10 * time.Minute), KeyRotation: caddy.Duration(720 * time.Hour),
 		KeyPublishAhead: caddy.Duration(time.Hour), KeyRetainMax: caddy.Duration(48 * time.Hour),
@@ -153,6 +154,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"upstream_key unreadable", "credentials_exchange {\n" + base + "\tupstream_key /nonexistent.pem\n}", "@4 upstream_key: open /nonexistent.pem"},
 		{"upstream_key bad", "credentials_exchange {\n" + base + "\tupstream_key " + files["CADDYHOOK_TEST_BAD_KEY"] + "\n}", "@4 upstream_key "},
 		{"insecure_skip_verify argument", "credentials_exchange {\n" + base + "\tinsecure_skip_verify yes\n}", "@4 wrong argument count"},
+		{"isolate_runs argument", "credentials_exchange {\n" + base + "\tisolate_runs yes\n}", "@4 wrong argument count"},
+		{"isolate_runs twice", "credentials_exchange {\n" + base + "\tisolate_runs\n\tisolate_runs\n}", "@5 isolate_runs already specified"},
 		{"insecure_skip_verify twice", "credentials_exchange {\n" + base + "\tinsecure_skip_verify\n\tinsecure_skip_verify\n}", "@5 insecure_skip_verify already specified"},
 		{"signing_key twice", "credentials_exchange {\n" + base + "\tsigning_key " + key + "\n}", "@4 signing_key already specified"},
 		{"signing_key no args", "credentials_exchange {\n\thook " + hook + "\n\tsigning_key\n}", "@3 wrong argument count"},

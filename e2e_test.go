@@ -289,7 +289,10 @@ func TestEndToEnd(t *testing.T) {
 		if got := claim(t, tok, "https://example.com/region"); got != "eu-west-1" {
 			t.Errorf("secret claim = %v", got)
 		}
-		for _, absent := range []string{"https://tenant.auth0.com/ignored", "not_namespaced"} {
+		if got := claim(t, tok, "tenant_id"); got != "acme-eu" {
+			t.Errorf("non-namespaced claim tenant_id = %v", got)
+		}
+		for _, absent := range []string{"https://tenant.auth0.com/ignored", "urn:auth0:ignored"} {
 			if _, ok := tok.Get(absent); ok {
 				t.Errorf("claim %s should have been ignored", absent)
 			}

@@ -129,10 +129,18 @@ type Handler struct {
 	// Default: 5m.
 	JWKSMaxAge caddy.Duration `json:"jwks_max_age,omitempty"`
 
-	// ClaimsPolicy decides which custom claims a hook may add: "namespaced"
-	// (http/https URLs not on Auth0's domains, as on Auth0) or "open" (any
-	// name that is not restricted). Default: namespaced.
+	// ClaimsPolicy decides which custom claims a hook may add: "open"
+	// (Auth0's rule since 2022/23: any name that is not restricted, except
+	// namespaces in Auth0's domains and urn:auth0) or "namespaced" (the
+	// legacy rule: only http/https URLs not on Auth0's domains). A dropped
+	// claim is logged at warn, once a minute per script and claim.
+	// Default: open.
 	ClaimsPolicy string `json:"claims_policy,omitempty"`
+
+	// IsolateRuns gives every exchange a fresh JavaScript runtime, whose
+	// module top level runs again, instead of a warm one whose module
+	// state persists between exchanges as on Auth0. Default: false.
+	IsolateRuns bool `json:"isolate_runs,omitempty"`
 
 	// Timeout limits one run of the hook and the actions together; past it
 	// the exchange fails with 500 server_error "hook timed out". Default: 5s.
@@ -267,6 +275,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		StorageNamespace: h.tenant,
 		StorageKey:       h.StorageDocument,
 		Cache:            cache,
+		IsolateRuns:      h.IsolateRuns,
 		Logger:           h.logger.Named("hook"),
 	})
 	if err != nil {
@@ -369,6 +378,10 @@ func (h *Handler) Validate() error {
 // Cleanup stops the keyring refresher of this config and releases its
 // api.cache, which lives on while a newer config still uses it.
 func (h *Handler) Cleanup() error {
+	if h.engine != nil {
+		// The warm runtimes belong to this config only.
+		h.engine.Close()
+	}
 	if h.stopRefresh != nil {
 		h.stopRefresh()
 	}

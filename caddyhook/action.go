@@ -111,6 +111,7 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 
 	accessToken := vm.NewObject()
 	define(vm, accessToken, "setCustomClaim", func(call goja.FunctionCall) goja.Value {
+		r.ensureLive()
 		name := str(call.Argument(0), "the claim name")
 		raw, ok, err := r.toJSON(call.Argument(1), MaxClaimsSize)
 		switch {
@@ -130,6 +131,7 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 
 	access := vm.NewObject()
 	define(vm, access, "deny", func(call goja.FunctionCall) goja.Value {
+		r.ensureLive()
 		if *denied != nil {
 			return api
 		}
@@ -153,6 +155,7 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 
 	transaction := vm.NewObject()
 	define(vm, transaction, "addTargetScope", func(call goja.FunctionCall) goja.Value {
+		r.ensureLive()
 		s := str(call.Argument(0), "the scope")
 		if !validScope(s) {
 			throwTypeError(vm, fmt.Sprintf("%q is not a valid scope", capText(s, 64)))
@@ -167,6 +170,7 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 		return api
 	})
 	define(vm, transaction, "removeTargetScope", func(call goja.FunctionCall) goja.Value {
+		r.ensureLive()
 		s := str(call.Argument(0), "the scope")
 		out := r.scope[:0:0]
 		for _, v := range r.scope {
@@ -178,6 +182,7 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 		return api
 	})
 	define(vm, transaction, "setTargetScopes", func(call goja.FunctionCall) goja.Value {
+		r.ensureLive()
 		raw, _, err := r.toJSON(call.Argument(0), maxResultJSON)
 		if _, tooLarge := err.(errJSONTooLarge); tooLarge {
 			overLimit(scopeLimitError(fmt.Sprintf("the scopes given to setTargetScopes are more than %d bytes", maxResultJSON)))
@@ -196,6 +201,7 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 		return api
 	})
 	define(vm, transaction, "clearTargetScopes", func(goja.FunctionCall) goja.Value {
+		r.ensureLive()
 		r.scope = []string{}
 		return api
 	})

@@ -67,7 +67,7 @@ func TestActionsChainAfterHook(t *testing.T) {
 		api.accessToken.setCustomClaim('https://t.example/who', who.concat('first'));
 		api.transaction.addTargetScope('added:first');
 		api.transaction.removeTargetScope('write:a');
-		api.accessToken.setCustomClaim('not-namespaced', 'ignored');
+		api.accessToken.setCustomClaim('https://x.auth0.com/claim', 'reserved by Auth0');
 		api.accessToken.setCustomClaim('iss', 'forged');
 		api.accessToken.setCustomClaim('https://example.com/existing', 'collides');
 	};`)
@@ -90,7 +90,7 @@ func TestActionsChainAfterHook(t *testing.T) {
 	if !reflect.DeepEqual(res.Scope, []string{"read:a", "added:first"}) {
 		t.Errorf("scope = %v", res.Scope)
 	}
-	for _, n := range []string{"not-namespaced", "iss", "https://example.com/existing"} {
+	for _, n := range []string{"https://x.auth0.com/claim", "iss", "https://example.com/existing"} {
 		if _, ok := res.Claims[n]; ok {
 			t.Errorf("claim %s should have been ignored", n)
 		}

@@ -4,36 +4,44 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
 )
 
 // ClaimsPolicy decides which names a hook may add to the access token.
 type ClaimsPolicy int
 
 const (
-	// Namespaced accepts only http: and https: URLs whose host is not
-	// auth0.com, webtask.io, webtask.run or a subdomain of them, the rule of
-	// Auth0's credentials-exchange extensibility point.
-	Namespaced ClaimsPolicy = iota
-	// Open accepts any name that is not restricted.
-	Open
+	// Open is Auth0's rule for Rules, Hooks and Actions since 2022/23: any
+	// name that is not restricted, except namespaces in Auth0's own domains
+	// (auth0.com, webtask.io, webtask.run and their subdomains) and the
+	// urn:auth0 URN namespace. It is the zero value, so a Config that says
+	// nothing gets today's rule.
+	Open ClaimsPolicy = iota
+	// Namespaced is the legacy rule of Auth0's credentials-exchange
+	// extensibility point: only http: and https: URLs whose host is not one
+	// of Auth0's.
+	Namespaced
 )
 
-// ParseClaimsPolicy reads a claims_policy value; empty means Namespaced.
+// ParseClaimsPolicy reads a claims_policy value; empty means Open.
 func ParseClaimsPolicy(s string) (ClaimsPolicy, error) {
 	switch s {
-	case "", "namespaced":
-		return Namespaced, nil
-	case "open":
+	case "", "open":
 		return Open, nil
+	case "namespaced":
+		return Namespaced, nil
 	}
-	return 0, fmt.Errorf("unknown claims policy %q (want namespaced or open)", s)
+	return 0, fmt.Errorf("unknown claims policy %q (want open or namespaced)", s)
 }
 
 func (p ClaimsPolicy) String() string {
-	if p == Open {
-		return "open"
+	if p == Namespaced {
+		return "namespaced"
 	}
-	return "namespaced"
+	return "open"
 }
 
 // restrictedClaims may never be set or overwritten by a hook or an action:
@@ -54,38 +62,131 @@ var restrictedClaims = map[string]bool{
 	"uuid": true, "vot": true, "vtm": true, "x5t#S256": true,
 }
 
-// reservedHosts are Auth0's own domains; namespaced claims under them are
+// reservedHosts are Auth0's own domains; claims namespaced under them are
 // ignored, as Auth0 does.
 var reservedHosts = []string{"auth0.com", "webtask.io", "webtask.run"}
 
+// reservedURN is the URN namespace Auth0 keeps for itself.
+const reservedURN = "urn:auth0"
+
 // Check reports whether name may be added under the policy and, when it may
-// not, why (for the debug log that tells operators what was dropped).
+// not, why (for the warning that tells operators what was dropped).
 func (p ClaimsPolicy) Check(name string) (ok bool, reason string) {
 	if restrictedClaims[name] {
 		return false, "restricted claim"
 	}
-	if p == Open {
-		if name == "" {
-			return false, "empty claim name"
-		}
-		return true, ""
+	if p == Namespaced {
+		return checkNamespaced(name)
 	}
+	if name == "" {
+		return false, "empty claim name"
+	}
+	lower := strings.ToLower(name)
+	if lower == reservedURN || strings.HasPrefix(lower, reservedURN+":") {
+		return false, "the urn:auth0 namespace is reserved by Auth0"
+	}
+	// A namespace in one of Auth0's domains, written as a URL or as a bare
+	// host ("auth0.com/claim", "//x.webtask.io/claim"), is Auth0's.
+	host := ""
+	if u, err := url.Parse(name); err == nil && u.Host != "" {
+		host = u.Hostname()
+	} else {
+		host, _, _ = strings.Cut(strings.TrimLeft(lower, "/"), "/")
+	}
+	if reservedHost(host) {
+		return false, "the namespace " + capText(host, 256) + " is reserved by Auth0"
+	}
+	return true, ""
+}
+
+// checkNamespaced is the legacy rule: an http: or https: URL whose host is
+// not Auth0's.
+func checkNamespaced(name string) (bool, string) {
 	u, err := url.Parse(name)
 	if err != nil || u.Opaque != "" {
 		return false, "not a URL (the namespaced policy needs an http: or https: URL)"
 	}
 	scheme := strings.ToLower(u.Scheme)
 	if scheme != "http" && scheme != "https" {
-		return false, "not an http: or https: URL"
+		return false, "not an http: or https: URL (the namespaced policy needs one)"
 	}
-	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
-	if host == "" {
+	host := u.Hostname()
+	if strings.TrimSuffix(host, ".") == "" {
 		return false, "URL has no host"
 	}
-	for _, r := range reservedHosts {
-		if host == r || strings.HasSuffix(host, "."+r) {
-			return false, "URL host " + host + " is reserved by Auth0"
-		}
+	if reservedHost(host) {
+		return false, "URL host " + capText(host, 256) + " is reserved by Auth0"
 	}
 	return true, ""
+}
+
+// reservedHost reports whether host is one of Auth0's domains or under one.
+func reservedHost(host string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	for _, r := range reservedHosts {
+		if host == r || strings.HasSuffix(host, "."+r) {
+			return true
+		}
+	}
+	return false
+}
+
+// claimWarnEvery is how often one script's dropped claim of one name is
+// logged: a changed token must never be silent, and a hook that drops the
+// same claim on every exchange must not flood the log.
+const claimWarnEvery = time.Minute
+
+// maxClaimWarnKeys bounds the (script, claim) pairs remembered; a script
+// inventing a new claim name per exchange cannot grow the map past it.
+const maxClaimWarnKeys = 4096
+
+// claimWarnings rate-limits the warnings about dropped claims, per engine.
+type claimWarnings struct {
+	mu           sync.Mutex
+	last         map[claimWarnKey]time.Time
+	lastOverflow time.Time
+	now          func() time.Time
+}
+
+type claimWarnKey struct{ script, claim string }
+
+func newClaimWarnings(now func() time.Time) *claimWarnings {
+	return &claimWarnings{last: map[claimWarnKey]time.Time{}, now: now}
+}
+
+// warn logs that a script (named in log's fields) dropped claim, unless it
+// did within the last claimWarnEvery.
+func (w *claimWarnings) warn(log *zap.Logger, script, claim, why string) {
+	claim = capText(claim, 256)
+	now := w.now()
+	key := claimWarnKey{script, claim}
+	w.mu.Lock()
+	if t, seen := w.last[key]; seen && now.Sub(t) < claimWarnEvery {
+		w.mu.Unlock()
+		return
+	}
+	if len(w.last) >= maxClaimWarnKeys {
+		for k, t := range w.last {
+			if now.Sub(t) >= claimWarnEvery {
+				delete(w.last, k)
+			}
+		}
+	}
+	if len(w.last) >= maxClaimWarnKeys {
+		// Too many distinct names this minute to remember each: say so
+		// once a minute instead.
+		overflow := now.Sub(w.lastOverflow) >= claimWarnEvery
+		if overflow {
+			w.lastOverflow = now
+		}
+		w.mu.Unlock()
+		if overflow {
+			log.Warn("custom claims dropped under too many distinct names to log each; the next are not logged this minute",
+				zap.String("claim", claim), zap.String("reason", capText(why, 512)), zap.Int("distinct_names", maxClaimWarnKeys))
+		}
+		return
+	}
+	w.last[key] = now
+	w.mu.Unlock()
+	log.Warn("custom claim dropped", zap.String("claim", claim), zap.String("reason", capText(why, 512)))
 }

@@ -1,6 +1,12 @@
 package caddyhook
 
-import "testing"
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
 
 func TestClaimsPolicy(t *testing.T) {
 	cases := []struct {
@@ -13,22 +19,33 @@ func TestClaimsPolicy(t *testing.T) {
 		{"HTTPS://Example.COM/claim", true, true},
 		{"https://example.com", true, true},
 		{"https://example.com:8443/claim", true, true},
-		{"https://auth0.com/claim", false, true},
-		{"https://AUTH0.com/claim", false, true},
-		{"https://tenant.auth0.com/claim", false, true},
-		{"https://a.b.auth0.com/claim", false, true},
-		{"https://auth0.com./claim", false, true},
-		{"https://webtask.io/claim", false, true},
-		{"https://x.webtask.io/claim", false, true},
-		{"https://webtask.run/claim", false, true},
-		{"https://x.webtask.run/claim", false, true},
+		{"https://auth0.com/claim", false, false},
+		{"https://AUTH0.com/claim", false, false},
+		{"https://tenant.auth0.com/claim", false, false},
+		{"https://a.b.auth0.com/claim", false, false},
+		{"https://auth0.com./claim", false, false},
+		{"https://webtask.io/claim", false, false},
+		{"https://x.webtask.io/claim", false, false},
+		{"https://webtask.run/claim", false, false},
+		{"https://x.webtask.run/claim", false, false},
 		{"https://myauth0.com/claim", true, true},
 		{"https://auth0.com.example.org/claim", true, true},
 		{"https://notwebtask.io/claim", true, true},
 		{"https://webtask.io.evil.example/claim", true, true},
 		{"ftp://example.com/claim", false, true},
 		{"urn:example:claim", false, true},
-		{"urn:auth0:claim", false, true},
+		{"urn:auth0:claim", false, false},
+		{"URN:Auth0:claim", false, false},
+		{"urn:auth0", false, false},
+		{"urn:auth0x:claim", false, true},
+		{"urn:example:auth0.com", false, true},
+		{"auth0.com/claim", false, false},
+		{"//tenant.auth0.com/claim", false, false},
+		{"x.webtask.run/claim", false, false},
+		{"ftp://auth0.com/claim", false, false},
+		{"tenant_id", false, true},
+		{"auth0", false, true},
+		{"https://example.com/auth0.com", true, true},
 		{"mailto:a@example.com", false, true},
 		{"example.com/claim", false, true},
 		{"//example.com/claim", false, true},
@@ -60,7 +77,7 @@ func TestClaimsPolicy(t *testing.T) {
 }
 
 func TestParseClaimsPolicy(t *testing.T) {
-	for in, want := range map[string]ClaimsPolicy{"": Namespaced, "namespaced": Namespaced, "open": Open} {
+	for in, want := range map[string]ClaimsPolicy{"": Open, "namespaced": Namespaced, "open": Open} {
 		got, err := ParseClaimsPolicy(in)
 		if err != nil || got != want {
 			t.Errorf("ParseClaimsPolicy(%q) = %v, %v", in, got, err)
@@ -68,5 +85,36 @@ func TestParseClaimsPolicy(t *testing.T) {
 	}
 	if _, err := ParseClaimsPolicy("strict"); err == nil {
 		t.Error("unknown policy accepted")
+	}
+}
+
+// TestClaimWarningsRateLimited: a dropped claim is warned about once a
+// minute per script and claim, and a flood of distinct names stays bounded.
+func TestClaimWarningsRateLimited(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	w := newClaimWarnings(func() time.Time { return now })
+	log, logs := observed(t, zap.NewAtomicLevelAt(zap.DebugLevel))
+	w.warn(log, "a.js", "x", "why")
+	w.warn(log, "a.js", "x", "why")
+	w.warn(log, "b.js", "x", "why")
+	if n := logs.FilterMessage("custom claim dropped").Len(); n != 2 {
+		t.Fatalf("%d warnings, want one per script", n)
+	}
+	now = now.Add(claimWarnEvery)
+	w.warn(log, "a.js", "x", "why")
+	if n := logs.FilterMessage("custom claim dropped").Len(); n != 3 {
+		t.Fatalf("%d warnings, want another after a minute", n)
+	}
+	for i := 0; i < 3*maxClaimWarnKeys; i++ {
+		w.warn(log, "a.js", "n"+strconv.Itoa(i), "why")
+	}
+	if n := logs.FilterMessage("custom claim dropped").Len(); n > maxClaimWarnKeys+3 {
+		t.Fatalf("%d warnings for a flood of names", n)
+	}
+	if len(w.last) > maxClaimWarnKeys {
+		t.Fatalf("%d names remembered", len(w.last))
+	}
+	if n := logs.Len() - logs.FilterMessage("custom claim dropped").Len(); n != 1 {
+		t.Fatalf("%d overflow lines, want 1", n)
 	}
 }

@@ -15,32 +15,44 @@ const maxLogMessage = 4096
 // counted and reported in one line at the end of the run.
 const maxConsoleLines = 1000
 
-// installConsole routes console.* to log at the matching level.
-func (r *run) installConsole(log *zap.Logger) {
-	console := r.vm.NewObject()
+// installConsole routes console.* to the log of the script running now, at
+// the matching level. It is installed once per runtime: a script that kept
+// console.log (or bound it) at its top level logs under the exchange and
+// script running when it calls it.
+func (w *worker) installConsole() {
+	vm := w.vm
+	console := vm.NewObject()
 	levels := map[string]zapcore.Level{
 		"log": zapcore.InfoLevel, "info": zapcore.InfoLevel, "debug": zapcore.DebugLevel,
 		"warn": zapcore.WarnLevel, "error": zapcore.ErrorLevel, "trace": zapcore.DebugLevel,
 	}
 	for name, level := range levels {
-		define(r.vm, console, name, func(call goja.FunctionCall) goja.Value {
-			if !log.Core().Enabled(level) {
-				return goja.Undefined()
-			}
-			if r.consoleLines >= maxConsoleLines {
-				r.consoleDropped++
-				return goja.Undefined()
-			}
-			r.consoleLines++
-			if ce := log.Check(level, r.format(call.Arguments)); ce != nil {
-				ce.Write(zap.String("source", "console."+name))
+		define(vm, console, name, func(call goja.FunctionCall) goja.Value {
+			if r := w.run; r != nil {
+				r.console(name, level, call.Arguments)
 			}
 			return goja.Undefined()
 		})
 	}
 	// Defined, not set: a setter a script put on the global object must not
 	// run here, outside any script.
-	_ = r.vm.GlobalObject().DefineDataProperty("console", console, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+	_ = vm.GlobalObject().DefineDataProperty("console", console, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+}
+
+// console logs one console call of the run, within its bounds.
+func (r *run) console(name string, level zapcore.Level, args []goja.Value) {
+	log := r.log
+	if !log.Core().Enabled(level) {
+		return
+	}
+	if r.consoleLines >= maxConsoleLines {
+		r.consoleDropped++
+		return
+	}
+	r.consoleLines++
+	if ce := log.Check(level, r.format(args)); ce != nil {
+		ce.Write(zap.String("source", "console."+name))
+	}
 }
 
 // format joins console arguments roughly as Node's util.format does: strings

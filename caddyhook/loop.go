@@ -7,18 +7,24 @@ import (
 	"github.com/dop251/goja"
 )
 
-// loop is a minimal Node-style event loop for one run: timers and immediates
-// whose callbacks run on the goroutine that owns the runtime. Promise jobs need
-// no help: goja runs them whenever a call from Go returns.
+// loop is a minimal Node-style event loop for one runtime: timers and
+// immediates whose callbacks run on the goroutine that runs the runtime.
+// Promise jobs need no help: goja runs them whenever a call from Go returns.
+//
+// A warm runtime serves many exchanges, one at a time; each is a generation
+// of the loop (begin, end). Whatever an exchange leaves scheduled is
+// dropped when it ends: nothing of one exchange's loop runs in the next.
 type loop struct {
 	vm        *goja.Runtime
-	wake      chan func() error // timer callbacks, sent by time.AfterFunc goroutines
+	wake      chan func() error // timer and async callbacks, sent from other goroutines
 	immediate []immediateJob
 	timers    map[int64]*timer
 	handles   map[*goja.Object]int64
 	next      int64
-	inflight  int // async operations (storage) not yet called back
-	closed    chan struct{}
+	inflight  int // async operations (storage, fetch) not yet called back
+	// gen is the exchange being served; callbacks scheduled under another
+	// one are dropped.
+	gen *generation
 	// uncaught receives an exception thrown by a queueMicrotask callback,
 	// which nothing else can catch; the run fails with it, as Node would.
 	uncaught func(error)
@@ -26,6 +32,10 @@ type loop struct {
 	// script runs.
 	then goja.Callable
 }
+
+// generation is one exchange's use of the loop; done is closed when it
+// ends, releasing every goroutine still waiting to hand it a callback.
+type generation struct{ done chan struct{} }
 
 type timer struct {
 	t      *time.Timer
@@ -52,7 +62,6 @@ func newLoop(vm *goja.Runtime) *loop {
 		wake:     make(chan func() error),
 		timers:   map[int64]*timer{},
 		handles:  map[*goja.Object]int64{},
-		closed:   make(chan struct{}),
 		uncaught: func(error) {},
 	}
 	proto := vm.Get("Promise").ToObject(vm).Get("prototype").ToObject(vm)
@@ -151,12 +160,24 @@ func (l *loop) schedule(c goja.FunctionCall, repeat bool) goja.Value {
 }
 
 func (l *loop) arm(id int64, handle *goja.Object, d time.Duration, job func() error) {
+	g := l.gen
 	l.timers[id] = &timer{handle: handle, t: time.AfterFunc(d, func() {
 		select {
-		case l.wake <- job:
-		case <-l.closed:
+		case l.wake <- l.within(g, job):
+		case <-g.done:
 		}
 	})}
+}
+
+// within wraps a callback scheduled under generation g: it runs only while
+// g is still the loop's exchange.
+func (l *loop) within(g *generation, job func() error) func() error {
+	return func() error {
+		if l.gen != g {
+			return nil
+		}
+		return job()
+	}
 }
 
 func (l *loop) drop(id int64) {
@@ -205,6 +226,7 @@ func (l *loop) clearImmediate(c goja.FunctionCall) goja.Value {
 // off the loop's goroutine. A panic in work (a storage module's bug) fails
 // the run instead of the process.
 func (l *loop) async(work func() func() error) {
+	g := l.gen
 	l.inflight++
 	go func() {
 		var job func() error
@@ -217,8 +239,8 @@ func (l *loop) async(work func() func() error) {
 			job = work()
 		}()
 		select {
-		case l.wake <- func() error { l.inflight--; return job() }:
-		case <-l.closed:
+		case l.wake <- l.within(g, func() error { l.inflight--; return job() }):
+		case <-g.done:
 		}
 	}()
 }
@@ -253,10 +275,24 @@ func (l *loop) run(ctx context.Context, done func() bool) error {
 	return nil
 }
 
-// close stops every timer, so nothing of this run outlives it.
-func (l *loop) close() {
-	close(l.closed)
+// begin starts an exchange's generation; JavaScript runs in the runtime
+// only between begin and end.
+func (l *loop) begin() {
+	l.gen = &generation{done: make(chan struct{})}
+}
+
+// end ends the exchange's generation: its timers are stopped, its
+// immediates dropped, and the callbacks of its async work still under way
+// will never run.
+func (l *loop) end() {
+	if l.gen == nil {
+		return
+	}
+	close(l.gen.done)
+	l.gen = nil
 	for id := range l.timers {
 		l.drop(id)
 	}
+	l.immediate = nil
+	l.inflight = 0
 }

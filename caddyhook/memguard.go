@@ -151,10 +151,11 @@ func heapObjectBytes() uint64 {
 // enter registers a run: while it is registered, the watchdog interrupts vm
 // with errMemoryLimit() when the run is over limit bytes (0: the default,
 // DefaultMemoryLimit; negative: no limit). leave must be called when the
-// run ends; calling it more than once is harmless.
-func (g *memGuard) enter(vm *goja.Runtime, limit int64) (leave func()) {
+// run ends; calling it more than once is harmless. It reports whether the
+// watchdog interrupted vm; once it has returned, the watchdog never will.
+func (g *memGuard) enter(vm *goja.Runtime, limit int64) (leave func() (stopped bool)) {
 	if limit < 0 {
-		return func() {}
+		return func() bool { return false }
 	}
 	r := &memRun{vm: vm, limit: uint64(limit), floor: max(g.readHeap(), 1)}
 	g.mu.Lock()
@@ -165,7 +166,7 @@ func (g *memGuard) enter(vm *goja.Runtime, limit int64) (leave func()) {
 	}
 	g.mu.Unlock()
 	var once sync.Once
-	return func() {
+	return func() bool {
 		once.Do(func() {
 			g.mu.Lock()
 			delete(g.runs, r)
@@ -175,6 +176,9 @@ func (g *memGuard) enter(vm *goja.Runtime, limit int64) (leave func()) {
 			}
 			g.mu.Unlock()
 		})
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return r.stopped
 	}
 }
 

@@ -197,6 +197,8 @@ func TestTimeLimitEndsRunaways(t *testing.T) {
 	}
 }
 
+// TestIsolationBetweenRuns: with isolate_runs, nothing a script does to its
+// runtime reaches the next exchange.
 func TestIsolationBetweenRuns(t *testing.T) {
 	src := `module.exports = function (client, scope, audience, context, cb) {
 		const dirty = [
@@ -211,7 +213,8 @@ func TestIsolationBetweenRuns(t *testing.T) {
 		InvalidScopeError = 'hacked';
 		cb(null, { scope: dirty.some(Boolean) ? ['contaminated'] : ['clean'] });
 	};`
-	e := engine(t, compileHook(t, src), nil)
+	// isolate_runs: a fresh runtime for every exchange.
+	e := engine(t, compileHook(t, src), func(c *Config) { c.IsolateRuns = true })
 	for i := 0; i < 3; i++ {
 		res, err := e.Run(context.Background(), input())
 		if err != nil {

@@ -98,7 +98,7 @@ type regexGuard struct {
 // time, or ctx is done, interrupt is called (it must interrupt vm with the
 // run's time-out error) and the match reports no match, which the script never
 // sees because the interrupt stops it first.
-func installRegexGuard(vm *goja.Runtime, ctx context.Context, interrupt func()) {
+func installRegexGuard(vm *goja.Runtime, ctx context.Context, interrupt func()) *regexGuard {
 	g := &regexGuard{vm: vm, ctx: ctx, interrupt: interrupt, patterns: map[patternKey]*guardedPattern{}}
 	g.rangeError = lazyError(vm, "RangeError")
 	g.regexpCtor = vm.Get("RegExp").ToObject(vm)
@@ -145,6 +145,15 @@ func installRegexGuard(vm *goja.Runtime, ctx context.Context, interrupt func()) 
 			return original(call)
 		})
 	}
+	return g
+}
+
+// bind points the guard at the run a warm runtime now serves: its
+// deadline, and how to interrupt it. The subjects remembered from the last
+// run are let go, so an idle runtime does not hold a large string.
+func (g *regexGuard) bind(ctx context.Context, interrupt func()) {
+	g.ctx, g.interrupt = ctx, interrupt
+	g.utf16, g.points = textCache{}, textCache{}
 }
 
 // replaceSymbol defines obj[sym] as a native method, with the attributes of

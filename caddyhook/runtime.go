@@ -1,8 +1,8 @@
 // Package caddyhook runs Auth0 credentials-exchange Hooks and Actions in the
 // goja JavaScript engine: it compiles scripts once, runs each exchange in a
-// fresh runtime with a Node-style event loop, a sandboxed require and a time
-// limit, maps the scripts' errors to OAuth errors, and applies Auth0's claim
-// rules to their results. It knows nothing of Caddy or HTTP.
+// warm runtime (worker.go) with a Node-style event loop, a sandboxed require
+// and a time limit, maps the scripts' errors to OAuth errors, and applies
+// Auth0's claim rules to their results. It knows nothing of Caddy or HTTP.
 package caddyhook
 
 import (
@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -103,17 +105,24 @@ type Config struct {
 	// StorageKey function for the rule.
 	StorageKey string
 	// Cache is api.cache; nil gives the engine a cache of its own.
-	Cache  *ActionCache
-	Logger *zap.Logger
+	Cache *ActionCache
+	// IsolateRuns gives every exchange a fresh runtime, whose module top
+	// level runs again, instead of a warm one from the engine's pool.
+	IsolateRuns bool
+	Logger      *zap.Logger
 }
 
 // Engine runs the configured scripts; it is safe for concurrent use, as each
-// run has a runtime of its own. Only api.cache is shared between runs.
+// run has a runtime to itself while it lasts. Runtimes are kept warm in the
+// engine's pool and serve one exchange after another (worker.go); nothing
+// of one engine's runtimes reaches another engine.
 type Engine struct {
 	cfg        Config
 	modules    *modules
 	cache      *ActionCache
 	storageKey string // the hook's storage document
+	pool       *pool
+	warnings   *claimWarnings
 }
 
 // NewEngine checks cfg, loads every script's top level once to check what it
@@ -150,18 +159,64 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cache == nil {
 		cache = NewActionCache()
 	}
-	e := &Engine{cfg: cfg, modules: mods, cache: cache}
+	e := &Engine{cfg: cfg, modules: mods, cache: cache, pool: &pool{max: defaultIdleWorkers()},
+		warnings: newClaimWarnings(time.Now)}
 	if cfg.Hook != nil {
 		// The path is made absolute now, against the directory the
 		// configuration was loaded in.
 		e.storageKey = StorageKey(cfg.StorageNamespace, cfg.Hook.Name, cfg.StorageKey)
 	}
-	for _, s := range e.scripts() {
-		if err := e.checkExports(s); err != nil {
-			return nil, err
-		}
+	if err := e.warmUp(); err != nil {
+		return nil, err
 	}
 	return e, nil
+}
+
+// Close drops the engine's idle runtimes; runs still under way finish, and
+// their runtimes are dropped too.
+func (e *Engine) Close() { e.pool.close() }
+
+// topLevelTimeout bounds the scripts' top level when it runs at config load.
+const topLevelTimeout = 2 * time.Second
+
+// warmUp runs every script's top level in a first runtime, so that a script
+// exporting the wrong thing, or requiring a module that is not there, fails
+// at config load rather than on the first token request. The runtime is
+// then the pool's first warm one, unless its top level left work scheduled
+// (that work would belong to no exchange) or isolate_runs is set.
+func (e *Engine) warmUp() (err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), topLevelTimeout)
+	defer cancel()
+	var w *worker
+	var end func() bool
+	defer func() {
+		if x := recover(); x != nil {
+			e.logPanic(x)
+			err = errors.New("running the scripts' top level: internal error")
+		}
+		if end != nil && end() && err == nil && !e.cfg.IsolateRuns {
+			e.pool.put(w)
+		}
+	}()
+	w = e.newWorker()
+	r := newRun(ctx, e, &Input{}, w)
+	end = w.serve(r)
+	for _, s := range e.scripts() {
+		_, loadErr, exportErr := w.entry(r, s)
+		if loadErr != nil {
+			if _, isInterrupt := gojaCause(loadErr).(*goja.InterruptedError); isInterrupt && ctx.Err() != nil {
+				loadErr = fmt.Errorf("the top level took longer than %s", topLevelTimeout)
+			}
+			return fmt.Errorf("%s: running top level: %s", s.Name, describeLoadError(w.vm, loadErr))
+		}
+		if exportErr != nil {
+			return exportErr
+		}
+	}
+	if w.loop.pending() {
+		r.broken = true
+	}
+	return nil
 }
 
 func (e *Engine) scripts() []*Script {
@@ -170,43 +225,6 @@ func (e *Engine) scripts() []*Script {
 		all = append(all, e.cfg.Hook)
 	}
 	return append(all, e.cfg.Actions...)
-}
-
-// checkExports runs a script's top level in a scratch runtime, so that a
-// script exporting the wrong thing, or requiring a module that is not there,
-// fails at config load rather than on the first token request.
-func (e *Engine) checkExports(s *Script) (err error) {
-	defer func() {
-		if x := recover(); x != nil {
-			e.logPanic(x)
-			err = fmt.Errorf("%s: running top level: internal error", s.Name)
-		}
-	}()
-	vm := newVM()
-	req := e.modules.enable(vm)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	interrupt := func() { vm.Interrupt("the top level took longer than 2s") }
-	installRegexGuard(vm, ctx, interrupt)
-	stop := context.AfterFunc(ctx, interrupt)
-	defer stop()
-	defer memWatch.enter(vm, e.cfg.MemoryLimit)()
-	var loadErr, entryErr error
-	if err := protect(vm, func() error {
-		exports, err := s.load(vm, req)
-		if err != nil {
-			loadErr = err
-			return nil
-		}
-		_, entryErr = s.entry(vm, exports)
-		return nil
-	}); err != nil && loadErr == nil {
-		loadErr = err
-	}
-	if loadErr != nil {
-		return fmt.Errorf("%s: running top level: %s", s.Name, describeLoadError(vm, loadErr))
-	}
-	return entryErr
 }
 
 // describeLoadError says why a script's top level failed, for the operator.
@@ -230,25 +248,35 @@ func describeLoadError(vm *goja.Runtime, err error) string {
 // is always an *Error, ready to be sent to the client. Run never panics: a
 // panic, which would be a bug, is logged and fails the exchange.
 func (e *Engine) Run(ctx context.Context, in *Input) (res *Result, err error) {
-	defer func() {
-		if x := recover(); x != nil {
-			res, err = nil, e.recovered(x)
-		}
-	}()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
-
-	r := newRun(ctx, e, in)
-	// Stopped by the watchdog when the heap passes the memory limit; a
-	// script can only be stopped between two instructions, so the
-	// built-ins that allocate in one call are capped as well (newVM).
-	defer memWatch.enter(r.vm, e.cfg.MemoryLimit)()
-	// The runtime is interrupted when time is up, which also ends endless
-	// loops; it is never reused, so an interrupted runtime cannot leak state
-	// into another exchange.
-	stop := context.AfterFunc(ctx, func() { r.vm.Interrupt(timeoutCause(ctx)) })
-	defer stop()
-	defer r.loop.close()
+	var (
+		w   *worker
+		r   *run
+		end func() bool
+	)
+	defer func() {
+		if x := recover(); x != nil {
+			if r != nil {
+				r.broken = true
+			}
+			res, err = nil, e.recovered(x)
+		}
+		// A runtime goes back to the pool only when its run ended the way
+		// scripts end: one that was interrupted, panicked or failed at its
+		// top level is dropped, never reused.
+		if end != nil && end() && !e.cfg.IsolateRuns {
+			e.pool.put(w)
+		}
+	}()
+	if !e.cfg.IsolateRuns {
+		w = e.pool.get()
+	}
+	if w == nil {
+		w = e.newWorker()
+	}
+	r = newRun(ctx, e, in, w)
+	end = w.serve(r)
 	defer r.logSummary()
 
 	if e.cfg.Hook != nil {
@@ -264,7 +292,9 @@ func (e *Engine) Run(ctx context.Context, in *Input) (res *Result, err error) {
 	if err := r.checkSize(); err != nil {
 		return nil, err
 	}
-	return &Result{Scope: r.scope, Claims: r.claims}, nil
+	// Copies: a script may keep this run's api and call it in a later
+	// exchange, which must not reach what the caller holds.
+	return &Result{Scope: slices.Clone(r.scope), Claims: maps.Clone(r.claims)}, nil
 }
 
 // recovered turns a panic that reached Run into the exchange's error.
@@ -294,54 +324,55 @@ func timeoutCause(ctx context.Context) *Error {
 	return errTimedOut()
 }
 
-// run is the state of one exchange: its own runtime, loop and result.
+// run is the state of one exchange, served by a worker: the worker's
+// runtime and loop (copied here for brevity), and the exchange's result.
 type run struct {
-	ctx       context.Context
-	eng       *Engine
-	in        *Input
-	vm        *goja.Runtime
-	loop      *loop
-	require   goja.Value
-	stringify goja.Callable
-	parse     goja.Callable
-	errorCtor *goja.Object
-	// The intrinsic Promise and Promise.resolve, captured before any script
-	// runs: a script may replace the globals, but awaiting what it returns
-	// must work as await does.
+	ctx            context.Context
+	eng            *Engine
+	in             *Input
+	w              *worker
+	vm             *goja.Runtime
+	loop           *loop
+	stringify      goja.Callable
+	parse          goja.Callable
+	errorCtor      *goja.Object
 	promiseCtor    *goja.Object
 	promiseResolve goja.Callable
-	scope          []string
-	claims         map[string]json.RawMessage
+	// script is the script running now, and log its logger (console uses
+	// it).
+	script *Script
+	log    *zap.Logger
+	// ended is set when the exchange is over: the api objects it handed to
+	// scripts refuse to act after that, though a script may keep them.
+	ended bool
+	// broken says the worker must not serve another exchange.
+	broken bool
+	scope  []string
+	claims map[string]json.RawMessage
 	// fault is the first failure found outside a script's own flow (a limit
 	// passed, an exception thrown in a microtask); it fails the exchange
 	// whatever the script does afterwards.
 	fault *Error
-	// ignoredClaims counts the claims ignored, to keep their logging bounded.
-	ignoredClaims int
+	// droppedClaims counts the claims dropped, to keep their logging
+	// bounded.
+	droppedClaims int
 	// consoleLines counts the console lines logged, consoleDropped those
 	// past maxConsoleLines.
 	consoleLines, consoleDropped int
 }
 
-func newRun(ctx context.Context, e *Engine, in *Input) *run {
-	vm := newVM()
-	// Backtracking regular expressions do not see vm.Interrupt; the guard
-	// bounds them by the run's deadline (regexguard.go).
-	installRegexGuard(vm, ctx, func() { vm.Interrupt(timeoutCause(ctx)) })
-	r := &run{ctx: ctx, eng: e, in: in, vm: vm, scope: in.Scope, claims: map[string]json.RawMessage{}}
-	r.loop = newLoop(vm)
-	r.loop.uncaught = func(err error) { r.fail(r.errorFromThrow(err, "an exception was thrown in a microtask")) }
-	r.require = e.modules.enable(vm)
-	// Keep our own references: a script may replace the global JSON and
-	// Promise. No script has run yet, so these are the intrinsics.
-	jsonObj := vm.Get("JSON").ToObject(vm)
-	r.stringify, _ = goja.AssertFunction(jsonObj.Get("stringify"))
-	r.parse, _ = goja.AssertFunction(jsonObj.Get("parse"))
-	r.errorCtor = vm.Get("Error").ToObject(vm)
-	r.promiseCtor = vm.Get("Promise").ToObject(vm)
-	r.promiseResolve, _ = goja.AssertFunction(r.promiseCtor.Get("resolve"))
-	return r
+func newRun(ctx context.Context, e *Engine, in *Input, w *worker) *run {
+	return &run{
+		ctx: ctx, eng: e, in: in, w: w, vm: w.vm, loop: w.loop,
+		stringify: w.stringify, parse: w.parse, errorCtor: w.errorCtor,
+		promiseCtor: w.promiseCtor, promiseResolve: w.promiseResolve,
+		log: e.cfg.Logger, scope: in.Scope, claims: map[string]json.RawMessage{},
+	}
 }
+
+// live reports whether the run's exchange is still under way; api calls
+// from a script that kept the objects of an exchange that ended fail.
+func (r *run) live() bool { return !r.ended }
 
 // fail records the first fault of the run.
 func (r *run) fail(e *Error) {
@@ -603,33 +634,21 @@ func (r *run) logger(s *Script) *zap.Logger {
 	return r.eng.cfg.Logger.With(zap.String("script", s.Name), zap.String("client_id", r.in.Client.ID))
 }
 
-// start loads a script into the run's runtime, with console logging under
-// its name, and returns its entry point.
+// start makes s the run's current script, with console logging under its
+// name, and returns its entry point, loading it into the worker first if
+// needed.
 func (r *run) start(s *Script) (*zap.Logger, goja.Callable, error) {
 	if !r.alive() {
 		return nil, nil, timeoutCause(r.ctx)
 	}
 	log := r.logger(s)
-	r.installConsole(log)
-	var fn goja.Callable
-	var loadErr, entryErr error
-	// In a frame of its own: reading module.exports may run a getter.
-	if err := protect(r.vm, func() error {
-		exports, err := s.load(r.vm, r.require)
-		if err != nil {
-			loadErr = err
-			return nil
-		}
-		fn, entryErr = s.entry(r.vm, exports)
-		return nil
-	}); err != nil && loadErr == nil {
-		loadErr = err
-	}
+	r.script, r.log = s, log
+	fn, loadErr, exportErr := r.w.entry(r, s)
 	switch {
 	case loadErr != nil:
 		return nil, nil, r.errorFromThrow(loadErr, failedText(s))
-	case entryErr != nil:
-		return nil, nil, errorFor(CodeServerError, entryErr.Error())
+	case exportErr != nil:
+		return nil, nil, errorFor(CodeServerError, exportErr.Error())
 	}
 	return log, fn, nil
 }
@@ -826,37 +845,41 @@ func (r *run) applyHookResult(log *zap.Logger, raw json.RawMessage) error {
 	return nil
 }
 
-// maxIgnoredClaimLogs is how many ignored claims one run logs one by one;
-// the rest are counted in one line at the end of the run.
-const maxIgnoredClaimLogs = 10
-
 // setClaim adds a custom claim when the policy accepts its name and the
-// upstream token does not already carry it; otherwise it is ignored, as on
-// Auth0, and the reason goes to the debug log.
+// upstream token does not already carry it; otherwise it is dropped, as on
+// Auth0 ("the transaction won't fail"), and a warning says so.
 func (r *run) setClaim(log *zap.Logger, name string, value json.RawMessage) {
 	if ok, why := r.eng.cfg.Policy.Check(name); !ok {
-		r.ignoreClaim(log, name, why)
+		r.dropClaim(log, name, why)
 		return
 	}
 	if _, taken := r.in.TokenClaims[name]; taken {
-		r.ignoreClaim(log, name, "the upstream token already has it")
+		r.dropClaim(log, name, "the upstream token already has it")
 		return
 	}
 	r.claims[name] = value
 }
 
-func (r *run) ignoreClaim(log *zap.Logger, name, why string) {
-	r.ignoredClaims++
-	if r.ignoredClaims <= maxIgnoredClaimLogs {
-		log.Debug("custom claim ignored", zap.String("claim", capText(name, 256)), zap.String("reason", capText(why, 512)))
+// maxDroppedClaimLogs is how many dropped claims one run hands to the
+// rate-limited warning; past it they are only counted.
+const maxDroppedClaimLogs = 10
+
+func (r *run) dropClaim(log *zap.Logger, name, why string) {
+	r.droppedClaims++
+	if r.droppedClaims <= maxDroppedClaimLogs {
+		script := ""
+		if r.script != nil {
+			script = r.script.Name
+		}
+		r.eng.warnings.warn(log, script, name, why)
 	}
 }
 
 // logSummary logs what the run counted instead of logging it line by line.
 func (r *run) logSummary() {
-	if n := r.ignoredClaims - maxIgnoredClaimLogs; n > 0 {
-		r.eng.cfg.Logger.Debug("more custom claims ignored", zap.String("client_id", r.in.Client.ID),
-			zap.Int("not_logged", n), zap.Int("ignored", r.ignoredClaims))
+	if n := r.droppedClaims - maxDroppedClaimLogs; n > 0 {
+		r.eng.cfg.Logger.Warn("more custom claims dropped", zap.String("client_id", r.in.Client.ID),
+			zap.Int("not_logged", n), zap.Int("dropped", r.droppedClaims))
 	}
 	if n := r.consoleDropped; n > 0 {
 		r.eng.cfg.Logger.Warn("console output of the run was cut", zap.String("client_id", r.in.Client.ID),

@@ -9,7 +9,8 @@ module.exports = function (client, scope, audience, context, cb) {
   access_token['https://example.com/has_secret'] = 'client_secret' in context.body;
   access_token['https://example.com/region'] = context.webtask.secrets.REGION;
   access_token['https://tenant.auth0.com/ignored'] = 'reserved host';
-  access_token.not_namespaced = 'ignored';
+  access_token.tenant_id = 'acme-eu'; // private, non-namespaced: allowed since 2022
+  access_token['urn:auth0:ignored'] = 'reserved URN';
   access_token.iss = 'forged';
   cb(null, access_token);
 };
