@@ -14,23 +14,39 @@ func BenchmarkNewRuntime(b *testing.B) {
 	}
 }
 
-// BenchmarkRunStarter runs Auth0's starter hook: a fresh runtime with the
-// prelude, loading the module, building the arguments, cb, and claim rules.
+const starterHook = `module.exports = function(client, scope, audience, context, cb) {
+	var access_token = {};
+	access_token.scope = scope;
+	access_token['https://example.com/tier'] = client.metadata.tier;
+	cb(null, access_token);
+};`
+
+// BenchmarkRunStarter runs Auth0's starter hook on a warm runtime: building
+// the arguments, cb, and claim rules.
 func BenchmarkRunStarter(b *testing.B) {
-	s, err := Compile("starter.js", []byte(`module.exports = function(client, scope, audience, context, cb) {
-		var access_token = {};
-		access_token.scope = scope;
-		access_token['https://example.com/tier'] = client.metadata.tier;
-		cb(null, access_token);
-	};`), HookKind)
+	s, err := Compile("starter.js", []byte(starterHook), HookKind)
 	if err != nil {
 		b.Fatal(err)
 	}
 	benchRun(b, s)
 }
 
-func benchRun(b *testing.B, s *Script) {
-	e, err := NewEngine(Config{Hook: s})
+// BenchmarkRunStarterIsolated is the same with isolate_runs: a fresh
+// runtime, with the prelude and loading the module, for every run.
+func BenchmarkRunStarterIsolated(b *testing.B) {
+	s, err := Compile("starter.js", []byte(starterHook), HookKind)
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchRun(b, s, func(c *Config) { c.IsolateRuns = true })
+}
+
+func benchRun(b *testing.B, s *Script, mods ...func(*Config)) {
+	cfg := Config{Hook: s}
+	for _, mod := range mods {
+		mod(&cfg)
+	}
+	e, err := NewEngine(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
