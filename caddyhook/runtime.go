@@ -202,6 +202,7 @@ func (e *Engine) warmUp() (err error) {
 	r := newRun(ctx, e, &Input{}, w)
 	end = w.serve(r)
 	for _, s := range e.scripts() {
+		r.script, r.log = s, r.logger(s) // console at the top level
 		_, loadErr, exportErr := w.entry(r, s)
 		if loadErr != nil {
 			if _, isInterrupt := gojaCause(loadErr).(*goja.InterruptedError); isInterrupt && ctx.Err() != nil {
