@@ -133,7 +133,9 @@ func (r *run) storage() *goja.Object {
 					_, cerr := cb(goja.Undefined(), r.newError(err.Error(), 500))
 					return cerr
 				}
-				value := goja.Undefined()
+				// Auth0's webtask storage gives null, not undefined, when
+				// nothing was ever stored; hooks test for it with === null.
+				value := goja.Null()
 				if data != nil {
 					v, perr := r.parse(goja.Undefined(), vm.ToValue(string(data)))
 					if perr != nil {

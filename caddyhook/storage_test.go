@@ -122,3 +122,32 @@ func TestWebtaskStorageSeparatesHookFiles(t *testing.T) {
 		t.Errorf("two sites naming one document do not share it: %s", got)
 	}
 }
+
+// TestWebtaskStorageGetEmptyIsNull: a document never stored reads as null,
+// as on Auth0, so that hooks testing data === null work unchanged.
+func TestWebtaskStorageGetEmptyIsNull(t *testing.T) {
+	src := []byte(`module.exports = function (client, scope, audience, context, cb) {
+		context.webtask.storage.get(function (error, data) {
+			if (error) return cb(error);
+			cb(null, { 'https://t.example/data': data === null ? 'null' : typeof data, 'https://t.example/args': arguments.length });
+		});
+	};`)
+	s, err := Compile("empty.js", src, HookKind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEngine(Config{Hook: s, Storage: &certmagic.FileStorage{Path: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Run(context.Background(), input())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(res.Claims["https://t.example/data"]); got != `"null"` {
+		t.Errorf("get of an empty storage gave %s, want null", got)
+	}
+	if got := string(res.Claims["https://t.example/args"]); got != `2` {
+		t.Errorf("get's callback had %s arguments, want 2", got)
+	}
+}
