@@ -223,10 +223,15 @@ func (r *run) denyReason(v goja.Value) string {
 	return cleanDescription(primitiveText(v, maxDescription))
 }
 
-// cacheObject binds api.cache to the engine's cache.
+// cacheObject binds api.cache to the engine's cache for one action's run.
 func (r *run) cacheObject() *goja.Object {
 	vm := r.vm
 	c := r.eng.cache
+	// The keys this action set in this run: eviction spares them, so that a
+	// full cache fails the set (CacheSizeExceeded) rather than silently
+	// dropping what the script itself just wrote.
+	mine := map[string]bool{}
+	own := func(k string) bool { return mine[k] }
 	record := func(e cacheEntry) *goja.Object {
 		o := vm.NewObject()
 		define(vm, o, "value", e.value)
@@ -258,13 +263,15 @@ func (r *run) cacheObject() *goja.Object {
 		return goja.Undefined()
 	})
 	define(vm, obj, "set", func(call goja.FunctionCall) goja.Value {
+		// A key or value that is not a string has no size the cache
+		// accepts; it is not converted, which could run script code.
 		k, ok := scriptString(call.Argument(0))
 		if !ok {
-			return result(nil, CacheInvalidKey)
+			return result(nil, CacheKeySizeExceeded)
 		}
 		v, ok := scriptString(call.Argument(1))
 		if !ok {
-			return result(nil, CacheInvalidValue)
+			return result(nil, CacheValueSizeExceeded)
 		}
 		var ttl time.Duration
 		var expiresAt time.Time
@@ -273,17 +280,20 @@ func (r *run) cacheObject() *goja.Object {
 			if t := opts.Get("ttl"); t != nil && !goja.IsUndefined(t) {
 				ms, ok := cacheNumber(t)
 				if ttl, ok = ttlFromMillis(ms, ok); !ok {
-					return result(nil, CacheInvalidOptions)
+					return result(nil, CacheInvalidExpiry)
 				}
 			}
 			if t := opts.Get("expires_at"); t != nil && !goja.IsUndefined(t) {
 				ms, ok := cacheNumber(t)
 				if expiresAt, ok = expiryFromMillis(ms, ok, now); !ok {
-					return result(nil, CacheInvalidOptions)
+					return result(nil, CacheInvalidExpiry)
 				}
 			}
 		}
-		e, code := c.set(k, v, ttl, expiresAt)
+		e, code := c.set(k, v, ttl, expiresAt, own)
+		if code == "" {
+			mine[k] = true
+		}
 		return result(&e, code)
 	})
 	define(vm, obj, "delete", func(call goja.FunctionCall) goja.Value {
@@ -291,6 +301,7 @@ func (r *run) cacheObject() *goja.Object {
 		if !ok {
 			return result(nil, "")
 		}
+		delete(mine, k)
 		if e, found := c.delete(k); found {
 			return result(&e, "")
 		}

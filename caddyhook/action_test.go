@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -185,8 +186,8 @@ func TestActionCache(t *testing.T) {
 		return out
 	}
 	first := run("1")
-	want := map[string]any{"before": nil, "set": "success", "badKey": CacheInvalidKey, "badValue": CacheInvalidValue,
-		"notString": CacheInvalidValue, "badTTL": CacheInvalidOptions, "missing": true}
+	want := map[string]any{"before": nil, "set": "success", "badKey": CacheKeySizeExceeded, "badValue": CacheValueSizeExceeded,
+		"notString": CacheValueSizeExceeded, "badTTL": CacheInvalidExpiry, "missing": true}
 	if !reflect.DeepEqual(first, want) {
 		t.Fatalf("first run: %v", first)
 	}
@@ -199,7 +200,7 @@ func TestActionCacheLimits(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	c := newActionCache(func() time.Time { return now })
 	for i := 0; i < 30; i++ {
-		if _, code := c.set(string(rune('a'+i%26))+string(rune('A'+i/26)), "v", time.Duration(i+1)*time.Minute, time.Time{}); code != "" {
+		if _, code := c.set(string(rune('a'+i%26))+string(rune('A'+i/26)), "v", time.Duration(i+1)*time.Minute, time.Time{}, nil); code != "" {
 			t.Fatal(code)
 		}
 	}
@@ -210,17 +211,17 @@ func TestActionCacheLimits(t *testing.T) {
 		t.Error("the entry closest to expiry was not the one evicted")
 	}
 	big := string(make([]byte, 4000))
-	c.set("big1", big, 0, time.Time{})
-	c.set("big2", big, 0, time.Time{})
-	c.set("big3", big, 0, time.Time{})
+	c.set("big1", big, 0, time.Time{}, nil)
+	c.set("big2", big, 0, time.Time{}, nil)
+	c.set("big3", big, 0, time.Time{}, nil)
 	if c.size() > CacheMaxTotal {
 		t.Errorf("cache holds %d bytes, more than %d", c.size(), CacheMaxTotal)
 	}
-	e, _ := c.set("long", "v", 48*time.Hour, time.Time{})
+	e, _ := c.set("long", "v", 48*time.Hour, time.Time{}, nil)
 	if !e.expiresAt.Equal(now.Add(CacheMaxTTL)) {
 		t.Errorf("lifetime not capped at 24h: %v", e.expiresAt.Sub(now))
 	}
-	e, _ = c.set("default", "v", 0, time.Time{})
+	e, _ = c.set("default", "v", 0, time.Time{}, nil)
 	if !e.expiresAt.Equal(now.Add(CacheDefaultTTL)) {
 		t.Errorf("default lifetime %v", e.expiresAt.Sub(now))
 	}
@@ -228,7 +229,7 @@ func TestActionCacheLimits(t *testing.T) {
 	if _, ok := c.get("default"); ok {
 		t.Error("an expired entry was returned")
 	}
-	if _, code := c.set("past", "v", 0, now.Add(-time.Second)); code != CacheInvalidOptions {
+	if _, code := c.set("past", "v", 0, now.Add(-time.Second), nil); code != CacheItemAlreadyExpired {
 		t.Errorf("expires_at in the past: %q", code)
 	}
 }
@@ -322,4 +323,98 @@ func (w *writesAfterFirstLoad) Load(ctx context.Context, key string) ([]byte, er
 	data, err := w.FileStorage.Load(ctx, key)
 	w.once.Do(func() { _ = w.FileStorage.Store(ctx, key, w.data) })
 	return data, err
+}
+
+// TestActionCacheExpiryAndCodes: the earlier of ttl and expires_at wins, as
+// Auth0 documents, and every refusal carries Auth0's error code.
+func TestActionCacheExpiryAndCodes(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c := newActionCache(func() time.Time { return now })
+	for _, tc := range []struct {
+		name      string
+		ttl       time.Duration
+		expiresAt time.Time
+		want      time.Duration
+	}{
+		{"ttl earlier", time.Minute, now.Add(time.Hour), time.Minute},
+		{"expires_at earlier", time.Hour, now.Add(time.Minute), time.Minute},
+		{"expires_at alone", 0, now.Add(2 * time.Hour), 2 * time.Hour},
+		{"both past the cap", 30 * time.Hour, now.Add(40 * time.Hour), CacheMaxTTL},
+	} {
+		e, code := c.set(tc.name, "v", tc.ttl, tc.expiresAt, nil)
+		if code != "" || !e.expiresAt.Equal(now.Add(tc.want)) {
+			t.Errorf("%s: expires in %v (%q), want %v", tc.name, e.expiresAt.Sub(now), code, tc.want)
+		}
+	}
+
+	act := compileAction(t, "codes.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+		const out = {
+			key: api.cache.set('k'.repeat(65), 'v').code,
+			emptyKey: api.cache.set('', 'v').code,
+			keyNotString: api.cache.set(7, 'v').code,
+			value: api.cache.set('v', 'v'.repeat(4097)).code,
+			ttl: api.cache.set('t', 'v', { ttl: 'soon' }).code,
+			expiresAt: api.cache.set('e', 'v', { expires_at: NaN }).code,
+			expired: api.cache.set('x', 'v', { expires_at: Date.now() - 1 }).code,
+			both: api.cache.set('b', 'v', { ttl: 60000, expires_at: Date.now() + 3600000 }).record.expires_at - Date.now() <= 60000,
+		};
+		api.accessToken.setCustomClaim('https://t.example/codes', out);
+	};`)
+	res, err := runActions(t, nil, act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	_ = json.Unmarshal(res.Claims["https://t.example/codes"], &got)
+	want := map[string]any{
+		"key": "CacheKeySizeExceeded", "emptyKey": "CacheKeySizeExceeded", "keyNotString": "CacheKeySizeExceeded",
+		"value": "CacheValueSizeExceeded", "ttl": "InvalidExpiry", "expiresAt": "InvalidExpiry",
+		"expired": "ItemAlreadyExpired", "both": true,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %v\nwant %v", got, want)
+	}
+}
+
+// TestActionCacheFullOfOwnWrites: entries other runs set are evicted to make
+// room, but an action that fills the cache itself in one run is told
+// (CacheSizeExceeded) rather than losing its own earlier writes.
+func TestActionCacheFullOfOwnWrites(t *testing.T) {
+	act := compileAction(t, "fill.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+		const codes = [];
+		for (let i = 0; i < 21; i++) {
+			codes.push(api.cache.set(event.request.body.run + i, 'v').type);
+		}
+		const r = api.cache.set(event.request.body.run + 20, 'v');
+		api.cache.delete(event.request.body.run + 0);
+		codes.push(api.cache.set(event.request.body.run + 20, 'v').type);
+		api.accessToken.setCustomClaim('https://t.example/fill', {
+			codes, code: r.code, first: api.cache.get(event.request.body.run + 1) !== undefined,
+		});
+	};`)
+	e, err := NewEngine(Config{Actions: []*Script{act}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range []string{"a", "b"} {
+		in := input()
+		in.Request.Body = map[string]any{"run": run}
+		res, err := e.Run(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Codes []string
+			Code  string
+			First bool
+		}
+		_ = json.Unmarshal(res.Claims["https://t.example/fill"], &got)
+		want := append(slices.Repeat([]string{"success"}, 20), "error", "success")
+		if !slices.Equal(got.Codes, want) || got.Code != CacheSizeExceeded || !got.First {
+			t.Fatalf("run %s: %+v", run, got)
+		}
+	}
+	if n := len(e.cache.entries); n != CacheMaxEntries {
+		t.Errorf("cache holds %d entries, want %d", n, CacheMaxEntries)
+	}
 }

@@ -16,17 +16,32 @@ const (
 	CacheMaxTTL     = 24 * time.Hour
 )
 
-// The error codes api.cache.set returns in {type: 'error', code}.
+// The error codes api.cache.set returns in {type: 'error', code}: Auth0's
+// own (its Actions typings' CacheError), so that scripts testing r.code
+// work unchanged.
 const (
-	CacheInvalidKey     = "INVALID_KEY"
-	CacheInvalidValue   = "INVALID_VALUE"
-	CacheInvalidOptions = "INVALID_OPTIONS"
+	// CacheKeySizeExceeded: the key is not a string of 1 to CacheMaxKey
+	// bytes.
+	CacheKeySizeExceeded = "CacheKeySizeExceeded"
+	// CacheValueSizeExceeded: the value is not a string of at most
+	// CacheMaxValue bytes.
+	CacheValueSizeExceeded = "CacheValueSizeExceeded"
+	// CacheSizeExceeded: the cache is full of entries the same action set
+	// in the same run, so the new one has no room.
+	CacheSizeExceeded = "CacheSizeExceeded"
+	// CacheInvalidExpiry: ttl or expires_at is not a number, or ttl is not
+	// positive.
+	CacheInvalidExpiry = "InvalidExpiry"
+	// CacheItemAlreadyExpired: expires_at is not in the future.
+	CacheItemAlreadyExpired = "ItemAlreadyExpired"
 )
 
 // ActionCache is api.cache: string values, per Caddy instance, shared by the
 // actions of one handler, bounded as Auth0 bounds it. When full it evicts the
-// entries closest to expiry, since a cache may forget but must not fail. It
-// is safe for concurrent use.
+// entries closest to expiry, since a cache may forget (Auth0: "Items may not
+// be available in later transactions even if they are within their
+// specified lifetime"); it fails a set only when the action's own writes of
+// this run fill it. It is safe for concurrent use.
 type ActionCache struct {
 	mu      sync.Mutex
 	now     func() time.Time
@@ -57,24 +72,32 @@ func (c *ActionCache) get(key string) (cacheEntry, bool) {
 	return e, ok
 }
 
-// set stores value under key until expiresAt, or for ttl, or for the
-// default 15 minutes; lifetimes are capped at 24 hours.
-func (c *ActionCache) set(key, value string, ttl time.Duration, expiresAt time.Time) (cacheEntry, string) {
+// set stores value under key until the earlier of now+ttl and expiresAt
+// (Auth0: "If both options are supplied, the earlier expiry of the two will
+// be used"), or for the default 15 minutes when neither is given; lifetimes
+// are capped at 24 hours. A zero ttl or expiresAt is not given. When the
+// cache is full it makes room by evicting the entries closest to expiry,
+// but never one that own reports as set by the same action in the same run:
+// a script must not lose its own writes without being told.
+func (c *ActionCache) set(key, value string, ttl time.Duration, expiresAt time.Time, own func(string) bool) (cacheEntry, string) {
 	switch {
 	case key == "" || len(key) > CacheMaxKey:
-		return cacheEntry{}, CacheInvalidKey
-	case len(value) > CacheMaxValue || len(key)+len(value) > CacheMaxTotal:
-		return cacheEntry{}, CacheInvalidValue
+		return cacheEntry{}, CacheKeySizeExceeded
+	case len(value) > CacheMaxValue:
+		return cacheEntry{}, CacheValueSizeExceeded
+	case len(key)+len(value) > CacheMaxTotal:
+		return cacheEntry{}, CacheSizeExceeded
 	}
 	now := c.now()
-	switch {
-	case !expiresAt.IsZero():
-		if !expiresAt.After(now) {
-			return cacheEntry{}, CacheInvalidOptions
+	if !expiresAt.IsZero() && !expiresAt.After(now) {
+		return cacheEntry{}, CacheItemAlreadyExpired
+	}
+	if ttl > 0 {
+		if byTTL := now.Add(ttl); expiresAt.IsZero() || byTTL.Before(expiresAt) {
+			expiresAt = byTTL
 		}
-	case ttl > 0:
-		expiresAt = now.Add(ttl)
-	default:
+	}
+	if expiresAt.IsZero() {
 		expiresAt = now.Add(CacheDefaultTTL)
 	}
 	if max := now.Add(CacheMaxTTL); expiresAt.After(max) {
@@ -83,14 +106,26 @@ func (c *ActionCache) set(key, value string, ttl time.Duration, expiresAt time.T
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.entries, key)
 	for k, e := range c.entries {
 		if !now.Before(e.expiresAt) {
 			delete(c.entries, k)
 		}
 	}
+	// Room is checked before anything is evicted, so that a set that fails
+	// leaves the cache as it was.
+	ownCount, ownSize := 0, len(key)+len(value)
+	for k, e := range c.entries {
+		if k != key && own != nil && own(k) {
+			ownCount++
+			ownSize += len(k) + len(e.value)
+		}
+	}
+	if ownCount >= CacheMaxEntries || ownSize > CacheMaxTotal {
+		return cacheEntry{}, CacheSizeExceeded
+	}
+	delete(c.entries, key)
 	for len(c.entries) >= CacheMaxEntries || c.size()+len(key)+len(value) > CacheMaxTotal {
-		c.evictSoonest()
+		c.evictSoonest(own)
 	}
 	e := cacheEntry{value: value, expiresAt: expiresAt}
 	c.entries[key] = e
@@ -112,11 +147,15 @@ func ttlFromMillis(ms float64, ok bool) (time.Duration, bool) {
 }
 
 // expiryFromMillis reads api.cache.set's expires_at option, milliseconds
-// since the epoch: NaN and times not after now are invalid, and the value
-// is capped at now plus CacheMaxTTL before it is converted.
+// since the epoch: NaN is invalid; a time not after now comes back as now,
+// for set to refuse as already expired; the value is capped at now plus
+// CacheMaxTTL before it is converted, so no number can overflow.
 func expiryFromMillis(ms float64, ok bool, now time.Time) (time.Time, bool) {
-	if !ok || math.IsNaN(ms) || ms <= float64(now.UnixMilli()) {
+	if !ok || math.IsNaN(ms) {
 		return time.Time{}, false
+	}
+	if ms <= float64(now.UnixMilli()) {
+		return now, true
 	}
 	if limit := now.Add(CacheMaxTTL); ms >= float64(limit.UnixMilli()) {
 		return limit, true
@@ -140,12 +179,17 @@ func (c *ActionCache) size() int {
 	return n
 }
 
-func (c *ActionCache) evictSoonest() {
+// evictSoonest evicts the entry closest to expiry that own does not claim.
+func (c *ActionCache) evictSoonest(own func(string) bool) {
 	var victim string
 	var soonest time.Time
+	found := false
 	for k, e := range c.entries {
-		if victim == "" || e.expiresAt.Before(soonest) {
-			victim, soonest = k, e.expiresAt
+		if own != nil && own(k) {
+			continue
+		}
+		if !found || e.expiresAt.Before(soonest) {
+			victim, soonest, found = k, e.expiresAt, true
 		}
 	}
 	delete(c.entries, victim)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -568,10 +569,10 @@ func TestCacheLifetimesDoNotOverflow(t *testing.T) {
 	day := float64(24 * 60)
 	want := map[string]any{
 		"ttlHuge": day, "ttlInf": day, "ttlMax": day, "ttlString": float64(1),
-		"ttlNaN": CacheInvalidOptions, "ttlZero": CacheInvalidOptions, "ttlNeg": CacheInvalidOptions, "ttlNegHuge": CacheInvalidOptions,
-		"ttlObj": CacheInvalidOptions, "ttlSym": CacheInvalidOptions, "ttlNull": CacheInvalidOptions, "ttlBigInt": CacheInvalidOptions,
-		"expHuge": day, "expInf": day, "expNegHuge": CacheInvalidOptions, "expNaN": CacheInvalidOptions,
-		"expPast": CacheInvalidOptions, "expSoon": float64(1), "proxy": "threw",
+		"ttlNaN": CacheInvalidExpiry, "ttlZero": CacheInvalidExpiry, "ttlNeg": CacheInvalidExpiry, "ttlNegHuge": CacheInvalidExpiry,
+		"ttlObj": CacheInvalidExpiry, "ttlSym": CacheInvalidExpiry, "ttlNull": CacheInvalidExpiry, "ttlBigInt": CacheInvalidExpiry,
+		"expHuge": day, "expInf": day, "expNegHuge": CacheItemAlreadyExpired, "expNaN": CacheInvalidExpiry,
+		"expPast": CacheItemAlreadyExpired, "expSoon": float64(1), "proxy": "threw",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %v\nwant %v", got, want)
@@ -599,9 +600,12 @@ func TestCacheLifetimeConversions(t *testing.T) {
 		}
 	}
 	for _, ms := range []float64{-1e19, 0, float64(now.UnixMilli())} {
-		if _, ok := expiryFromMillis(ms, true, now); ok {
-			t.Errorf("expires_at %g accepted", ms)
+		if at, ok := expiryFromMillis(ms, true, now); !ok || at.After(now) {
+			t.Errorf("expires_at %g = %v, %v; want a time set refuses as expired", ms, at, ok)
 		}
+	}
+	if _, ok := expiryFromMillis(math.NaN(), true, now); ok {
+		t.Error("expires_at NaN accepted")
 	}
 }
 
