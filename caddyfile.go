@@ -58,6 +58,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		client <client_id> {                # repeatable
 //			name     <text>
 //			metadata <key> <value>          # repeatable
+//			grant_scopes <scope>...         # default: the scopes the upstream issued
 //		}
 //		clients_file  <file.json>
 //		max_body_size <size>                # default 64KiB
@@ -307,6 +308,13 @@ func (h *Handler) unmarshalClient(d *caddyfile.Dispenser) error {
 		case "metadata":
 			if err := pairArg(d, &info.Metadata); err != nil {
 				return err
+			}
+		case "grant_scopes":
+			if info.GrantScopes != nil {
+				return d.Err("grant_scopes already specified")
+			}
+			if info.GrantScopes = d.RemainingArgs(); len(info.GrantScopes) == 0 {
+				return d.ArgErr()
 			}
 		default:
 			return d.Errf("unrecognized client subdirective '%s'", d.Val())

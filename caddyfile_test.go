@@ -77,6 +77,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			name "Billing service"
 			metadata tier gold
 			metadata team payments
+			grant_scopes read:a write:a
 		}
 		client svc-3
 		clients_file ` + files["CADDYHOOK_TEST_CLIENTS"] + `
@@ -96,7 +97,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		Timeout: caddy.Duration(750 * time.Millisecond), Tenant: "acme",
 		Secrets: map[string]string{"API_KEY": "{env.API_KEY}", "REGION": "eu"},
 		Clients: map[string]ClientInfo{
-			"svc-1": {Name: "Billing service", Metadata: map[string]string{"tier": "gold", "team": "payments"}},
+			"svc-1": {Name: "Billing service", Metadata: map[string]string{"tier": "gold", "team": "payments"},
+				GrantScopes: []string{"read:a", "write:a"}},
 			"svc-3": {},
 		},
 		ClientsFile: files["CADDYHOOK_TEST_CLIENTS"], MaxBodySize: 16 * 1024,
@@ -177,6 +179,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"client name twice", "credentials_exchange {\n" + base + "\tclient a {\n\t\tname x\n\t\tname y\n\t}\n}", "@6 name already specified"},
 		{"client metadata one arg", "credentials_exchange {\n" + base + "\tclient a {\n\t\tmetadata k\n\t}\n}", "@5 wrong argument count"},
 		{"client metadata twice", "credentials_exchange {\n" + base + "\tclient a {\n\t\tmetadata k 1\n\t\tmetadata k 2\n\t}\n}", "@6 metadata k already specified"},
+		{"client grant_scopes empty", "credentials_exchange {\n" + base + "\tclient a {\n\t\tgrant_scopes\n\t}\n}", "@5 wrong argument count"},
+		{"client grant_scopes twice", "credentials_exchange {\n" + base + "\tclient a {\n\t\tgrant_scopes x\n\t\tgrant_scopes y\n\t}\n}", "@6 grant_scopes already specified"},
 		{"clients_file unreadable", "credentials_exchange {\n" + base + "\tclients_file /nonexistent.json\n}", "@4 clients_file: open /nonexistent.json"},
 		{"clients_file bad", "credentials_exchange {\n" + base + "\tclients_file " + hook + "\n}", "@4 clients_file " + hook + ": want {"},
 		{"max_body_size value", "credentials_exchange {\n" + base + "\tmax_body_size lots\n}", `@4 max_body_size: "lots" is not a size`},

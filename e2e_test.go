@@ -243,7 +243,7 @@ func TestEndToEnd(t *testing.T) {
 	modulesDir, _ := filepath.Abs(filepath.Join("testdata", "modules"))
 	add("actions", upstream.URL, exchangeDirective(hookPath(t, "e2e.js"), key, upstream.URL,
 		"action "+filepath.Join(actionsDir, "tier-lifetime.js"), "action "+filepath.Join(actionsDir, "narrow-scope.js"),
-		"modules_dir "+modulesDir, "client svc-billing {\n\t\tmetadata tier gold\n\t}"))
+		"modules_dir "+modulesDir, "client svc-billing {\n\t\tmetadata tier gold\n\t\tgrant_scopes read:a audit:write\n\t}"))
 	add("action-deny", upstream.URL, exchangeDirective(hookPath(t, "starter.js"), key, upstream.URL,
 		"action "+filepath.Join(actionsDir, "deny.js")))
 	// A static upstream key that did not sign the upstream's tokens.

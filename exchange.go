@@ -279,8 +279,19 @@ func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token
 			IP: ip, Method: r.Method, Hostname: r.Host, UserAgent: r.UserAgent(), Body: req.hookBody(),
 		},
 		RequestedScopes: strings.Fields(req.stringParam("scope")),
+		GrantScopes:     grantScopes(info),
 		TokenClaims:     tok.Claims,
 	}, form
+}
+
+// grantScopes is the client's configured grant; nil, which makes the
+// upstream's scope the grant, when none is configured. An empty list counts
+// as none, since JSON's omitempty cannot tell the two apart.
+func grantScopes(info ClientInfo) []string {
+	if len(info.GrantScopes) == 0 {
+		return nil
+	}
+	return info.GrantScopes
 }
 
 // resign writes the hook's scope and claims into the upstream's claims and

@@ -171,8 +171,8 @@ type Handler struct {
 	Clients map[string]ClientInfo `json:"clients,omitempty"`
 
 	// ClientsFile is the path of a JSON file of more clients, in the form
-	// {"<client_id>": {"name": "...", "metadata": {"k": "v"}}}. Entries in
-	// Clients take precedence.
+	// {"<client_id>": {"name": "...", "metadata": {"k": "v"},
+	// "grant_scopes": ["read:x"]}}. Entries in Clients take precedence.
 	ClientsFile string `json:"clients_file,omitempty"`
 
 	// MaxBodySize is the largest token request body accepted, in bytes; a
@@ -197,6 +197,11 @@ type ClientInfo struct {
 	// Metadata is handed to hooks as client.metadata; values are strings, as
 	// on Auth0.
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// GrantScopes are the scopes the client is granted, as an Auth0 client
+	// grant lists them: scopes actions add with api.transaction.* outside
+	// them are dropped from the token, as Auth0 drops them (a hook's own
+	// scope result is not cut). Default: the scopes the upstream issued.
+	GrantScopes []string `json:"grant_scopes,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -513,7 +518,7 @@ func loadClientsFile(path string) (map[string]ClientInfo, error) {
 	}
 	clients := map[string]ClientInfo{}
 	if err := json.Unmarshal(data, &clients); err != nil {
-		return nil, fmt.Errorf("clients_file %s: want {\"<client_id>\": {\"name\": \"...\", \"metadata\": {\"key\": \"string value\"}}}: %w", path, err)
+		return nil, fmt.Errorf("clients_file %s: want {\"<client_id>\": {\"name\": \"...\", \"metadata\": {\"key\": \"string value\"}, \"grant_scopes\": [\"scope\"]}}: %w", path, err)
 	}
 	return clients, nil
 }

@@ -682,3 +682,33 @@ func TestScopeAsTheHookSeesIt(t *testing.T) {
 		}
 	}
 }
+
+// TestGrantScopes: scopes actions add outside the client's grant do not
+// reach the token; the grant comes from the client block, else the
+// clients_file entry, else the scopes the upstream issued.
+func TestGrantScopes(t *testing.T) {
+	up := newTestUpstream(t)
+	clients := filepath.Join(t.TempDir(), "clients.json")
+	if err := os.WriteFile(clients, []byte(`{"from-file":{"grant_scopes":["read:a","write:b"]},"svc":{"grant_scopes":["write:b"]}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := provision(t, &Handler{
+		Actions: []string{writeScript(t, `exports.onExecuteCredentialsExchange = async (event, api) => {
+			api.transaction.addTargetScope('write:b');
+			api.transaction.addTargetScope('admin');
+		};`)},
+		UpstreamKey: up.keyFile, SigningKey: writeSigningKey(t), ClientsFile: clients,
+		Clients: map[string]ClientInfo{"svc": {GrantScopes: []string{"read:a", "write:b", "write:c"}}},
+	})
+	for _, tc := range []struct{ client, want string }{
+		{"svc", `"read:a write:b"`},       // the client block wins over the file
+		{"from-file", `"read:a write:b"`}, // the clients_file entry
+		{"unknown", `"read:a"`},           // the upstream's scope is the grant
+	} {
+		tok := up.token(t, func(c map[string]any) { c["client_id"] = tc.client })
+		rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(tok)}, formRequest(ccForm))
+		if got := string(issuedClaims(t, rec)["scope"]); got != tc.want {
+			t.Errorf("%s: scope %s, want %s", tc.client, got, tc.want)
+		}
+	}
+}

@@ -18,6 +18,9 @@ func (r *run) runAction(s *Script) error {
 	if err != nil {
 		return err
 	}
+	if r.actionGrant == nil {
+		r.actionGrant = r.grant()
+	}
 	event, eerr := r.event(log)
 	if eerr != nil {
 		return eerr
@@ -81,13 +84,53 @@ func (r *run) event(log *zap.Logger) (goja.Value, *Error) {
 		"tenant":          map[string]any{"id": in.Client.Tenant},
 		"resource_server": map[string]any{"identifier": in.Audience},
 		"accessToken":     map[string]any{"scope": scope, "customClaims": r.claims},
-		"transaction":     map[string]any{"requested_scopes": requested},
+		"transaction":     map[string]any{"requested_scopes": requested, "target_scopes": scope},
 		"request": map[string]any{
 			"ip": in.Request.IP, "method": in.Request.Method, "hostname": in.Request.Hostname,
 			"user_agent": in.Request.UserAgent, "body": body, "geoip": map[string]any{},
 		},
 		"secrets": secrets,
 	})
+}
+
+// grant is the set of scopes the actions' target scopes may end with: the
+// client's grant (Input.GrantScopes, else the scopes the upstream issued)
+// and, when a hook ran, the scope it returned. Auth0 filters Actions'
+// target scopes by the client grant ("Unauthorized additions are silently
+// dropped"), but a Hook's scope result replaced the token's scope
+// unfiltered (its starter code pushes arbitrary scopes), so a scope the
+// hook set is not taken away merely because an action ran after it.
+func (r *run) grant() map[string]bool {
+	granted := r.in.GrantScopes
+	if granted == nil {
+		granted = r.in.Scope
+	}
+	set := make(map[string]bool, len(granted)+len(r.scope))
+	for _, s := range granted {
+		set[s] = true
+	}
+	if r.eng.cfg.Hook != nil {
+		for _, s := range r.scope {
+			set[s] = true
+		}
+	}
+	return set
+}
+
+// grantedScope is the run's final scope: the target scopes cut to the
+// grant, once every action has run, as Auth0 evaluates them "after all
+// Actions finish". Without actions it is the hook's scope as it stands.
+func (r *run) grantedScope() []string {
+	if r.actionGrant == nil {
+		return r.scope
+	}
+	out := r.scope[:0:0]
+	for _, s := range r.scope {
+		if r.actionGrant[s] {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // api builds the api object of one action. *denied receives the first

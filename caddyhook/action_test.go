@@ -50,7 +50,8 @@ func TestActionEvent(t *testing.T) {
 		"resource_server": map[string]any{"identifier": "https://api.example.com"},
 		"accessToken": map[string]any{"scope": []any{"read:a", "write:a", "from:hook"},
 			"customClaims": map[string]any{"https://t.example/h": float64(1)}},
-		"transaction": map[string]any{"requested_scopes": []any{"read:a", "write:a"}},
+		"transaction": map[string]any{"requested_scopes": []any{"read:a", "write:a"},
+			"target_scopes": []any{"read:a", "write:a", "from:hook"}},
 		"request": map[string]any{"ip": "203.0.113.9", "method": "POST", "hostname": "auth.example.com", "user_agent": "curl/8",
 			"body": map[string]any{"grant_type": "client_credentials", "audience": "https://api.example.com"}, "geoip": map[string]any{}},
 		"secrets": map[string]any{"K": "v"},
@@ -88,7 +89,10 @@ func TestActionsChainAfterHook(t *testing.T) {
 	if got := string(res.Claims["https://t.example/scope-seen"]); got != `["read:a","added:first"]` {
 		t.Errorf("second action saw scope %s", got)
 	}
-	if !reflect.DeepEqual(res.Scope, []string{"read:a", "added:first"}) {
+	// added:first is outside the client's grant (the upstream's scope,
+	// here): the second action still sees it as a target scope, but the
+	// token does not get it.
+	if !reflect.DeepEqual(res.Scope, []string{"read:a"}) {
 		t.Errorf("scope = %v", res.Scope)
 	}
 	for _, n := range []string{"https://x.auth0.com/claim", "iss", "https://example.com/existing"} {
@@ -107,7 +111,13 @@ func TestActionScopeOperations(t *testing.T) {
 		api.transaction.addTargetScope('r');
 		api.transaction.removeTargetScope('p');
 	};`)
-	res, err := runActions(t, nil, act)
+	e, err := NewEngine(Config{Actions: []*Script{act}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := input()
+	in.GrantScopes = []string{"p", "q", "r", "x"}
+	res, err := e.Run(context.Background(), in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,5 +426,62 @@ func TestActionCacheFullOfOwnWrites(t *testing.T) {
 	}
 	if n := len(e.cache.entries); n != CacheMaxEntries {
 		t.Errorf("cache holds %d entries, want %d", n, CacheMaxEntries)
+	}
+}
+
+// TestActionTargetScopesCutToGrant: what actions add outside the client's
+// grant is dropped when the run ends (Auth0: "Unauthorized additions are
+// silently dropped"), while event.transaction.target_scopes shows every
+// change as it happens. A scope the hook set is not dropped: Auth0 never
+// filtered a Hook's scope result.
+func TestActionTargetScopesCutToGrant(t *testing.T) {
+	hook := compileHook(t, `module.exports = function (c, s, a, x, cb) {
+		cb(null, {scope: s.filter((v) => v !== 'write:a').concat('hook:extra')});
+	};`)
+	first := compileAction(t, "first.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+		api.transaction.addTargetScope('granted:b');
+		api.transaction.addTargetScope('not:granted');
+		api.transaction.removeTargetScope('write:a');
+	};`)
+	second := compileAction(t, "second.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+		api.accessToken.setCustomClaim('https://t.example/target', event.transaction.target_scopes);
+		api.transaction.addTargetScope('write:a');
+	};`)
+	for _, tc := range []struct {
+		name  string
+		hook  *Script
+		grant []string
+		token []string
+		want  []string
+	}{
+		{"grant given", hook, []string{"read:a", "granted:b"}, []string{"read:a", "write:a"},
+			[]string{"read:a", "hook:extra", "granted:b"}},
+		{"upstream scope is the grant", hook, nil, []string{"read:a", "write:a", "granted:b"},
+			[]string{"read:a", "granted:b", "hook:extra", "write:a"}},
+		{"no hook: the upstream's scope is cut to the grant too", nil, []string{"granted:b"}, []string{"read:a", "write:a"},
+			[]string{"granted:b"}},
+		{"no hook, empty grant", nil, []string{}, []string{"read:a"}, []string{}},
+		{"no hook, no scope in the token", nil, nil, nil, []string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := NewEngine(Config{Hook: tc.hook, Actions: []*Script{first, second}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := input()
+			in.Scope, in.GrantScopes = tc.token, tc.grant
+			res, err := e.Run(context.Background(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(res.Scope, tc.want) {
+				t.Errorf("scope = %q, want %q", res.Scope, tc.want)
+			}
+			var seen []string
+			_ = json.Unmarshal(res.Claims["https://t.example/target"], &seen)
+			if !slices.Contains(seen, "not:granted") || slices.Contains(seen, "write:a") {
+				t.Errorf("second action saw target scopes %q, want the first's changes unfiltered", seen)
+			}
+		})
 	}
 }

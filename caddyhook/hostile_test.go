@@ -823,7 +823,9 @@ func TestHostileArgumentsToNatives(t *testing.T) {
 			await new Promise((r) => setTimeout(r, 20));
 			api.transaction.setTargetScopes(['done']);
 		};`)
-		res, err := e.Run(context.Background(), input())
+		in := input()
+		in.GrantScopes = []string{"done"}
+		res, err := e.Run(context.Background(), in)
 		if err != nil || !reflect.DeepEqual(res.Scope, []string{"done"}) {
 			t.Fatalf("result = %+v, %v", res, err)
 		}

@@ -57,6 +57,11 @@ type Input struct {
 	Request  Request
 	// RequestedScopes are the scopes the client asked for.
 	RequestedScopes []string
+	// GrantScopes are the scopes the client is granted, as an Auth0 client
+	// grant holds them: api.transaction.* target scopes outside them are
+	// dropped when the run ends, as Auth0 drops what its authorization
+	// policies do not allow. nil means the upstream token's Scope.
+	GrantScopes []string
 	// TokenClaims are the claims already in the upstream token; a custom
 	// claim with one of these names is not added.
 	TokenClaims map[string]json.RawMessage
@@ -295,7 +300,7 @@ func (e *Engine) Run(ctx context.Context, in *Input) (res *Result, err error) {
 	}
 	// Copies: a script may keep this run's api and call it in a later
 	// exchange, which must not reach what the caller holds.
-	return &Result{Scope: slices.Clone(r.scope), Claims: maps.Clone(r.claims)}, nil
+	return &Result{Scope: slices.Clone(r.grantedScope()), Claims: maps.Clone(r.claims)}, nil
 }
 
 // recovered turns a panic that reached Run into the exchange's error.
@@ -360,6 +365,9 @@ type run struct {
 	// consoleLines counts the console lines logged, consoleDropped those
 	// past maxConsoleLines.
 	consoleLines, consoleDropped int
+	// actionGrant is what the actions' target scopes are cut to when the
+	// run ends (grantedScope); nil until the first action runs.
+	actionGrant map[string]bool
 }
 
 func newRun(ctx context.Context, e *Engine, in *Input, w *worker) *run {
