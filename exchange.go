@@ -277,11 +277,62 @@ func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token
 		Audience: audience,
 		Request: caddyhook.Request{
 			IP: ip, Method: r.Method, Hostname: r.Host, UserAgent: r.UserAgent(), Body: req.hookBody(),
+			Language: preferredLanguage(r.Header.Values("Accept-Language")),
 		},
 		RequestedScopes: strings.Fields(req.stringParam("scope")),
 		GrantScopes:     grantScopes(info),
 		TokenClaims:     tok.Claims,
 	}, form
+}
+
+// preferredLanguage is the language tag an Accept-Language header (RFC 9110
+// §12.5.4) prefers: the first with the highest weight, written as the
+// client wrote it. Auth0's event.request.language is one tag ("en"), not
+// the header. "*", tags weighted 0 and malformed entries are skipped; ""
+// when none is left.
+func preferredLanguage(headers []string) string {
+	best, bestQ := "", 0.0
+	for _, h := range headers {
+		for _, part := range strings.Split(h, ",") {
+			tag, params, _ := strings.Cut(part, ";")
+			tag = strings.TrimSpace(tag)
+			if tag == "" || tag == "*" || !validLanguageTag(tag) {
+				continue
+			}
+			q := 1.0
+			for _, p := range strings.Split(params, ";") {
+				name, value, ok := strings.Cut(strings.TrimSpace(p), "=")
+				if ok && strings.EqualFold(strings.TrimSpace(name), "q") {
+					v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+					if err != nil || v < 0 || v > 1 {
+						v = 0
+					}
+					q = v
+				}
+			}
+			if q > bestQ {
+				best, bestQ = tag, q
+			}
+		}
+	}
+	return best
+}
+
+// validLanguageTag accepts the language-range syntax of RFC 4647 §2.1:
+// 1-8 letters, then subtags of 1-8 letters or digits.
+func validLanguageTag(tag string) bool {
+	for i, sub := range strings.Split(tag, "-") {
+		if len(sub) < 1 || len(sub) > 8 {
+			return false
+		}
+		for _, c := range sub {
+			letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+			if !letter && (i == 0 || c < '0' || c > '9') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // grantScopes is the client's configured grant; nil, which makes the

@@ -712,3 +712,24 @@ func TestGrantScopes(t *testing.T) {
 		}
 	}
 }
+
+// TestEventRequestLanguage: actions see the client's preferred language.
+func TestEventRequestLanguage(t *testing.T) {
+	up := newTestUpstream(t)
+	h := provision(t, &Handler{
+		Actions: []string{writeScript(t, `exports.onExecuteCredentialsExchange = async (event, api) => {
+			api.accessToken.setCustomClaim('https://t.example/lang', String(event.request.language));
+		};`)},
+		UpstreamKey: up.keyFile, SigningKey: writeSigningKey(t),
+	})
+	for header, want := range map[string]string{"es-MX, es;q=0.9, en;q=0.5": `"es-MX"`, "": `"undefined"`} {
+		req := formRequest(ccForm)
+		if header != "" {
+			req.Header.Set("Accept-Language", header)
+		}
+		rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}, req)
+		if got := string(issuedClaims(t, rec)["https://t.example/lang"]); got != want {
+			t.Errorf("Accept-Language %q: language %s, want %s", header, got, want)
+		}
+	}
+}

@@ -77,6 +77,13 @@ func (r *run) event(log *zap.Logger) (goja.Value, *Error) {
 	if err != nil {
 		return nil, err
 	}
+	request := map[string]any{
+		"ip": in.Request.IP, "method": in.Request.Method, "hostname": in.Request.Hostname,
+		"user_agent": in.Request.UserAgent, "body": body, "geoip": map[string]any{},
+	}
+	if in.Request.Language != "" { // optional on Auth0, absent when not known
+		request["language"] = in.Request.Language
+	}
 	return r.input(map[string]any{
 		"client": map[string]any{
 			"client_id": in.Client.ID, "name": in.Client.Name, "metadata": orEmpty(in.Client.Metadata),
@@ -85,11 +92,8 @@ func (r *run) event(log *zap.Logger) (goja.Value, *Error) {
 		"resource_server": map[string]any{"identifier": in.Audience},
 		"accessToken":     map[string]any{"scope": scope, "customClaims": r.claims},
 		"transaction":     map[string]any{"requested_scopes": requested, "target_scopes": scope},
-		"request": map[string]any{
-			"ip": in.Request.IP, "method": in.Request.Method, "hostname": in.Request.Hostname,
-			"user_agent": in.Request.UserAgent, "body": body, "geoip": map[string]any{},
-		},
-		"secrets": secrets,
+		"request":         request,
+		"secrets":         secrets,
 	})
 }
 

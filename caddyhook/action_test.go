@@ -485,3 +485,26 @@ func TestActionTargetScopesCutToGrant(t *testing.T) {
 		})
 	}
 }
+
+// TestActionEventLanguage: event.request.language is the client's language
+// when it stated one, and absent otherwise, as Auth0's optional field.
+func TestActionEventLanguage(t *testing.T) {
+	act := compileAction(t, "lang.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+		api.accessToken.setCustomClaim('https://t.example/lang', 'language' in event.request ? event.request.language : 'absent');
+	};`)
+	e, err := NewEngine(Config{Actions: []*Script{act}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for lang, want := range map[string]string{"de-CH": `"de-CH"`, "": `"absent"`} {
+		in := input()
+		in.Request.Language = lang
+		res, err := e.Run(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(res.Claims["https://t.example/lang"]); got != want {
+			t.Errorf("language %q: the action saw %s, want %s", lang, got, want)
+		}
+	}
+}

@@ -43,6 +43,10 @@ type Request struct {
 	Method    string
 	Hostname  string
 	UserAgent string
+	// Language is the client's preferred language tag, from its
+	// Accept-Language header; "" when it states none. Actions see it as
+	// event.request.language, left out when empty.
+	Language string
 	// Body holds the token request parameters, client credentials removed.
 	Body map[string]any
 }
