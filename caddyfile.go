@@ -61,6 +61,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			grant_scopes <scope>...         # default: the scopes the upstream issued
 //		}
 //		clients_file  <file.json>
+//		geoip_db      <file.mmdb>           # MaxMind City/Country; default: geoip is {}
 //		max_body_size <size>                # default 64KiB
 //		memory_limit  <size>                # default 1GiB, or 3/4 of GOMEMLIMIT
 //	}
@@ -214,6 +215,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if _, err := loadClientsFile(h.ClientsFile); err != nil {
 				return d.Errf("%v", err)
 			}
+		case "geoip_db":
+			if err := oneArg(d, &h.GeoIPDB); err != nil {
+				return err
+			}
+			db, err := openGeoIP(h.GeoIPDB)
+			if err != nil {
+				return d.Errf("%v", err)
+			}
+			_ = db.close()
 		case "max_body_size":
 			if err := sizeArg(d, &h.MaxBodySize); err != nil {
 				return err

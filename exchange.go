@@ -278,6 +278,7 @@ func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token
 		Request: caddyhook.Request{
 			IP: ip, Method: r.Method, Hostname: r.Host, UserAgent: r.UserAgent(), Body: req.hookBody(),
 			Language: preferredLanguage(r.Header.Values("Accept-Language")),
+			GeoIP:    h.geoip.lookup(ip, h.logger),
 		},
 		RequestedScopes: strings.Fields(req.stringParam("scope")),
 		GrantScopes:     grantScopes(info),

@@ -175,6 +175,12 @@ type Handler struct {
 	// "grant_scopes": ["read:x"]}}. Entries in Clients take precedence.
 	ClientsFile string `json:"clients_file,omitempty"`
 
+	// GeoIPDB is the path of a MaxMind database (GeoIP2 or GeoLite2 City
+	// or Country, .mmdb) from which actions get event.request.geoip for the
+	// client's address, as Caddy's trusted_proxies rules determine it.
+	// Default: none; event.request.geoip is {}.
+	GeoIPDB string `json:"geoip_db,omitempty"`
+
 	// MaxBodySize is the largest token request body accepted, in bytes; a
 	// larger one is refused with 413. Default: 65536.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
@@ -186,6 +192,7 @@ type Handler struct {
 	stopRefresh context.CancelFunc
 	verifier    *token.Verifier
 	clients     map[string]ClientInfo
+	geoip       *geoIPDB // nil without geoip_db
 	tenant      string
 	logger      *zap.Logger
 }
@@ -299,6 +306,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for id, c := range h.Clients {
 		h.clients[id] = c
 	}
+	if h.GeoIPDB != "" {
+		if h.geoip, err = openGeoIP(h.GeoIPDB); err != nil {
+			return err
+		}
+	}
 	// Last, because it may start the keyring's background refresher, which
 	// only Cleanup stops.
 	if err := h.provisionKeys(ctx); err != nil {
@@ -380,8 +392,9 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup stops the keyring refresher of this config and releases its
-// api.cache, which lives on while a newer config still uses it.
+// Cleanup stops the keyring refresher of this config, closes its GeoIP
+// database and releases its api.cache, which lives on while a newer config
+// still uses it.
 func (h *Handler) Cleanup() error {
 	if h.engine != nil {
 		// The warm runtimes belong to this config only.
@@ -389,6 +402,9 @@ func (h *Handler) Cleanup() error {
 	}
 	if h.stopRefresh != nil {
 		h.stopRefresh()
+	}
+	if err := h.geoip.close(); err != nil {
+		h.logger.Warn("closing the GeoIP database", zap.String("geoip_db", h.GeoIPDB), zap.Error(err))
 	}
 	if h.cacheKey != "" {
 		_, _ = actionCaches.Delete(h.cacheKey)

@@ -79,7 +79,7 @@ func (r *run) event(log *zap.Logger) (goja.Value, *Error) {
 	}
 	request := map[string]any{
 		"ip": in.Request.IP, "method": in.Request.Method, "hostname": in.Request.Hostname,
-		"user_agent": in.Request.UserAgent, "body": body, "geoip": map[string]any{},
+		"user_agent": in.Request.UserAgent, "body": body, "geoip": orEmpty(in.Request.GeoIP),
 	}
 	if in.Request.Language != "" { // optional on Auth0, absent when not known
 		request["language"] = in.Request.Language

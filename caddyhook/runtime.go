@@ -47,6 +47,9 @@ type Request struct {
 	// Accept-Language header; "" when it states none. Actions see it as
 	// event.request.language, left out when empty.
 	Language string
+	// GeoIP is Auth0's event.request.geoip for the client's address
+	// (cityName, countryCode, latitude …); nil gives actions {}.
+	GeoIP map[string]any
 	// Body holds the token request parameters, client credentials removed.
 	Body map[string]any
 }
