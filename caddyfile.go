@@ -33,7 +33,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 //	credentials_exchange [<matcher>] {
 //		hook          <file.js>
-//		action        <file.js>             # repeatable; runs after the hook, in order
+//		action        <file.js> [{          # repeatable; runs after the hook, in order
+//			secret <NAME> <value>           # repeatable; this action's own secrets
+//		}]
 //		token_path    <path>                # default /oauth/token
 //		json_body     form|keep             # default form
 //		audience_param <name>               # default: forwarded as audience
@@ -81,14 +83,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("hook: %v", err)
 			}
 		case "action":
-			var path string
-			if err := oneArg(d, &path); err != nil {
+			if err := h.unmarshalAction(d); err != nil {
 				return err
 			}
-			if _, err := compileFile(path, caddyhook.ActionKind); err != nil {
-				return d.Errf("action: %v", err)
-			}
-			h.Actions = append(h.Actions, path)
 		case "modules_dir":
 			if err := oneArg(d, &h.ModulesDir); err != nil {
 				return err
@@ -294,6 +291,37 @@ func positiveArg[T int64 | caddy.Duration](d *caddyfile.Dispenser, dst *T, what 
 		return d.Errf("%s: %q is not %s", name, s, what)
 	}
 	*dst = v
+	return nil
+}
+
+// unmarshalAction reads action <file.js> [{ secret <NAME> <value>... }].
+func (h *Handler) unmarshalAction(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	path := d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if _, err := compileFile(path, caddyhook.ActionKind); err != nil {
+		return d.Errf("action: %v", err)
+	}
+	h.Actions = append(h.Actions, path)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "secret":
+			if h.ActionSecrets == nil {
+				h.ActionSecrets = map[string]map[string]string{}
+			}
+			own := h.ActionSecrets[path]
+			if err := pairArg(d, &own); err != nil {
+				return err
+			}
+			h.ActionSecrets[path] = own
+		default:
+			return d.Errf("unrecognized action subdirective '%s'", d.Val())
+		}
+	}
 	return nil
 }
 

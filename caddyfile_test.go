@@ -28,6 +28,7 @@ func testFiles(t *testing.T) map[string]string {
 		"CADDYHOOK_TEST_UPSTREAM_KEY": newTestUpstream(t).keyFile,
 		"CADDYHOOK_TEST_CLIENTS":      filepath.Join(dir, "clients.json"),
 		"CADDYHOOK_TEST_BAD_KEY":      filepath.Join(dir, "bad.pem"),
+		"CADDYHOOK_TEST_GEOIP_DB":     writeGeoDB(t, "GeoLite2-City"),
 	}
 	must := func(err error) {
 		if err != nil {
@@ -50,7 +51,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	action := filepath.Join("testdata", "actions", "deny.js")
 	input := `credentials_exchange {
 		hook ` + hook + `
-		action ` + action + `
+		action ` + action + ` {
+			secret API_KEY own
+			secret REGION us
+		}
 		action ` + action + `
 		modules_dir ` + filepath.Join("testdata", "modules") + `
 		token_path /token
@@ -95,7 +99,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		JWKSMaxAge:  caddy.Duration(10 * time.Minute), KeyRotation: caddy.Duration(720 * time.Hour),
 		KeyPublishAhead: caddy.Duration(time.Hour), KeyRetainMax: caddy.Duration(48 * time.Hour),
 		Timeout: caddy.Duration(750 * time.Millisecond), Tenant: "acme",
-		Secrets: map[string]string{"API_KEY": "{env.API_KEY}", "REGION": "eu"},
+		Secrets:       map[string]string{"API_KEY": "{env.API_KEY}", "REGION": "eu"},
+		ActionSecrets: map[string]map[string]string{action: {"API_KEY": "own", "REGION": "us"}},
 		Clients: map[string]ClientInfo{
 			"svc-1": {Name: "Billing service", Metadata: map[string]string{"tier": "gold", "team": "payments"},
 				GrantScopes: []string{"read:a", "write:a"}},
@@ -130,6 +135,11 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"missing hook", "credentials_exchange {\n\tsigning_key " + key + "\n}", "needs a hook or an action"},
 		{"action without file", "credentials_exchange {\n" + base + "\taction\n}", "@4 wrong argument count"},
 		{"action unreadable", "credentials_exchange {\n" + base + "\taction /nonexistent/a.js\n}", "@4 action: reading script"},
+		{"action unknown sub", "credentials_exchange {\n" + base + "\taction " + hook + " {\n\t\tcolour red\n\t}\n}", "@5 unrecognized action subdirective 'colour'"},
+		{"action secret one arg", "credentials_exchange {\n" + base + "\taction " + hook + " {\n\t\tsecret A\n\t}\n}", "@5 wrong argument count"},
+		{"action secret twice", "credentials_exchange {\n" + base + "\taction " + hook + " {\n\t\tsecret A 1\n\t}\n\taction " + hook + " {\n\t\tsecret A 2\n\t}\n}", "@8 secret A already specified"},
+		{"action two files", "credentials_exchange {\n" + base + "\taction " + hook + " " + hook + "\n}", "@4 wrong argument count"},
+		{"geoip_db twice", "credentials_exchange {\n" + base + "\tgeoip_db {$CADDYHOOK_TEST_GEOIP_DB}\n\tgeoip_db x\n}", "@5 geoip_db already specified"},
 		{"action does not compile", "credentials_exchange {\n" + base + "\taction " + badJS + "\n}", "@4 action: " + badJS + ": does not compile"},
 		{"modules_dir missing", "credentials_exchange {\n" + base + "\tmodules_dir /nonexistent\n}", "@4 modules_dir /nonexistent is not a readable directory"},
 		{"modules_dir a file", "credentials_exchange {\n" + base + "\tmodules_dir " + hook + "\n}", "is not a readable directory"},

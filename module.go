@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -166,6 +167,14 @@ type Handler struct {
 	// the {env.X} and {file.X} placeholders.
 	Secrets map[string]string `json:"secrets,omitempty"`
 
+	// ActionSecrets are secrets that belong to one action, as Auth0 keeps
+	// secrets per action: {"<action path, as in actions>": {"NAME":
+	// "value"}}. The action gets them in event.secrets beside Secrets, its
+	// own winning on a name both have; the hook and the other actions never
+	// see them. Values may use the {env.X} and {file.X} placeholders.
+	// Default: none.
+	ActionSecrets map[string]map[string]string `json:"action_secrets,omitempty"`
+
 	// Clients describes OAuth clients by client ID, handed to hooks as
 	// client.name and client.metadata. Unknown clients get "" and {}.
 	Clients map[string]ClientInfo `json:"clients,omitempty"`
@@ -267,9 +276,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	h.tenant = repl.ReplaceKnown(h.Tenant, "")
-	secrets := make(map[string]string, len(h.Secrets))
-	for name, v := range h.Secrets {
-		secrets[name] = repl.ReplaceKnown(v, "")
+	secrets := replaceAll(repl, h.Secrets)
+	actionSecrets := map[*caddyhook.Script]map[string]string{}
+	for path, own := range h.ActionSecrets {
+		if !slices.Contains(h.Actions, path) {
+			return fmt.Errorf("action_secrets: %s is not one of the actions", path)
+		}
+		for j, p := range h.Actions { // an action listed twice gets them both times
+			if p == path {
+				actionSecrets[actions[j]] = replaceAll(repl, own)
+			}
+		}
 	}
 	cache, err := h.actionCache()
 	if err != nil {
@@ -282,6 +299,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Timeout:          time.Duration(h.Timeout),
 		MemoryLimit:      h.MemoryLimit,
 		Secrets:          secrets,
+		ActionSecrets:    actionSecrets,
 		ModulesDir:       h.ModulesDir,
 		Storage:          ctx.Storage(),
 		StorageNamespace: h.tenant,
@@ -475,6 +493,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveJWKS(w, r, next)
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// replaceAll resolves the {env.X} and {file.X} placeholders in secret values.
+func replaceAll(repl *caddy.Replacer, secrets map[string]string) map[string]string {
+	out := make(map[string]string, len(secrets))
+	for name, v := range secrets {
+		out[name] = repl.ReplaceKnown(v, "")
+	}
+	return out
 }
 
 // compileFile reads and compiles a script, naming the file in every error.

@@ -733,3 +733,37 @@ func TestEventRequestLanguage(t *testing.T) {
 		}
 	}
 }
+
+// TestActionSecrets: action_secrets reach only their action, over the
+// global secrets, with placeholders resolved; naming a script that is not
+// one of the actions is a config error.
+func TestActionSecrets(t *testing.T) {
+	up := newTestUpstream(t)
+	t.Setenv("CADDYHOOK_TEST_ACTION_SECRET", "from-env")
+	show := func(name string) string {
+		return writeScript(t, `exports.onExecuteCredentialsExchange = async (event, api) => {
+			api.accessToken.setCustomClaim('https://t.example/`+name+`', event.secrets);
+		};`)
+	}
+	first, second := show("first"), show("second")
+	h := provision(t, &Handler{
+		Actions: []string{first, second}, UpstreamKey: up.keyFile, SigningKey: writeSigningKey(t),
+		Secrets:       map[string]string{"REGION": "eu", "SHARED": "global"},
+		ActionSecrets: map[string]map[string]string{first: {"SHARED": "own", "KEY": "{env.CADDYHOOK_TEST_ACTION_SECRET}"}},
+	})
+	claims := issuedClaims(t, serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}, formRequest(ccForm)))
+	if got := string(claims["https://t.example/first"]); got != `{"KEY":"from-env","REGION":"eu","SHARED":"own"}` {
+		t.Errorf("first action's secrets = %s", got)
+	}
+	if got := string(claims["https://t.example/second"]); got != `{"REGION":"eu","SHARED":"global"}` {
+		t.Errorf("second action's secrets = %s", got)
+	}
+
+	bad := &Handler{Actions: []string{first}, UpstreamKey: up.keyFile, SigningKey: writeSigningKey(t),
+		ActionSecrets: map[string]map[string]string{"other.js": {"A": "b"}}}
+	err := bad.Provision(storageContext(t, t.TempDir()))
+	_ = bad.Cleanup()
+	if err == nil || !strings.Contains(err.Error(), "action_secrets: other.js is not one of the actions") {
+		t.Errorf("secrets for an unknown action: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package caddyhook
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -21,7 +22,7 @@ func (r *run) runAction(s *Script) error {
 	if r.actionGrant == nil {
 		r.actionGrant = r.grant()
 	}
-	event, eerr := r.event(log)
+	event, eerr := r.event(s, log)
 	if eerr != nil {
 		return eerr
 	}
@@ -61,9 +62,24 @@ func (r *run) runAction(s *Script) error {
 	return nil
 }
 
+// checkActionSecrets refuses secrets for a script that is not one of the
+// actions: they would never be seen, which is a configuration mistake.
+func checkActionSecrets(cfg Config) error {
+	for s := range cfg.ActionSecrets {
+		if !slices.Contains(cfg.Actions, s) {
+			name := "a nil script"
+			if s != nil {
+				name = s.Name
+			}
+			return fmt.Errorf("secrets are given for %s, which is not one of the actions", name)
+		}
+	}
+	return nil
+}
+
 // event builds the credentials-exchange event in Auth0's shape, reflecting
 // what the hook and earlier actions did to the token.
-func (r *run) event(log *zap.Logger) (goja.Value, *Error) {
+func (r *run) event(s *Script, log *zap.Logger) (goja.Value, *Error) {
 	in := r.in
 	scope := r.scope
 	if scope == nil {
@@ -76,6 +92,14 @@ func (r *run) event(log *zap.Logger) (goja.Value, *Error) {
 	body, secrets, err := r.bodyAndSecrets(log)
 	if err != nil {
 		return nil, err
+	}
+	if own := r.eng.cfg.ActionSecrets[s]; len(own) > 0 {
+		all := make(map[string]string, len(r.eng.cfg.Secrets)+len(own))
+		maps.Copy(all, r.eng.cfg.Secrets)
+		maps.Copy(all, own) // the action's own win
+		if secrets, err = r.input(all); err != nil {
+			return nil, err
+		}
 	}
 	request := map[string]any{
 		"ip": in.Request.IP, "method": in.Request.Method, "hostname": in.Request.Hostname,

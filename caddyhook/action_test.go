@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -506,5 +507,42 @@ func TestActionEventLanguage(t *testing.T) {
 		if got := string(res.Claims["https://t.example/lang"]); got != want {
 			t.Errorf("language %q: the action saw %s, want %s", lang, got, want)
 		}
+	}
+}
+
+// TestActionSecrets: an action's own secrets reach only that action, over
+// the global ones; the hook and the other actions see the global ones.
+func TestActionSecrets(t *testing.T) {
+	hook := compileHook(t, `module.exports = function (c, s, a, x, cb) { cb(null, {scope: s, 'https://t.example/hook': x.webtask.secrets}); };`)
+	mk := func(name string) *Script {
+		return compileAction(t, name+".js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+			api.accessToken.setCustomClaim('https://t.example/`+name+`', event.secrets);
+		};`)
+	}
+	first, second := mk("first"), mk("second")
+	e, err := NewEngine(Config{Hook: hook, Actions: []*Script{first, second},
+		Secrets:       map[string]string{"SHARED": "global", "REGION": "eu"},
+		ActionSecrets: map[*Script]map[string]string{first: {"SHARED": "own", "API_KEY": "k1"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Run(context.Background(), input())
+	if err != nil {
+		t.Fatal(err)
+	}
+	global := `{"REGION":"eu","SHARED":"global"}`
+	for claim, want := range map[string]string{
+		"https://t.example/hook":   global,
+		"https://t.example/first":  `{"API_KEY":"k1","REGION":"eu","SHARED":"own"}`,
+		"https://t.example/second": global,
+	} {
+		if got := string(res.Claims[claim]); got != want {
+			t.Errorf("%s saw secrets %s, want %s", claim, got, want)
+		}
+	}
+	if _, err := NewEngine(Config{Actions: []*Script{second}, ActionSecrets: map[*Script]map[string]string{first: {"A": "b"}}}); err == nil ||
+		!strings.Contains(err.Error(), "first.js") {
+		t.Errorf("secrets for a script that is not an action: %v", err)
 	}
 }

@@ -101,6 +101,11 @@ type Config struct {
 	// Secrets are handed to hooks as context.webtask.secrets and to actions as
 	// event.secrets.
 	Secrets map[string]string
+	// ActionSecrets are secrets of one action each, as Auth0 keeps secrets
+	// per action: the action sees them in event.secrets over Secrets (its
+	// own win); the hook and the other actions never do. Keys must be
+	// among Actions.
+	ActionSecrets map[*Script]map[string]string
 	// ModulesDir is the folder whose CommonJS packages scripts may require;
 	// empty allows only the built-in modules.
 	ModulesDir string
@@ -153,6 +158,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 		if a.Kind != ActionKind {
 			return nil, fmt.Errorf("%s is not an action", a.Name)
 		}
+	}
+	if err := checkActionSecrets(cfg); err != nil {
+		return nil, err
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
