@@ -300,9 +300,11 @@ func (r *run) cacheObject() *goja.Object {
 	c := r.eng.cache
 	// The keys this action set in this run: eviction spares them, so that a
 	// full cache fails the set (CacheSizeExceeded) rather than silently
-	// dropping what the script itself just wrote.
+	// dropping what the script itself just wrote. Once the run has ended
+	// (a warm runtime's script kept this api) nothing is recorded or
+	// spared, so the set cannot grow.
 	mine := map[string]bool{}
-	own := func(k string) bool { return mine[k] }
+	own := func(k string) bool { return r.live() && mine[k] }
 	record := func(e cacheEntry) *goja.Object {
 		o := vm.NewObject()
 		define(vm, o, "value", e.value)
@@ -362,7 +364,7 @@ func (r *run) cacheObject() *goja.Object {
 			}
 		}
 		e, code := c.set(k, v, ttl, expiresAt, own)
-		if code == "" {
+		if code == "" && r.live() {
 			mine[k] = true
 		}
 		return result(&e, code)

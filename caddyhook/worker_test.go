@@ -255,6 +255,7 @@ func TestConcurrentWarmRuns(t *testing.T) {
 			defer wg.Done()
 			in := input()
 			in.Client.ID = fmt.Sprintf("client-%d", i)
+			in.GrantScopes = []string{"read:a", "for:" + in.Client.ID}
 			res, err := e.Run(context.Background(), in)
 			if err != nil {
 				errs <- err
