@@ -277,15 +277,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.tenant = repl.ReplaceKnown(h.Tenant, "")
 	secrets := replaceAll(repl, h.Secrets)
-	actionSecrets := map[*caddyhook.Script]map[string]string{}
-	for path, own := range h.ActionSecrets {
+	for path := range h.ActionSecrets {
 		if !slices.Contains(h.Actions, path) {
 			return fmt.Errorf("action_secrets: %s is not one of the actions", path)
 		}
-		for j, p := range h.Actions { // an action listed twice gets them both times
-			if p == path {
-				actionSecrets[actions[j]] = replaceAll(repl, own)
-			}
+	}
+	actionSecrets := map[*caddyhook.Script]map[string]string{}
+	for i, path := range h.Actions { // an action listed twice gets them both times
+		if own, ok := h.ActionSecrets[path]; ok {
+			actionSecrets[actions[i]] = replaceAll(repl, own)
 		}
 	}
 	cache, err := h.actionCache()

@@ -546,3 +546,36 @@ func TestActionSecrets(t *testing.T) {
 		t.Errorf("secrets for a script that is not an action: %v", err)
 	}
 }
+
+// TestKeptCacheSparesNothing: a warm runtime's script that keeps api past
+// its exchange cannot pin cache entries with it: only a live run's own
+// writes are spared from eviction.
+func TestKeptCacheSparesNothing(t *testing.T) {
+	act := compileAction(t, "keep-cache.js", `
+	let kept;
+	exports.onExecuteCredentialsExchange = async (event, api) => {
+		if (kept) {
+			const codes = [];
+			for (let i = 0; i < 25; i++) codes.push(kept.cache.set('late' + i, 'v').type);
+			api.accessToken.setCustomClaim('https://t.example/late', codes);
+		}
+		kept = api;
+		for (let i = 0; i < 20; i++) api.cache.set('own' + i, 'v');
+	};`)
+	e, err := NewEngine(Config{Actions: []*Script{act}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Run(context.Background(), input())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []string
+	_ = json.Unmarshal(res.Claims["https://t.example/late"], &codes)
+	if len(codes) != 25 || slices.ContainsFunc(codes, func(c string) bool { return c != "success" }) {
+		t.Fatalf("a kept api's sets = %v, want 25 successes evicting the ended run's entries", codes)
+	}
+}
