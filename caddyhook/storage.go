@@ -117,6 +117,7 @@ func (r *run) storage() *goja.Object {
 	var lastSeen *string // etag of the last get, nil before any get
 
 	callback := func(v goja.Value) goja.Callable {
+		r.ensureLive() // a module may keep the storage of an exchange that ended
 		cb, ok := goja.AssertFunction(v)
 		if !ok {
 			throwTypeError(vm, "the callback argument must be a function")

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/certmagic"
 )
 
 // counterHook counts, at module level and in global, the exchanges its
@@ -277,5 +279,31 @@ func TestConcurrentWarmRuns(t *testing.T) {
 	}
 	if got := e.pool.size(); got > defaultIdleWorkers() {
 		t.Fatalf("%d idle runtimes, more than %d", got, defaultIdleWorkers())
+	}
+}
+
+// TestKeptStorageRefuses: a hook that keeps context.webtask.storage cannot
+// use it in a later exchange.
+func TestKeptStorageRefuses(t *testing.T) {
+	e := engine(t, compileHook(t, `
+	let kept;
+	module.exports = function (client, scope, audience, context, cb) {
+		let threw = null;
+		if (kept) {
+			threw = false;
+			try { kept.get(() => {}); } catch (e) { threw = String(e.message); }
+		}
+		kept = context.webtask.storage;
+		cb(null, { scope, threw });
+	};`), func(c *Config) { c.Storage = &certmagic.FileStorage{Path: t.TempDir()} })
+	if _, err := e.Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Run(context.Background(), input())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(res.Claims["threw"]); got != strconv.Quote(string(errExchangeEnded)) {
+		t.Fatalf("kept storage: %s", got)
 	}
 }
