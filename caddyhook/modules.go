@@ -111,7 +111,8 @@ func within(root, path string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
 
-// enable installs require and the lazily loaded Buffer global in vm, and
+// enable installs require and the lazily loaded Buffer, URL and
+// URLSearchParams globals in vm, and
 // returns require. Every require() in the runtime, in scripts and in
 // packages alike, goes through the gate below.
 func (m *modules) enable(vm *goja.Runtime) goja.Value {
@@ -150,23 +151,20 @@ func (m *modules) enable(vm *goja.Runtime) goja.Value {
 	req := vm.ToValue(gate)
 	_ = vm.Set("require", req)
 
-	// Node has Buffer as a global; load the module only if a script uses it.
-	global := vm.GlobalObject()
-	_ = global.DefineAccessorProperty("Buffer",
-		vm.ToValue(func(goja.FunctionCall) goja.Value {
-			mod, err := rm.Require("buffer")
+	// Node has these as globals; load their module only if a script uses
+	// them. The globals are the classes require() gives.
+	export := func(module, name string) func() goja.Value {
+		return func() goja.Value {
+			mod, err := rm.Require(module)
 			if err != nil {
 				rethrow(vm, err)
 			}
-			b := mod.ToObject(vm).Get("Buffer")
-			_ = global.DefineDataProperty("Buffer", b, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
-			return b
-		}),
-		vm.ToValue(func(call goja.FunctionCall) goja.Value {
-			_ = global.DefineDataProperty("Buffer", call.Argument(0), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
-			return goja.Undefined()
-		}),
-		goja.FLAG_TRUE, goja.FLAG_FALSE)
+			return mod.ToObject(vm).Get(name)
+		}
+	}
+	lazyGlobal(vm, "Buffer", export("buffer", "Buffer"))
+	lazyGlobal(vm, "URL", export("url", "URL"))
+	lazyGlobal(vm, "URLSearchParams", export("url", "URLSearchParams"))
 	return req
 }
 
