@@ -1,7 +1,9 @@
 package caddyhook
 
 import (
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dop251/goja"
 	"go.uber.org/zap"
@@ -18,29 +20,143 @@ const maxConsoleLines = 1000
 // installConsole routes console.* to log at the matching level.
 func (r *run) installConsole(log *zap.Logger) {
 	console := r.vm.NewObject()
+	// emit logs one console line, within the run's line budget.
+	emit := func(level zapcore.Level, source string, text func() string) {
+		if !log.Core().Enabled(level) {
+			return
+		}
+		if r.consoleLines >= maxConsoleLines {
+			r.consoleDropped++
+			return
+		}
+		r.consoleLines++
+		if ce := log.Check(level, capText(text(), maxLogMessage)); ce != nil {
+			ce.Write(zap.String("source", "console."+source))
+		}
+	}
 	levels := map[string]zapcore.Level{
 		"log": zapcore.InfoLevel, "info": zapcore.InfoLevel, "debug": zapcore.DebugLevel,
 		"warn": zapcore.WarnLevel, "error": zapcore.ErrorLevel, "trace": zapcore.DebugLevel,
+		// Node's dir and table print their first argument; group and
+		// groupCollapsed their label, without indenting what follows.
+		"dir": zapcore.InfoLevel, "table": zapcore.InfoLevel,
+		"group": zapcore.InfoLevel, "groupCollapsed": zapcore.InfoLevel,
 	}
 	for name, level := range levels {
 		define(r.vm, console, name, func(call goja.FunctionCall) goja.Value {
-			if !log.Core().Enabled(level) {
-				return goja.Undefined()
+			args := call.Arguments
+			if (name == "dir" || name == "table") && len(args) > 1 {
+				args = args[:1]
 			}
-			if r.consoleLines >= maxConsoleLines {
-				r.consoleDropped++
-				return goja.Undefined()
-			}
-			r.consoleLines++
-			if ce := log.Check(level, r.format(call.Arguments)); ce != nil {
-				ce.Write(zap.String("source", "console."+name))
+			if len(args) > 0 || !strings.HasPrefix(name, "group") {
+				emit(level, name, func() string { return r.format(args) })
 			}
 			return goja.Undefined()
 		})
 	}
+	define(r.vm, console, "groupEnd", func(goja.FunctionCall) goja.Value { return goja.Undefined() })
+	r.consoleCounters(console, emit)
 	// Defined, not set: a setter a script put on the global object must not
 	// run here, outside any script.
 	_ = r.vm.GlobalObject().DefineDataProperty("console", console, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+}
+
+// maxConsoleLabels bounds the labels console.time and console.count keep,
+// so that a script counting under ever new labels cannot grow them without
+// end; past it, a new label is not kept (count says 1, timeEnd finds none).
+// maxLabelLength bounds one label kept.
+const (
+	maxConsoleLabels = 1000
+	maxLabelLength   = 256
+)
+
+// consoleCounters adds Node's console.time, timeEnd, timeLog, count,
+// countReset and assert, which log through emit as console.log does.
+func (r *run) consoleCounters(console *goja.Object, emit func(zapcore.Level, string, func() string)) {
+	timers, counts := map[string]time.Time{}, map[string]int{}
+	// label is Node's `${label}` with 'default' for undefined: a Symbol
+	// throws a TypeError to the script, an object's toString runs.
+	label := func(v goja.Value) string {
+		if goja.IsUndefined(v) {
+			return "default"
+		}
+		s := toJSString(r.vm, v)
+		if s.Length() > maxLabelLength {
+			s = s.Substring(0, maxLabelLength)
+		}
+		return s.String()
+	}
+	elapsed := func(start time.Time) string {
+		return strconv.FormatFloat(float64(time.Since(start).Microseconds())/1000, 'f', 3, 64) + "ms"
+	}
+	warn := func(source, text string) { emit(zapcore.WarnLevel, source, func() string { return text }) }
+	define(r.vm, console, "time", func(call goja.FunctionCall) goja.Value {
+		l := label(call.Argument(0))
+		if _, ok := timers[l]; ok {
+			warn("time", "Warning: Label '"+l+"' already exists for console.time()")
+		} else if len(timers) < maxConsoleLabels {
+			timers[l] = time.Now()
+		}
+		return goja.Undefined()
+	})
+	timeEnd := func(source string, end bool) func(goja.FunctionCall) goja.Value {
+		return func(call goja.FunctionCall) goja.Value {
+			l := label(call.Argument(0))
+			start, ok := timers[l]
+			if !ok {
+				warn(source, "Warning: No such label '"+l+"' for console."+source+"()")
+				return goja.Undefined()
+			}
+			if end {
+				delete(timers, l)
+			}
+			var data []goja.Value
+			if !end && len(call.Arguments) > 1 {
+				data = call.Arguments[1:]
+			}
+			emit(zapcore.InfoLevel, source, func() string {
+				text := l + ": " + elapsed(start)
+				if len(data) > 0 {
+					text += " " + r.format(data)
+				}
+				return text
+			})
+			return goja.Undefined()
+		}
+	}
+	define(r.vm, console, "timeEnd", timeEnd("timeEnd", true))
+	define(r.vm, console, "timeLog", timeEnd("timeLog", false))
+	define(r.vm, console, "count", func(call goja.FunctionCall) goja.Value {
+		l := label(call.Argument(0))
+		n := counts[l] + 1
+		if _, ok := counts[l]; ok || len(counts) < maxConsoleLabels {
+			counts[l] = n
+		}
+		emit(zapcore.InfoLevel, "count", func() string { return l + ": " + strconv.Itoa(n) })
+		return goja.Undefined()
+	})
+	define(r.vm, console, "countReset", func(call goja.FunctionCall) goja.Value {
+		l := label(call.Argument(0))
+		if _, ok := counts[l]; !ok {
+			warn("countReset", "Warning: Count for '"+l+"' does not exist")
+		} else {
+			counts[l] = 0
+		}
+		return goja.Undefined()
+	})
+	define(r.vm, console, "assert", func(call goja.FunctionCall) goja.Value {
+		if call.Argument(0).ToBoolean() {
+			return goja.Undefined()
+		}
+		data := call.Arguments[min(1, len(call.Arguments)):]
+		emit(zapcore.ErrorLevel, "assert", func() string {
+			if len(data) == 0 {
+				return "Assertion failed"
+			}
+			return "Assertion failed: " + r.format(data)
+		})
+		return goja.Undefined()
+	})
 }
 
 // format joins console arguments roughly as Node's util.format does: strings
