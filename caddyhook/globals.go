@@ -36,16 +36,38 @@ const nodeVersion = "22.12.0"
 // nodeArch is process.arch: Node's name for the host's architecture.
 var nodeArch = map[string]string{"amd64": "x64", "386": "ia32", "arm64": "arm64", "arm": "arm"}[runtime.GOARCH]
 
+// nodeGlobals are the globals globalsProgram builds.
+var nodeGlobals = []string{"process", "TextEncoder", "TextDecoder", "atob", "btoa", "DOMException"}
+
 // installNodeGlobals installs the globals above in vm. It runs once per
-// runtime, before any script, after the allocation caps: the Uint8Array it
-// captures is the capped one.
+// runtime, before any script, after the allocation caps: the Uint8Array the
+// program captures is the capped one. Building them costs about as much as
+// the rest of a runtime's setup, and most scripts use none of them, so they
+// are built on the first read of any of them (global, which costs nothing,
+// at once).
 func installNodeGlobals(vm *goja.Runtime) {
+	_ = vm.GlobalObject().DefineDataProperty("global", vm.GlobalObject(), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+	start := time.Now()
+	var built *goja.Object
+	for _, name := range nodeGlobals {
+		lazyGlobal(vm, name, func() goja.Value {
+			if built == nil {
+				built = buildNodeGlobals(vm, start)
+			}
+			return built.Get(name)
+		})
+	}
+}
+
+// buildNodeGlobals runs globalsProgram with its natives and returns the
+// object holding the globals it built. start is the runtime's creation,
+// where hrtime and uptime count from.
+func buildNodeGlobals(vm *goja.Runtime, start time.Time) *goja.Object {
 	fn, err := vm.RunProgram(globalsProgram)
 	if err != nil {
-		panic("caddyhook: globals failed: " + err.Error())
+		rethrow(vm, err)
 	}
-	install, _ := goja.AssertFunction(fn)
-	start := time.Now()
+	build, _ := goja.AssertFunction(fn)
 	natives := vm.NewObject()
 	isView := nativeOf(vm.Get("ArrayBuffer").ToObject(vm).Get("isView"))
 	set := func(name string, f func(goja.FunctionCall) goja.Value) { _ = natives.Set(name, f) }
@@ -64,9 +86,11 @@ func installNodeGlobals(vm *goja.Runtime) {
 		return vm.NewArray(int64(d/time.Second), int64(d%time.Second))
 	})
 	set("uptime", func(goja.FunctionCall) goja.Value { return vm.ToValue(time.Since(start).Seconds()) })
-	if _, err := install(goja.Undefined(), vm.GlobalObject(), natives, vm.ToValue(nodeVersion), vm.ToValue(nodeArch)); err != nil {
-		panic("caddyhook: globals failed: " + err.Error())
+	v, err := build(goja.Undefined(), vm.GlobalObject(), natives, vm.ToValue(nodeVersion), vm.ToValue(nodeArch))
+	if err != nil {
+		rethrow(vm, err)
 	}
+	return v.ToObject(vm)
 }
 
 // lazyGlobal defines the global name as an accessor that calls load on the
@@ -88,7 +112,9 @@ func lazyGlobal(vm *goja.Runtime, name string, load func() goja.Value) {
 		goja.FLAG_TRUE, goja.FLAG_FALSE)
 }
 
-// The JavaScript half. It receives the Go natives and keeps its own
+// The JavaScript half, run at most once per runtime: it builds the globals
+// and returns them, leaving the global object alone. It receives the Go
+// natives and keeps its own
 // references to the intrinsics it needs, so that a script replacing a global
 // (Uint8Array, queueMicrotask aside) cannot change how these behave. Every
 // conversion of a script's value (`${input}`, options.fatal) happens here,
@@ -235,11 +261,7 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, n, nod
 	hide(process, 'listenerCount', function listenerCount() { return 0; });
 	defineProperty(process, Symbol.toStringTag, { value: 'process', configurable: true });
 
-	hide(g, 'global', g);
-	for (const [name, value] of [['process', process], ['TextEncoder', TextEncoder], ['TextDecoder', TextDecoder],
-			['atob', atob], ['btoa', btoa], ['DOMException', DOMException]]) {
-		hide(g, name, value);
-	}
+	return { __proto__: null, process, TextEncoder, TextDecoder, atob, btoa, DOMException };
 })`, false)
 
 // maxAtobInput bounds atob's input, which can be any string the script has
