@@ -47,29 +47,42 @@ var nodeGlobals = []string{"process", "TextEncoder", "TextDecoder", "atob", "bto
 // at once).
 func installNodeGlobals(vm *goja.Runtime) {
 	_ = vm.GlobalObject().DefineDataProperty("global", vm.GlobalObject(), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
-	start := time.Now()
+	// The intrinsics the globals rely on are taken now, before any script
+	// can replace them.
+	in := intrinsics{
+		start:      time.Now(),
+		isView:     nativeOf(vm.Get("ArrayBuffer").ToObject(vm).Get("isView")),
+		uint8Array: vm.Get("Uint8Array"),
+	}
 	var built *goja.Object
 	for _, name := range nodeGlobals {
 		lazyGlobal(vm, name, func() goja.Value {
 			if built == nil {
-				built = buildNodeGlobals(vm, start)
+				built = buildNodeGlobals(vm, in)
 			}
 			return built.Get(name)
 		})
 	}
 }
 
+// intrinsics are what buildNodeGlobals needs from a runtime as it was
+// before any script ran.
+type intrinsics struct {
+	start      time.Time // the runtime's creation, where hrtime and uptime count from
+	isView     func(goja.FunctionCall) goja.Value
+	uint8Array goja.Value // the capped constructor
+}
+
 // buildNodeGlobals runs globalsProgram with its natives and returns the
-// object holding the globals it built. start is the runtime's creation,
-// where hrtime and uptime count from.
-func buildNodeGlobals(vm *goja.Runtime, start time.Time) *goja.Object {
+// object holding the globals it built.
+func buildNodeGlobals(vm *goja.Runtime, in intrinsics) *goja.Object {
 	fn, err := vm.RunProgram(globalsProgram)
 	if err != nil {
 		rethrow(vm, err)
 	}
 	build, _ := goja.AssertFunction(fn)
 	natives := vm.NewObject()
-	isView := nativeOf(vm.Get("ArrayBuffer").ToObject(vm).Get("isView"))
+	start, isView := in.start, in.isView
 	set := func(name string, f func(goja.FunctionCall) goja.Value) { _ = natives.Set(name, f) }
 	set("encode", func(c goja.FunctionCall) goja.Value { return encodeUTF8(vm, c.Argument(0)) })
 	set("encodeInto", func(c goja.FunctionCall) goja.Value { return encodeUTF8Into(vm, c.Argument(0), c.Argument(1)) })
@@ -86,7 +99,7 @@ func buildNodeGlobals(vm *goja.Runtime, start time.Time) *goja.Object {
 		return vm.NewArray(int64(d/time.Second), int64(d%time.Second))
 	})
 	set("uptime", func(goja.FunctionCall) goja.Value { return vm.ToValue(time.Since(start).Seconds()) })
-	v, err := build(goja.Undefined(), vm.GlobalObject(), natives, vm.ToValue(nodeVersion), vm.ToValue(nodeArch))
+	v, err := build(goja.Undefined(), vm.GlobalObject(), natives, in.uint8Array, vm.ToValue(nodeVersion), vm.ToValue(nodeArch))
 	if err != nil {
 		rethrow(vm, err)
 	}
@@ -112,18 +125,19 @@ func lazyGlobal(vm *goja.Runtime, name string, load func() goja.Value) {
 		goja.FLAG_TRUE, goja.FLAG_FALSE)
 }
 
-// The JavaScript half, run at most once per runtime: it builds the globals
-// and returns them, leaving the global object alone. It receives the Go
-// natives and keeps its own
-// references to the intrinsics it needs, so that a script replacing a global
-// (Uint8Array, queueMicrotask aside) cannot change how these behave. Every
+// The JavaScript half, run at most once per runtime, when a script first
+// reads one of the globals: it builds them and returns them, leaving the
+// global object alone. It receives the Go natives and the capped
+// Uint8Array; the other builtins it uses (Error, Object.defineProperty...)
+// are read when it runs, so a script that replaced one of those first
+// changes these globals as it would change a Node library. Every
 // conversion of a script's value (`${input}`, options.fatal) happens here,
 // in script code, where a throwing getter, a Symbol or a revoked Proxy
 // simply throws to the script; the natives receive only strings, booleans
 // and the objects they check themselves.
-var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, n, nodeVersion, arch) {
+var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, n, U8, nodeVersion, arch) {
 	'use strict';
-	const U8 = Uint8Array, BigIntCtor = BigInt, isArray = Array.isArray;
+	const BigIntCtor = BigInt, isArray = Array.isArray;
 	const defineProperty = Object.defineProperty, getPrototypeOf = Object.getPrototypeOf;
 	const hide = (obj, name, value) => defineProperty(obj, name, { value, writable: true, configurable: true, enumerable: false });
 

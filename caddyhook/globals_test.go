@@ -384,3 +384,26 @@ func TestGlobalExtensibilityUserError(t *testing.T) {
 		wantError(t, err, http.StatusInternalServerError, CodeServerError, c.desc)
 	}
 }
+
+// TestGlobalBuiltAfterScriptsReplacedBuiltins: the globals are built on
+// first use, after the script may have replaced the builtins they use.
+// What they capture before any script ran still works, and anything else
+// fails as script code, never as a Go panic.
+func TestGlobalBuiltAfterScriptsReplacedBuiltins(t *testing.T) {
+	got := outOf(t, `
+		const saved = Object.defineProperty;
+		globalThis.ArrayBuffer = { isView() { throw new Error('fake isView'); } };
+		globalThis.Uint8Array = function () { return 'fake'; };
+		Object.defineProperty = function () { throw new Error('defineProperty replaced'); };
+		out.first = caught(() => typeof process);
+		Object.defineProperty = saved;
+		out.again = typeof process;
+		const bytes = new TextEncoder().encode('hi');
+		out.encode = [typeof bytes, bytes.length, bytes[0]];
+		out.decode = new TextDecoder().decode(bytes);
+	`)
+	checkOut(t, got, map[string]any{
+		"first": "Error: defineProperty replaced", "again": "object",
+		"encode": []any{"object", 2.0, 104.0}, "decode": "hi",
+	})
+}
