@@ -55,25 +55,3 @@ func BenchmarkRunAsync(b *testing.B) {
 	}
 	benchRun(b, s)
 }
-
-// BenchmarkNewVMWithoutNodeGlobals is newVM as it was before Node's globals:
-// the baseline for BenchmarkNewVM.
-func BenchmarkNewVMWithoutNodeGlobals(b *testing.B) {
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		vm := goja.New()
-		vm.SetMaxCallStackSize(maxCallStackSize)
-		installAllocationCaps(vm)
-		if _, err := vm.RunProgram(prelude); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkNewVM is what every runtime pays before a script runs.
-func BenchmarkNewVM(b *testing.B) {
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		_ = newVM()
-	}
-}
