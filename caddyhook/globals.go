@@ -36,74 +36,94 @@ const nodeVersion = "22.12.0"
 // nodeArch is process.arch: Node's name for the host's architecture.
 var nodeArch = map[string]string{"amd64": "x64", "386": "ia32", "arm64": "arm64", "arm": "arm"}[runtime.GOARCH]
 
-// nodeGlobals are the globals globalsProgram builds.
-var nodeGlobals = []string{"process", "TextEncoder", "TextDecoder", "atob", "btoa", "DOMException"}
+// nodeGlobals maps each global globalsProgram builds to its group: the
+// globals of a group are built together, the first time a script reads one
+// of them.
+var nodeGlobals = map[string]string{
+	"process": "process", "TextEncoder": "text", "TextDecoder": "text",
+	"atob": "base64", "btoa": "base64", "DOMException": "base64",
+}
 
 // installNodeGlobals installs the globals above in vm. It runs once per
-// runtime, before any script, after the allocation caps: the Uint8Array the
-// program captures is the capped one. Building them costs about as much as
-// the rest of a runtime's setup, and most scripts use none of them, so they
-// are built on the first read of any of them (global, which costs nothing,
-// at once).
+// runtime, before any script, after the allocation caps: the Uint8Array it
+// takes is the capped one. Building all of them costs about as much as the
+// rest of a runtime's setup and most scripts use few or none, so each group
+// is built on the first read of one of its globals (global, which costs
+// nothing, at once).
 func installNodeGlobals(vm *goja.Runtime) {
 	_ = vm.GlobalObject().DefineDataProperty("global", vm.GlobalObject(), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
 	// The intrinsics the globals rely on are taken now, before any script
 	// can replace them.
-	in := intrinsics{
+	b := &globalsBuilder{vm: vm,
 		start:      time.Now(),
 		isView:     nativeOf(vm.Get("ArrayBuffer").ToObject(vm).Get("isView")),
 		uint8Array: vm.Get("Uint8Array"),
+		built:      map[string]*goja.Object{},
 	}
-	var built *goja.Object
-	for _, name := range nodeGlobals {
-		lazyGlobal(vm, name, func() goja.Value {
-			if built == nil {
-				built = buildNodeGlobals(vm, in)
-			}
-			return built.Get(name)
-		})
+	for name, group := range nodeGlobals {
+		lazyGlobal(vm, name, func() goja.Value { return b.group(group).Get(name) })
 	}
 }
 
-// intrinsics are what buildNodeGlobals needs from a runtime as it was
-// before any script ran.
-type intrinsics struct {
+// globalsBuilder builds the groups of one runtime's Node globals.
+type globalsBuilder struct {
+	vm         *goja.Runtime
 	start      time.Time // the runtime's creation, where hrtime and uptime count from
 	isView     func(goja.FunctionCall) goja.Value
 	uint8Array goja.Value // the capped constructor
+	builders   *goja.Object
+	built      map[string]*goja.Object
 }
 
-// buildNodeGlobals runs globalsProgram with its natives and returns the
-// object holding the globals it built.
-func buildNodeGlobals(vm *goja.Runtime, in intrinsics) *goja.Object {
-	fn, err := vm.RunProgram(globalsProgram)
-	if err != nil {
-		rethrow(vm, err)
+// group returns the globals of group, building them (and, the first time,
+// running globalsProgram) if need be.
+func (b *globalsBuilder) group(group string) *goja.Object {
+	if obj := b.built[group]; obj != nil {
+		return obj
 	}
-	build, _ := goja.AssertFunction(fn)
+	vm := b.vm
+	if b.builders == nil {
+		fn, err := vm.RunProgram(globalsProgram)
+		if err != nil {
+			rethrow(vm, err)
+		}
+		program, _ := goja.AssertFunction(fn)
+		v, err := program(goja.Undefined(), vm.GlobalObject(), b.uint8Array, vm.ToValue(nodeVersion), vm.ToValue(nodeArch))
+		if err != nil {
+			rethrow(vm, err)
+		}
+		b.builders = v.ToObject(vm)
+	}
 	natives := vm.NewObject()
-	start, isView := in.start, in.isView
 	set := func(name string, f func(goja.FunctionCall) goja.Value) { _ = natives.Set(name, f) }
-	set("encode", func(c goja.FunctionCall) goja.Value { return encodeUTF8(vm, c.Argument(0)) })
-	set("encodeInto", func(c goja.FunctionCall) goja.Value { return encodeUTF8Into(vm, c.Argument(0), c.Argument(1)) })
-	set("decoder", func(c goja.FunctionCall) goja.Value {
-		d := &utf8Decoder{fatal: c.Argument(0).ToBoolean(), ignoreBOM: c.Argument(1).ToBoolean()}
-		return vm.ToValue(func(c goja.FunctionCall) goja.Value {
-			return d.decode(vm, isView, c.Argument(0), c.Argument(1).ToBoolean())
+	switch group {
+	case "text":
+		set("encode", func(c goja.FunctionCall) goja.Value { return encodeUTF8(vm, c.Argument(0)) })
+		set("encodeInto", func(c goja.FunctionCall) goja.Value { return encodeUTF8Into(vm, c.Argument(0), c.Argument(1)) })
+		set("decoder", func(c goja.FunctionCall) goja.Value {
+			d := &utf8Decoder{fatal: c.Argument(0).ToBoolean(), ignoreBOM: c.Argument(1).ToBoolean()}
+			return vm.ToValue(func(c goja.FunctionCall) goja.Value {
+				return d.decode(vm, b.isView, c.Argument(0), c.Argument(1).ToBoolean())
+			})
 		})
-	})
-	set("atob", func(c goja.FunctionCall) goja.Value { return atob(vm, c.Argument(0)) })
-	set("btoa", func(c goja.FunctionCall) goja.Value { return btoa(vm, c.Argument(0)) })
-	set("hrtime", func(goja.FunctionCall) goja.Value {
-		d := time.Since(start)
-		return vm.NewArray(int64(d/time.Second), int64(d%time.Second))
-	})
-	set("uptime", func(goja.FunctionCall) goja.Value { return vm.ToValue(time.Since(start).Seconds()) })
-	v, err := build(goja.Undefined(), vm.GlobalObject(), natives, in.uint8Array, vm.ToValue(nodeVersion), vm.ToValue(nodeArch))
+	case "base64":
+		set("atob", func(c goja.FunctionCall) goja.Value { return atob(vm, c.Argument(0)) })
+		set("btoa", func(c goja.FunctionCall) goja.Value { return btoa(vm, c.Argument(0)) })
+	case "process":
+		set("hrtime", func(goja.FunctionCall) goja.Value {
+			d := time.Since(b.start)
+			return vm.NewArray(int64(d/time.Second), int64(d%time.Second))
+		})
+		set("uptime", func(goja.FunctionCall) goja.Value { return vm.ToValue(time.Since(b.start).Seconds()) })
+	}
+	build, _ := goja.AssertFunction(b.builders.Get(group))
+	v, err := build(goja.Undefined(), natives)
 	if err != nil {
 		rethrow(vm, err)
 	}
-	return v.ToObject(vm)
+	obj := v.ToObject(vm)
+	b.built[group] = obj
+	return obj
 }
 
 // lazyGlobal defines the global name as an accessor that calls load on the
@@ -126,20 +146,19 @@ func lazyGlobal(vm *goja.Runtime, name string, load func() goja.Value) {
 }
 
 // The JavaScript half, run at most once per runtime, when a script first
-// reads one of the globals: it builds them and returns them, leaving the
-// global object alone. It receives the Go natives and the capped
-// Uint8Array; the other builtins it uses (Error, Object.defineProperty...)
-// are read when it runs, so a script that replaced one of those first
-// changes these globals as it would change a Node library. Every
-// conversion of a script's value (`${input}`, options.fatal) happens here,
-// in script code, where a throwing getter, a Symbol or a revoked Proxy
-// simply throws to the script; the natives receive only strings, booleans
-// and the objects they check themselves.
-var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, n, U8, nodeVersion, arch) {
+// reads one of the globals: it returns a builder per group, which builds
+// the group's globals from the Go natives it is given and returns them,
+// leaving the global object alone. It receives the capped Uint8Array; the
+// other builtins it uses (Error, Object.defineProperty...) are looked up
+// when used, so a script that replaced one of those changes these globals
+// as it would change a Node library, and gets them back by restoring it.
+// Every conversion of a script's value (`${input}`, options.fatal) happens
+// here, in script code, where a throwing getter, a Symbol or a revoked
+// Proxy simply throws to the script; the natives receive only strings,
+// booleans and the objects they check themselves.
+var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, nodeVersion, arch) {
 	'use strict';
-	const BigIntCtor = BigInt, isArray = Array.isArray;
-	const defineProperty = Object.defineProperty, getPrototypeOf = Object.getPrototypeOf;
-	const hide = (obj, name, value) => defineProperty(obj, name, { value, writable: true, configurable: true, enumerable: false });
+	const hide = (obj, name, value) => Object.defineProperty(obj, name, { value, writable: true, configurable: true, enumerable: false });
 
 	// received describes a wrong argument the way Node's errors do.
 	function received(v) {
@@ -147,7 +166,7 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, n, U8,
 		if (typeof v === 'function') return ' Received function';
 		if (typeof v === 'object') {
 			let name = 'Object';
-			try { const c = getPrototypeOf(v); name = (c && typeof c.constructor === 'function' && typeof c.constructor.name === 'string') ? c.constructor.name : name; } catch (e) {}
+			try { const c = Object.getPrototypeOf(v); name = (c && typeof c.constructor === 'function' && typeof c.constructor.name === 'string') ? c.constructor.name : name; } catch (e) {}
 			return ' Received an instance of ' + name;
 		}
 		let s = typeof v === 'symbol' ? 'Symbol()' : '' + v;
@@ -163,119 +182,129 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, n, U8,
 	const argType = (what, v) => nodeError(TypeError, 'ERR_INVALID_ARG_TYPE', 'The ' + what + '.' + received(v));
 	const missing = (name) => nodeError(TypeError, 'ERR_MISSING_ARGS', 'The "' + name + '" argument must be specified');
 
-	const domCodes = { __proto__: null, IndexSizeError: 1, HierarchyRequestError: 3, WrongDocumentError: 4,
-		InvalidCharacterError: 5, NoModificationAllowedError: 7, NotFoundError: 8, NotSupportedError: 9,
-		InvalidStateError: 11, SyntaxError: 12, InvalidModificationError: 13, NamespaceError: 14,
-		InvalidAccessError: 15, TypeMismatchError: 17, SecurityError: 18, NetworkError: 19, AbortError: 20,
-		URLMismatchError: 21, QuotaExceededError: 22, TimeoutError: 23, InvalidNodeTypeError: 24, DataCloneError: 25 };
-	class DOMException extends Error {
-		constructor(message = '', options = 'Error') {
-			super('' + message);
-			let name = 'Error';
-			if (options !== null && typeof options === 'object') {
-				if ('name' in options) name = '' + options.name;
-				if ('cause' in options) hide(this, 'cause', options.cause);
-			} else if (options !== undefined) {
-				name = '' + options;
+	return {
+		process(n) {
+			function hrtime(time) {
+				const now = n.hrtime();
+				if (time === undefined) return now;
+				if (!Array.isArray(time)) throw argType('"time" argument must be an instance of Array', time);
+				if (time.length !== 2) throw nodeError(RangeError, 'ERR_OUT_OF_RANGE', 'The value of "time" is out of range. It must be 2. Received ' + time.length);
+				let s = now[0] - time[0], ns = now[1] - time[1];
+				if (ns < 0) { s--; ns += 1e9; }
+				return [s, ns];
 			}
-			hide(this, 'name', name);
-			hide(this, 'code', domCodes[name] || 0);
-		}
-	}
-	const invalidCharacter = (msg) => new DOMException(msg, 'InvalidCharacterError');
+			hrtime.bigint = function bigint() {
+				const now = n.hrtime();
+				return BigInt(now[0]) * 1000000000n + BigInt(now[1]);
+			};
+			function nextTick(callback, ...args) {
+				if (typeof callback !== 'function') throw argType('"callback" argument must be of type function', callback);
+				const queue = g.queueMicrotask;
+				if (typeof queue !== 'function') throw new TypeError('process.nextTick cannot run here: there is no event loop');
+				queue(() => callback(...args));
+			}
+			function emitWarning(warning, type, code) {
+				let name = 'Warning', text;
+				if (type !== null && typeof type === 'object') { if (type.type !== undefined) name = '' + type.type; code = type.code; }
+				else if (typeof type === 'string') name = type;
+				if (warning instanceof Error) { name = '' + warning.name; text = '' + warning.message; }
+				else if (typeof warning === 'string') text = warning;
+				else throw argType('"warning" argument must be of type string or an instance of Error', warning);
+				const console = g.console;
+				if (console && typeof console.warn === 'function') console.warn((code !== undefined ? '[' + code + '] ' : '') + name + ': ' + text);
+			}
+			// Node's process is an EventEmitter; these let packages that
+			// register handlers load, though no event ever fires.
+			const self = function () { return this; };
+			const emitter = {
+				on: self, once: self, off: self, addListener: self, removeListener: self, removeAllListeners: self,
+				prependListener: self, prependOnceListener: self, setMaxListeners: self,
+				emit() { return false; }, listeners() { return []; }, listenerCount() { return 0; },
+				[Symbol.toStringTag]: 'process',
+			};
+			const process = {
+				__proto__: emitter,
+				title: 'node', version: 'v' + nodeVersion, versions: { node: nodeVersion }, release: { name: 'node' },
+				platform: 'linux', arch, env: {}, argv: [], execArgv: [],
+				nextTick, hrtime, emitWarning, uptime() { return n.uptime(); },
+			};
+			return { __proto__: null, process };
+		},
+		text(n) {
+			class TextEncoder {
+				get encoding() { return 'utf-8'; }
+				encode(input = '') { return new U8(n.encode('' + input)); }
+				encodeInto(src, dest) {
+					if (typeof src !== 'string') throw argType('"src" argument must be of type string', src);
+					return n.encodeInto(src, dest);
+				}
+			}
 
-	class TextEncoder {
-		get encoding() { return 'utf-8'; }
-		encode(input = '') { return new U8(n.encode('' + input)); }
-		encodeInto(src, dest) {
-			if (typeof src !== 'string') throw argType('"src" argument must be of type string', src);
-			return n.encodeInto(src, dest);
-		}
-	}
+			// The labels WHATWG's Encoding standard gives UTF-8.
+			const utf8Labels = { __proto__: null, 'utf-8': true, 'utf8': true, 'unicode-1-1-utf-8': true,
+				'unicode11utf8': true, 'unicode20utf8': true, 'x-unicode20utf8': true };
+			class TextDecoder {
+				#decode; #fatal; #ignoreBOM;
+				constructor(encoding = 'utf-8', options = undefined) {
+					const label = ('' + encoding).replace(/^[\t\n\f\r ]+|[\t\n\f\r ]+$/g, '').toLowerCase();
+					if (!utf8Labels[label]) throw nodeError(RangeError, 'ERR_ENCODING_NOT_SUPPORTED', 'The "' + encoding + '" encoding is not supported');
+					if (options !== undefined && options !== null && typeof options !== 'object') throw argType('"options" argument must be of type object', options);
+					this.#fatal = !!(options && options.fatal);
+					this.#ignoreBOM = !!(options && options.ignoreBOM);
+					this.#decode = n.decoder(this.#fatal, this.#ignoreBOM);
+				}
+				get encoding() { this.#decode; return 'utf-8'; }
+				get fatal() { return this.#fatal; }
+				get ignoreBOM() { return this.#ignoreBOM; }
+				decode(input = undefined, options = undefined) {
+					if (options !== undefined && options !== null && typeof options !== 'object') throw argType('"options" argument must be of type object', options);
+					const stream = !!(options && options.stream);
+					const s = this.#decode(input, stream);
+					if (typeof s === 'string') return s;
+					if (s === 1) throw argType('"input" argument must be an instance of ArrayBuffer or ArrayBufferView', input);
+					throw nodeError(TypeError, 'ERR_ENCODING_INVALID_ENCODED_DATA', 'The encoded data was not valid for encoding utf-8');
+				}
+			}
+			return { __proto__: null, TextEncoder, TextDecoder };
+		},
+		base64(n) {
+			const domCodes = { __proto__: null, IndexSizeError: 1, HierarchyRequestError: 3, WrongDocumentError: 4,
+				InvalidCharacterError: 5, NoModificationAllowedError: 7, NotFoundError: 8, NotSupportedError: 9,
+				InvalidStateError: 11, SyntaxError: 12, InvalidModificationError: 13, NamespaceError: 14,
+				InvalidAccessError: 15, TypeMismatchError: 17, SecurityError: 18, NetworkError: 19, AbortError: 20,
+				URLMismatchError: 21, QuotaExceededError: 22, TimeoutError: 23, InvalidNodeTypeError: 24, DataCloneError: 25 };
+			class DOMException extends Error {
+				constructor(message = '', options = 'Error') {
+					super('' + message);
+					let name = 'Error';
+					if (options !== null && typeof options === 'object') {
+						if ('name' in options) name = '' + options.name;
+						if ('cause' in options) hide(this, 'cause', options.cause);
+					} else if (options !== undefined) {
+						name = '' + options;
+					}
+					hide(this, 'name', name);
+					hide(this, 'code', domCodes[name] || 0);
+				}
+			}
+			const invalidCharacter = (msg) => new DOMException(msg, 'InvalidCharacterError');
 
-	// The labels WHATWG's Encoding standard gives UTF-8.
-	const utf8Labels = { __proto__: null, 'utf-8': true, 'utf8': true, 'unicode-1-1-utf-8': true,
-		'unicode11utf8': true, 'unicode20utf8': true, 'x-unicode20utf8': true };
-	class TextDecoder {
-		#decode; #fatal; #ignoreBOM;
-		constructor(encoding = 'utf-8', options = undefined) {
-			const label = ('' + encoding).replace(/^[\t\n\f\r ]+|[\t\n\f\r ]+$/g, '').toLowerCase();
-			if (!utf8Labels[label]) throw nodeError(RangeError, 'ERR_ENCODING_NOT_SUPPORTED', 'The "' + encoding + '" encoding is not supported');
-			if (options !== undefined && options !== null && typeof options !== 'object') throw argType('"options" argument must be of type object', options);
-			this.#fatal = !!(options && options.fatal);
-			this.#ignoreBOM = !!(options && options.ignoreBOM);
-			this.#decode = n.decoder(this.#fatal, this.#ignoreBOM);
-		}
-		get encoding() { this.#decode; return 'utf-8'; }
-		get fatal() { return this.#fatal; }
-		get ignoreBOM() { return this.#ignoreBOM; }
-		decode(input = undefined, options = undefined) {
-			if (options !== undefined && options !== null && typeof options !== 'object') throw argType('"options" argument must be of type object', options);
-			const stream = !!(options && options.stream);
-			const s = this.#decode(input, stream);
-			if (typeof s === 'string') return s;
-			if (s === 1) throw argType('"input" argument must be an instance of ArrayBuffer or ArrayBufferView', input);
-			throw nodeError(TypeError, 'ERR_ENCODING_INVALID_ENCODED_DATA', 'The encoded data was not valid for encoding utf-8');
-		}
-	}
-
-	function atob(input) {
-		if (arguments.length === 0) throw missing('input');
-		const r = n.atob('' + input);
-		if (r === 1) throw invalidCharacter('Invalid character');
-		if (r === 2) throw invalidCharacter('The string to be decoded is not correctly encoded.');
-		return r;
-	}
-	function btoa(input) {
-		if (arguments.length === 0) throw missing('input');
-		const r = n.btoa('' + input);
-		if (r === 1) throw invalidCharacter('Invalid character');
-		return r;
-	}
-
-	function hrtime(time) {
-		const now = n.hrtime();
-		if (time === undefined) return now;
-		if (!isArray(time)) throw argType('"time" argument must be an instance of Array', time);
-		if (time.length !== 2) throw nodeError(RangeError, 'ERR_OUT_OF_RANGE', 'The value of "time" is out of range. It must be 2. Received ' + time.length);
-		let s = now[0] - time[0], ns = now[1] - time[1];
-		if (ns < 0) { s--; ns += 1e9; }
-		return [s, ns];
-	}
-	hrtime.bigint = function bigint() {
-		const now = n.hrtime();
-		return BigIntCtor(now[0]) * 1000000000n + BigIntCtor(now[1]);
+			function atob(input) {
+				if (arguments.length === 0) throw missing('input');
+				const r = n.atob('' + input);
+				if (r === 1) throw invalidCharacter('Invalid character');
+				if (r === 2) throw invalidCharacter('The string to be decoded is not correctly encoded.');
+				return r;
+			}
+			function btoa(input) {
+				if (arguments.length === 0) throw missing('input');
+				const r = n.btoa('' + input);
+				if (r === 1) throw invalidCharacter('Invalid character');
+				return r;
+			}
+			return { __proto__: null, atob, btoa, DOMException };
+		},
 	};
-	function nextTick(callback, ...args) {
-		if (typeof callback !== 'function') throw argType('"callback" argument must be of type function', callback);
-		const queue = g.queueMicrotask;
-		if (typeof queue !== 'function') throw new TypeError('process.nextTick cannot run here: there is no event loop');
-		queue(() => callback(...args));
-	}
-	function emitWarning(warning, type, code) {
-		let name = 'Warning', text;
-		if (type !== null && typeof type === 'object') { if (type.type !== undefined) name = '' + type.type; code = type.code; }
-		else if (typeof type === 'string') name = type;
-		if (warning instanceof Error) { name = '' + warning.name; text = '' + warning.message; }
-		else if (typeof warning === 'string') text = warning;
-		else throw argType('"warning" argument must be of type string or an instance of Error', warning);
-		const console = g.console;
-		if (console && typeof console.warn === 'function') console.warn((code !== undefined ? '[' + code + '] ' : '') + name + ': ' + text);
-	}
-	const process = {
-		title: 'node', version: 'v' + nodeVersion, versions: { node: nodeVersion }, release: { name: 'node' },
-		platform: 'linux', arch, env: {}, argv: [], execArgv: [],
-		nextTick, hrtime, emitWarning, uptime: function uptime() { return n.uptime(); },
-	};
-	for (const name of ['on', 'once', 'off', 'addListener', 'removeListener', 'removeAllListeners', 'prependListener', 'prependOnceListener', 'setMaxListeners']) {
-		hide(process, name, function () { return process; });
-	}
-	hide(process, 'emit', function emit() { return false; });
-	hide(process, 'listeners', function listeners() { return []; });
-	hide(process, 'listenerCount', function listenerCount() { return 0; });
-	defineProperty(process, Symbol.toStringTag, { value: 'process', configurable: true });
-
-	return { __proto__: null, process, TextEncoder, TextDecoder, atob, btoa, DOMException };
 })`, false)
 
 // maxAtobInput bounds atob's input, which can be any string the script has

@@ -395,15 +395,16 @@ func TestGlobalBuiltAfterScriptsReplacedBuiltins(t *testing.T) {
 		globalThis.ArrayBuffer = { isView() { throw new Error('fake isView'); } };
 		globalThis.Uint8Array = function () { return 'fake'; };
 		Object.defineProperty = function () { throw new Error('defineProperty replaced'); };
-		out.first = caught(() => typeof process);
+		out.first = caught(() => btoa('€'));
 		Object.defineProperty = saved;
-		out.again = typeof process;
+		out.again = caught(() => btoa('€'));
+		out.process = typeof process;
 		const bytes = new TextEncoder().encode('hi');
 		out.encode = [typeof bytes, bytes.length, bytes[0]];
 		out.decode = new TextDecoder().decode(bytes);
 	`)
 	checkOut(t, got, map[string]any{
-		"first": "Error: defineProperty replaced", "again": "object",
+		"first": "Error: defineProperty replaced", "again": "InvalidCharacterError 5: Invalid character", "process": "object",
 		"encode": []any{"object", 2.0, 104.0}, "decode": "hi",
 	})
 }
