@@ -199,9 +199,13 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 			};
 			function nextTick(callback, ...args) {
 				if (typeof callback !== 'function') throw argType('"callback" argument must be of type function', callback);
+				const run = () => callback(...args);
+				// Without the loop's queueMicrotask (the scratch runtime that
+				// checks a script's exports at load time has no loop), a promise
+				// job, whose exceptions nothing reports.
 				const queue = g.queueMicrotask;
-				if (typeof queue !== 'function') throw new TypeError('process.nextTick cannot run here: there is no event loop');
-				queue(() => callback(...args));
+				if (typeof queue === 'function') queue(run);
+				else Promise.resolve().then(run);
 			}
 			function emitWarning(warning, type, code) {
 				let name = 'Warning', text;
@@ -246,7 +250,8 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 			class TextDecoder {
 				#decode; #fatal; #ignoreBOM;
 				constructor(encoding = 'utf-8', options = undefined) {
-					const label = ('' + encoding).replace(/^[\t\n\f\r ]+|[\t\n\f\r ]+$/g, '').toLowerCase();
+					encoding = '' + encoding;
+					const label = encoding.replace(/^[\t\n\f\r ]+|[\t\n\f\r ]+$/g, '').toLowerCase();
 					if (!utf8Labels[label]) throw nodeError(RangeError, 'ERR_ENCODING_NOT_SUPPORTED', 'The "' + encoding + '" encoding is not supported');
 					if (options !== undefined && options !== null && typeof options !== 'object') throw argType('"options" argument must be of type object', options);
 					this.#fatal = !!(options && options.fatal);

@@ -408,3 +408,18 @@ func TestGlobalBuiltAfterScriptsReplacedBuiltins(t *testing.T) {
 		"encode": []any{"object", 2.0, 104.0}, "decode": "hi",
 	})
 }
+
+// TestGlobalsAtTopLevel: the top level runs twice, once at config load in a
+// runtime without a loop, and the globals work in both.
+func TestGlobalsAtTopLevel(t *testing.T) {
+	got := claimOf(t, `
+		let ticked = false;
+		process.nextTick(() => { ticked = true; });
+		const encoded = btoa(new TextDecoder().decode(new TextEncoder().encode('top')));
+		module.exports = function (client, scope, audience, context, cb) {
+			cb(null, {'https://t.example/out': [ticked, encoded, typeof process.env]});
+		};`, nil)
+	if !reflect.DeepEqual(got, []any{true, "dG9w", "object"}) {
+		t.Errorf("got %v", got)
+	}
+}
