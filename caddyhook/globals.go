@@ -101,7 +101,7 @@ func (b *globalsBuilder) group(group string) *goja.Object {
 		set("encode", func(c goja.FunctionCall) goja.Value { return encodeUTF8(vm, c.Argument(0)) })
 		set("encodeInto", func(c goja.FunctionCall) goja.Value { return encodeUTF8Into(vm, c.Argument(0), c.Argument(1)) })
 		set("decoder", func(c goja.FunctionCall) goja.Value {
-			d := &utf8Decoder{fatal: c.Argument(0).ToBoolean(), ignoreBOM: c.Argument(1).ToBoolean()}
+			d := &textDecoder{utf16: c.Argument(0).ToBoolean(), fatal: c.Argument(1).ToBoolean(), ignoreBOM: c.Argument(2).ToBoolean()}
 			return vm.ToValue(func(c goja.FunctionCall) goja.Value {
 				return d.decode(vm, b.isView, c.Argument(0), c.Argument(1).ToBoolean())
 			})
@@ -244,21 +244,25 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 				}
 			}
 
-			// The labels WHATWG's Encoding standard gives UTF-8.
-			const utf8Labels = { __proto__: null, 'utf-8': true, 'utf8': true, 'unicode-1-1-utf-8': true,
-				'unicode11utf8': true, 'unicode20utf8': true, 'x-unicode20utf8': true };
+			// The labels WHATWG's Encoding standard gives UTF-8 and UTF-16LE,
+			// the encodings Node decodes without ICU.
+			const labels = { __proto__: null, 'utf-8': 'utf-8', 'utf8': 'utf-8', 'unicode-1-1-utf-8': 'utf-8',
+				'unicode11utf8': 'utf-8', 'unicode20utf8': 'utf-8', 'x-unicode20utf8': 'utf-8',
+				'utf-16le': 'utf-16le', 'utf-16': 'utf-16le', 'ucs-2': 'utf-16le', 'unicode': 'utf-16le',
+				'csunicode': 'utf-16le', 'iso-10646-ucs-2': 'utf-16le', 'unicodefeff': 'utf-16le' };
 			class TextDecoder {
-				#decode; #fatal; #ignoreBOM;
+				#decode; #encoding; #fatal; #ignoreBOM;
 				constructor(encoding = 'utf-8', options = undefined) {
 					encoding = '' + encoding;
-					const label = encoding.replace(/^[\t\n\f\r ]+|[\t\n\f\r ]+$/g, '').toLowerCase();
-					if (!utf8Labels[label]) throw nodeError(RangeError, 'ERR_ENCODING_NOT_SUPPORTED', 'The "' + encoding + '" encoding is not supported');
+					const name = labels[encoding.replace(/^[\t\n\f\r ]+|[\t\n\f\r ]+$/g, '').toLowerCase()];
+					if (name === undefined) throw nodeError(RangeError, 'ERR_ENCODING_NOT_SUPPORTED', 'The "' + encoding + '" encoding is not supported');
 					if (options !== undefined && options !== null && typeof options !== 'object') throw argType('"options" argument must be of type object', options);
+					this.#encoding = name;
 					this.#fatal = !!(options && options.fatal);
 					this.#ignoreBOM = !!(options && options.ignoreBOM);
-					this.#decode = n.decoder(this.#fatal, this.#ignoreBOM);
+					this.#decode = n.decoder(name === 'utf-16le', this.#fatal, this.#ignoreBOM);
 				}
-				get encoding() { this.#decode; return 'utf-8'; }
+				get encoding() { return this.#encoding; }
 				get fatal() { return this.#fatal; }
 				get ignoreBOM() { return this.#ignoreBOM; }
 				decode(input = undefined, options = undefined) {
@@ -267,7 +271,7 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 					const s = this.#decode(input, stream);
 					if (typeof s === 'string') return s;
 					if (s === 1) throw argType('"input" argument must be an instance of ArrayBuffer or ArrayBufferView', input);
-					throw nodeError(TypeError, 'ERR_ENCODING_INVALID_ENCODED_DATA', 'The encoded data was not valid for encoding utf-8');
+					throw nodeError(TypeError, 'ERR_ENCODING_INVALID_ENCODED_DATA', 'The encoded data was not valid for encoding ' + this.#encoding);
 				}
 			}
 			return { __proto__: null, TextEncoder, TextDecoder };
@@ -440,18 +444,18 @@ func viewBytes(vm *goja.Runtime, isView func(goja.FunctionCall) goja.Value, v go
 	return b, true
 }
 
-// utf8Decoder is one TextDecoder's state: the bytes of a character that a
-// streaming decode left incomplete, and whether the BOM is still to be
-// looked for.
-type utf8Decoder struct {
-	fatal, ignoreBOM bool
-	pending          []byte
-	bomSeen          bool
+// textDecoder is one TextDecoder's state: its encoding (UTF-8, or UTF-16LE
+// when utf16), the bytes of a character that a streaming decode left
+// incomplete, and whether the BOM is still to be looked for.
+type textDecoder struct {
+	utf16, fatal, ignoreBOM bool
+	pending                 []byte
+	bomSeen                 bool
 }
 
 // decode returns the decoded text, or 1 for an input of the wrong type and
 // 2 for invalid data when fatal (the JavaScript side throws Node's errors).
-func (d *utf8Decoder) decode(vm *goja.Runtime, isView func(goja.FunctionCall) goja.Value, input goja.Value, stream bool) goja.Value {
+func (d *textDecoder) decode(vm *goja.Runtime, isView func(goja.FunctionCall) goja.Value, input goja.Value, stream bool) goja.Value {
 	var in []byte
 	if !goja.IsUndefined(input) {
 		b, ok := viewBytes(vm, isView, input)
@@ -463,7 +467,11 @@ func (d *utf8Decoder) decode(vm *goja.Runtime, isView func(goja.FunctionCall) go
 	if len(d.pending) > 0 {
 		in = append(append([]byte(nil), d.pending...), in...)
 	}
-	out, rest, status := decodeUTF8(in, d.fatal, stream, maxStringLength)
+	decode := decodeUTF8
+	if d.utf16 {
+		decode = decodeUTF16LE
+	}
+	out, rest, status := decode(in, d.fatal, stream, maxStringLength)
 	d.pending = append([]byte(nil), rest...)
 	if status != decodeOK || !stream {
 		// A decode that does not stream, or fails, starts the next afresh.
@@ -569,6 +577,49 @@ func decodeUTF8(in []byte, fatal, stream bool, max int) (out []uint16, rest []by
 		return nil, nil, decodeTooLong
 	}
 	return out, nil, decodeOK
+}
+
+// decodeUTF16LE decodes in as WHATWG's UTF-16LE decoder does: a lone
+// surrogate, or an odd byte at the end, becomes U+FFFD (or fails, when
+// fatal). When stream is true, an odd byte or a lead surrogate at the end
+// is returned in rest instead.
+func decodeUTF16LE(in []byte, fatal, stream bool, max int) (out []uint16, rest []byte, status int) {
+	if len(in)/2 > max {
+		return nil, nil, decodeTooLong
+	}
+	out = make([]uint16, 0, len(in)/2+1)
+	n := len(in) &^ 1
+	if stream {
+		if len(in) != n {
+			rest = in[n:]
+		}
+		if n >= 2 && utf16.IsSurrogate(rune(in[n-2])|rune(in[n-1])<<8) && in[n-1] < 0xDC {
+			n -= 2
+			rest = in[n:]
+		}
+	}
+	for i := 0; i < n; i += 2 {
+		c := uint16(in[i]) | uint16(in[i+1])<<8
+		switch {
+		case c >= 0xD800 && c < 0xDC00 && i+3 < n && isLowSurrogate(uint16(in[i+2])|uint16(in[i+3])<<8):
+			out = append(out, c, uint16(in[i+2])|uint16(in[i+3])<<8)
+			i += 2
+		case utf16.IsSurrogate(rune(c)):
+			if fatal {
+				return nil, nil, decodeInvalid
+			}
+			out = append(out, 0xFFFD)
+		default:
+			out = append(out, c)
+		}
+	}
+	if !stream && len(in) != n {
+		if fatal {
+			return nil, nil, decodeInvalid
+		}
+		out = append(out, 0xFFFD)
+	}
+	return out, rest, decodeOK
 }
 
 // btoa returns the base64 of s read as Latin-1, or 1 when s has a character

@@ -170,7 +170,13 @@ func TestGlobalTextDecoder(t *testing.T) {
 		out.stream = s.decode(new Uint8Array([0xEF, 0xBB]), { stream: true }) + '|' +
 			s.decode(new Uint8Array([0xBF, 0xE2, 0x82]), { stream: true }) + '|' + s.decode(new Uint8Array([0xAC]));
 		out.streamEnd = s.decode(new Uint8Array([0xE2]), { stream: true }) + '|' + s.decode();
-		out.unsupported = caught(() => new TextDecoder('utf-16le'));
+		out.unsupported = caught(() => new TextDecoder('utf-32'));
+		const u16 = new TextDecoder('UTF-16');
+		const b = (...x) => new Uint8Array(x);
+		out.utf16 = [u16.encoding, u16.decode(b(0x68, 0, 0x69, 0, 0x3D, 0xD8, 0x00, 0xDE)), u16.decode(b(0x00, 0xD8, 0x41, 0x00)),
+			u16.decode(b(0x41, 0x00, 0x42)), u16.decode(b(0xFF, 0xFE, 0x41, 0x00)), u16.decode(b(0x00, 0xDC))];
+		out.utf16Stream = u16.decode(b(0x3D), { stream: true }) + '|' + u16.decode(b(0xD8, 0x00), { stream: true }) + '|' + u16.decode(b(0xDE));
+		out.utf16Fatal = caught(() => new TextDecoder('utf-16le', { fatal: true }).decode(b(0x41)));
 		out.badInput = caught(() => d.decode('text'));
 		out.badOptions = caught(() => new TextDecoder('utf-8', 1));
 	`)
@@ -184,7 +190,10 @@ func TestGlobalTextDecoder(t *testing.T) {
 		"keepBOM":     2.0,
 		"stream":      "||€",
 		"streamEnd":   "|\uFFFD",
-		"unsupported": "RangeError ERR_ENCODING_NOT_SUPPORTED: The \"utf-16le\" encoding is not supported",
+		"unsupported": "RangeError ERR_ENCODING_NOT_SUPPORTED: The \"utf-32\" encoding is not supported",
+		"utf16":       []any{"utf-16le", "hi😀", "\uFFFDA", "A\uFFFD", "A", "\uFFFD"},
+		"utf16Stream": "||😀",
+		"utf16Fatal":  "TypeError ERR_ENCODING_INVALID_ENCODED_DATA: The encoded data was not valid for encoding utf-16le",
 		"badInput":    "TypeError ERR_INVALID_ARG_TYPE: The \"input\" argument must be an instance of ArrayBuffer or ArrayBufferView. Received type string ('text')",
 		"badOptions":  "TypeError ERR_INVALID_ARG_TYPE: The \"options\" argument must be of type object. Received type number (1)",
 	})
