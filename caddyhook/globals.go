@@ -94,8 +94,10 @@ func (b *globalsBuilder) group(group string) *goja.Object {
 		}
 		b.builders = v.ToObject(vm)
 	}
+	// Defined, not set: the script may have put setters on Object.prototype
+	// by now.
 	natives := vm.NewObject()
-	set := func(name string, f func(goja.FunctionCall) goja.Value) { _ = natives.Set(name, f) }
+	set := func(name string, f func(goja.FunctionCall) goja.Value) { define(vm, natives, name, f) }
 	switch group {
 	case "text":
 		set("encode", func(c goja.FunctionCall) goja.Value { return encodeUTF8(vm, c.Argument(0)) })

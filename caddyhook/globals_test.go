@@ -403,18 +403,23 @@ func TestGlobalBuiltAfterScriptsReplacedBuiltins(t *testing.T) {
 		const saved = Object.defineProperty;
 		globalThis.ArrayBuffer = { isView() { throw new Error('fake isView'); } };
 		globalThis.Uint8Array = function () { return 'fake'; };
+		for (const name of ['encode', 'decoder', 'atob', 'btoa', 'hrtime', 'process', 'text']) {
+			Object.defineProperty(Object.prototype, name, { set() { throw new Error('setter ran'); }, configurable: true });
+		}
 		Object.defineProperty = function () { throw new Error('defineProperty replaced'); };
 		out.first = caught(() => btoa('€'));
 		Object.defineProperty = saved;
 		out.again = caught(() => btoa('€'));
-		out.process = typeof process;
+		out.proc = typeof process;
 		const bytes = new TextEncoder().encode('hi');
-		out.encode = [typeof bytes, bytes.length, bytes[0]];
+		out.enc = [typeof bytes, bytes.length, bytes[0]];
 		out.decode = new TextDecoder().decode(bytes);
+		out.base64 = atob('aGk=');
+		out.hr = process.hrtime().length;
 	`)
 	checkOut(t, got, map[string]any{
-		"first": "Error: defineProperty replaced", "again": "InvalidCharacterError 5: Invalid character", "process": "object",
-		"encode": []any{"object", 2.0, 104.0}, "decode": "hi",
+		"first": "Error: defineProperty replaced", "again": "InvalidCharacterError 5: Invalid character", "proc": "object",
+		"enc": []any{"object", 2.0, 104.0}, "decode": "hi", "base64": "hi", "hr": 2.0,
 	})
 }
 
