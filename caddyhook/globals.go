@@ -195,10 +195,10 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 				if (ns < 0) { s--; ns += 1e9; }
 				return [s, ns];
 			}
-			hrtime.bigint = function bigint() {
+			hide(hrtime, 'bigint', function bigint() {
 				const now = n.hrtime();
 				return BigInt(now[0]) * 1000000000n + BigInt(now[1]);
-			};
+			});
 			function nextTick(callback, ...args) {
 				if (typeof callback !== 'function') throw argType('"callback" argument must be of type function', callback);
 				const run = () => callback(...args);
