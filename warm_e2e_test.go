@@ -27,8 +27,8 @@ func TestWarmRuntimesPerHandler(t *testing.T) {
 let served = 0; // module state: once per runtime, as on Auth0
 module.exports = function (client, scope, audience, context, cb) {
 	served++;
-	globalThis.seen = (globalThis.seen || 0) + 1;
-	cb(null, { scope: scope, served: served, seen: globalThis.seen });
+	global.seen = (global.seen || 0) + 1;
+	cb(null, { scope: scope, served: served, seen: global.seen });
 };`), 0o600); err != nil {
 		t.Fatal(err)
 	}

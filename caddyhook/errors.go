@@ -52,17 +52,34 @@ const (
 
 // errorNames maps the error classes Auth0 injects into every hook (matched by
 // the error's name, as Auth0's compiler does) to OAuth error codes.
+// ExtensibilityUserError is the base class of the other three in Auth0's
+// compiler (auth0/auth0-ext-compilers, lib/errors/ExtensibilityUserError.js),
+// prepended to every hook with them; its name is what Auth0's server reads
+// ("the main piece of data ... to determine what error was thrown"), and
+// only the three subclasses name an OAuth error. The base class thrown
+// itself is therefore a server error carrying its message: fail closed,
+// never a 4xx that would blame the client.
 var errorNames = map[string]string{
-	"InvalidRequestError": CodeInvalidRequest,
-	"InvalidScopeError":   CodeInvalidScope,
-	"ServerError":         CodeServerError,
+	"InvalidRequestError":    CodeInvalidRequest,
+	"InvalidScopeError":      CodeInvalidScope,
+	"ServerError":            CodeServerError,
+	"ExtensibilityUserError": CodeServerError,
 }
 
 // preludeSource defines the error classes. Auth0's compiler constructs them as
 // (code, message); its documentation shows (message), so one argument is the
-// message and two are code and message.
+// message and two are code and message. ExtensibilityUserError behaves as
+// Auth0's: (message), named after the class it was constructed as, and the
+// base of the others, so instanceof ExtensibilityUserError holds for them
+// as on Auth0.
 const preludeSource = `(function (g) {
-	class BaseError extends Error {
+	class ExtensibilityUserError extends Error {
+		constructor(message) {
+			super(message);
+			this.name = this.constructor.name;
+		}
+	}
+	class BaseError extends ExtensibilityUserError {
 		constructor(code, message) {
 			if (arguments.length < 2) { message = code; code = undefined; }
 			super(message);
@@ -73,7 +90,7 @@ const preludeSource = `(function (g) {
 	class InvalidRequestError extends BaseError {}
 	class InvalidScopeError extends BaseError {}
 	class ServerError extends BaseError {}
-	for (const c of [BaseError, InvalidRequestError, InvalidScopeError, ServerError]) {
+	for (const c of [ExtensibilityUserError, BaseError, InvalidRequestError, InvalidScopeError, ServerError]) {
 		Object.defineProperty(g, c.name, { value: c, writable: true, configurable: true, enumerable: false });
 	}
 })(this);`

@@ -1,11 +1,13 @@
 package caddyhook
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/dop251/goja"
@@ -111,7 +113,8 @@ func within(root, path string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
 
-// enable installs require and the lazily loaded Buffer global in vm, and
+// enable installs require and the lazily loaded Buffer, URL and
+// URLSearchParams globals in vm, and
 // returns require. Every require() in the runtime, in scripts and in
 // packages alike, goes through the gate below.
 func (m *modules) enable(vm *goja.Runtime) goja.Value {
@@ -131,7 +134,11 @@ func (m *modules) enable(vm *goja.Runtime) goja.Value {
 		case nodeCoreModules[bare], strings.HasPrefix(name, "node:"), m.root == "":
 			panic(vm.NewGoError(fmt.Errorf("module '%s' is not available", name)))
 		}
-		v, err := rm.Require(name)
+		target, err := m.versioned(name)
+		if err != nil {
+			panic(vm.NewGoError(err))
+		}
+		v, err := rm.Require(target)
 		if err != nil {
 			// Only goja's own errors are looked at as they are: unwrapping
 			// a goja exception could run script code.
@@ -150,24 +157,111 @@ func (m *modules) enable(vm *goja.Runtime) goja.Value {
 	req := vm.ToValue(gate)
 	_ = vm.Set("require", req)
 
-	// Node has Buffer as a global; load the module only if a script uses it.
-	global := vm.GlobalObject()
-	_ = global.DefineAccessorProperty("Buffer",
-		vm.ToValue(func(goja.FunctionCall) goja.Value {
-			mod, err := rm.Require("buffer")
+	// Node has these as globals; load their module only if a script uses
+	// them. The globals are the classes require() gives.
+	export := func(module, name string) func() goja.Value {
+		return func() goja.Value {
+			mod, err := rm.Require(module)
 			if err != nil {
 				rethrow(vm, err)
 			}
-			b := mod.ToObject(vm).Get("Buffer")
-			_ = global.DefineDataProperty("Buffer", b, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
-			return b
-		}),
-		vm.ToValue(func(call goja.FunctionCall) goja.Value {
-			_ = global.DefineDataProperty("Buffer", call.Argument(0), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
-			return goja.Undefined()
-		}),
-		goja.FLAG_TRUE, goja.FLAG_FALSE)
+			return mod.ToObject(vm).Get(name)
+		}
+	}
+	lazyGlobal(vm, "Buffer", export("buffer", "Buffer"))
+	lazyGlobal(vm, "URL", export("url", "URL"))
+	lazyGlobal(vm, "URLSearchParams", export("url", "URLSearchParams"))
 	return req
+}
+
+// exactVersion is a semantic version without range operators, tags or a
+// leading v: what a versioned require must name.
+var exactVersion = regexp.MustCompile(`^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
+
+// packageSegment is one part of a package name (the scope without its @,
+// or the name) as npm allows it; a leading dot is refused, so '.' and '..'
+// are.
+var packageSegment = regexp.MustCompile(`^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$`)
+
+// subpathSegment is one part of the path after a versioned package name.
+var subpathSegment = regexp.MustCompile(`^[A-Za-z0-9_~@+-][A-Za-z0-9._~@+-]*$`)
+
+// versioned resolves a webtask-style versioned require, 'name@1.2.3',
+// '@scope/name@1.2.3' or 'name@1.2.3/sub/path', to the absolute path of that
+// package in modules_dir (node_modules/<name>, else <name>, the registry's
+// global folders), after checking that its package.json has exactly that
+// version; any other id is returned as it is. Webtask fetched the version
+// from npm; here it must be the one the operator installed. Only exact
+// versions are accepted: a range ('^1', '1.x', '>=1') or a tag ('latest')
+// would make which code runs depend on what happens to be installed, so it
+// is refused with an error that says so. Every part of the id is checked
+// before it touches a path, and the files are read through load, which
+// refuses anything outside root.
+func (m *modules) versioned(id string) (string, error) {
+	if m.root == "" || strings.HasPrefix(id, ".") || strings.HasPrefix(id, "/") {
+		return id, nil
+	}
+	scope, rest := "", id
+	if strings.HasPrefix(id, "@") {
+		i := strings.IndexByte(id, '/')
+		if i < 0 {
+			return id, nil
+		}
+		scope, rest = id[:i], id[i+1:]
+	}
+	pkg, sub, hasSub := strings.Cut(rest, "/")
+	name, version, ok := strings.Cut(pkg, "@")
+	if !ok {
+		return id, nil
+	}
+	unavailable := func(format string, args ...any) error {
+		return fmt.Errorf("module '%s' is not available: %s", capText(id, 256), fmt.Sprintf(format, args...))
+	}
+	if (scope != "" && !packageSegment.MatchString(scope[1:])) || !packageSegment.MatchString(name) {
+		return "", unavailable("not a package name")
+	}
+	if scope != "" {
+		name = scope + "/" + name
+	}
+	if !exactVersion.MatchString(version) {
+		return "", unavailable("only an exact version, such as %s@1.2.3, can be required (not a range or a tag)", name)
+	}
+	if hasSub {
+		for _, seg := range strings.Split(sub, "/") {
+			if !subpathSegment.MatchString(seg) {
+				return "", unavailable("not a path inside the package")
+			}
+		}
+	}
+	var dir string
+	for _, d := range []string{filepath.Join(m.root, "node_modules", name), filepath.Join(m.root, name)} {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			dir = d
+			break
+		}
+	}
+	if dir == "" {
+		return "", unavailable("modules_dir has no package %s", name)
+	}
+	data, err := m.load(filepath.Join(dir, "package.json"))
+	if err != nil {
+		return "", unavailable("modules_dir has %s without a package.json", name)
+	}
+	var manifest struct {
+		Version json.RawMessage `json:"version"`
+	}
+	var installed string
+	if json.Unmarshal(data, &manifest) != nil || json.Unmarshal(manifest.Version, &installed) != nil || installed == "" {
+		return "", unavailable("modules_dir has %s without a version in its package.json", name)
+	}
+	if installed != version {
+		return "", unavailable("modules_dir has %s %s", name, cleanDescription(capText(installed, 64)))
+	}
+	path := filepath.ToSlash(dir)
+	if hasSub {
+		path += "/" + sub
+	}
+	return path, nil
 }
 
 // utilExtras adds what hooks use most from Node's util beyond format:

@@ -451,10 +451,32 @@ func BenchmarkRuntimeSetup(b *testing.B) {
 			}
 		}
 	})
-	b.Run("newVM(caps)", func(b *testing.B) {
+	b.Run("caps", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			vm := goja.New()
+			vm.SetMaxCallStackSize(maxCallStackSize)
+			installAllocationCaps(vm)
+			if _, err := vm.RunProgram(prelude); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("newVM(caps+node-globals)", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			_ = newVM()
+		}
+	})
+	// What a runtime pays when a script reads one of Node's globals, which
+	// are built on first use (globals.go).
+	b.Run("newVM+node-globals-used", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			vm := newVM()
+			if _, err := vm.RunString("process"); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 	b.Run("newVM+regexGuard", func(b *testing.B) {

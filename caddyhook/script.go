@@ -105,6 +105,7 @@ func newVM() *goja.Runtime {
 	if _, err := vm.RunProgram(prelude); err != nil {
 		panic("caddyhook: prelude failed: " + err.Error())
 	}
+	installNodeGlobals(vm)
 	return vm
 }
 

@@ -20,22 +20,22 @@ let served = 0;
 const loadedAt = ++globalThis.loads || (globalThis.loads = 1);
 module.exports = function (client, scope, audience, context, cb) {
 	served++;
-	globalThis.total = (globalThis.total || 0) + 1;
+	global.total = (global.total || 0) + 1;
 	switch (context.body.mode) {
 	case 'spin': for (;;) {}
 	case 'throw': throw new Error('boom');
 	case 'leave-timer':
-		setTimeout(() => { globalThis.leaked = (globalThis.leaked || 0) + 1; }, 20);
-		setInterval(() => { globalThis.leaked = (globalThis.leaked || 0) + 1; }, 5);
-		setImmediate(() => { globalThis.immediateRan = true; });
+		setTimeout(() => { global.leaked = (global.leaked || 0) + 1; }, 20);
+		setInterval(() => { global.leaked = (global.leaked || 0) + 1; }, 5);
+		setImmediate(() => { global.immediateRan = true; });
 		break;
 	case 'wait':
-		return setTimeout(() => cb(null, { scope, served, leaked: globalThis.leaked || 0 }), 80);
+		return setTimeout(() => cb(null, { scope, served, leaked: global.leaked || 0 }), 80);
 	case 'keep-cb':
-		globalThis.keptCb = cb;
+		global.keptCb = cb;
 		break;
 	}
-	cb(null, { scope, served, total: globalThis.total, client: client.id });
+	cb(null, { scope, served, total: global.total, client: client.id });
 };`
 
 func runMode(t *testing.T, e *Engine, mode string) (map[string]json.RawMessage, error) {

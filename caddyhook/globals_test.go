@@ -1,0 +1,439 @@
+package caddyhook
+
+import (
+	"context"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// outOf runs a hook whose body builds `out` and returns what it built.
+func outOf(t *testing.T, body string) map[string]any {
+	t.Helper()
+	src := `module.exports = async function (client, scope, audience, context, cb) {
+		const out = {};
+		const caught = (f) => { try { return f(); } catch (e) { return e && (e.name + (e.code !== undefined ? ' ' + e.code : '') + ': ' + e.message); } };
+		` + body + `
+		cb(null, {'https://t.example/out': out});
+	};`
+	got, ok := claimOf(t, src, nil).(map[string]any)
+	if !ok {
+		t.Fatalf("out is not an object")
+	}
+	return got
+}
+
+func checkOut(t *testing.T, got, want map[string]any) {
+	t.Helper()
+	for k, w := range want {
+		if g := got[k]; !reflect.DeepEqual(g, w) {
+			t.Errorf("%s = %#v, want %#v", k, g, w)
+		}
+	}
+}
+
+func TestGlobalGlobalAndProcess(t *testing.T) {
+	got := outOf(t, `
+		global.token = global.token || 'cached';
+		out.global = global === globalThis && token === 'cached';
+		out.envEmpty = JSON.stringify(process.env);
+		process.env.FOO = 'bar';
+		out.envWritable = process.env.FOO;
+		out.version = /^v22\.\d+\.\d+$/.test(process.version) && process.versions.node === process.version.slice(1);
+		out.platform = process.platform;
+		out.arch = typeof process.arch === 'string' && process.arch.length > 0;
+		out.tag = Object.prototype.toString.call(process);
+		const t0 = process.hrtime();
+		const d = process.hrtime(t0);
+		out.hrtime = t0.length === 2 && Number.isInteger(t0[0]) && t0[1] >= 0 && t0[1] < 1e9 && d[0] >= 0 && d[1] >= 0;
+		out.hrtimeBad = [caught(() => process.hrtime(1)), caught(() => process.hrtime([1]))];
+		out.bigint = typeof process.hrtime.bigint() === 'bigint' && process.hrtime.bigint() > 0n;
+		out.uptime = typeof process.uptime() === 'number' && process.uptime() >= 0;
+		out.absent = ['exit', 'kill', 'abort', 'cwd', 'chdir', 'binding', 'dlopen', 'memoryUsage', 'pid', 'stdout']
+			.filter((k) => process[k] !== undefined);
+		out.events = process.on('exit', () => {}) === process && process.emit('exit') === false;
+		const order = [];
+		await new Promise((resolve) => {
+			process.nextTick((a, b) => { order.push(a + b); resolve(); }, 'tick', '!');
+			order.push('sync');
+		});
+		out.nextTick = order;
+		out.nextTickBad = caught(() => process.nextTick(42));
+		process.emitWarning('careful', 'DeprecationWarning', 'DEP0001');
+		process.emitWarning(new Error('as error'));
+		out.emitWarningBad = caught(() => process.emitWarning(Symbol('s')));
+	`)
+	checkOut(t, got, map[string]any{
+		"global": true, "envEmpty": "{}", "envWritable": "bar", "version": true, "platform": "linux", "arch": true,
+		"tag": "[object process]", "hrtime": true, "bigint": true, "uptime": true, "absent": []any{}, "events": true,
+		"hrtimeBad": []any{
+			"TypeError ERR_INVALID_ARG_TYPE: The \"time\" argument must be an instance of Array. Received type number (1)",
+			"RangeError ERR_OUT_OF_RANGE: The value of \"time\" is out of range. It must be 2. Received 1",
+		},
+		"nextTick":       []any{"sync", "tick!"},
+		"nextTickBad":    "TypeError ERR_INVALID_ARG_TYPE: The \"callback\" argument must be of type function. Received type number (42)",
+		"emitWarningBad": "TypeError ERR_INVALID_ARG_TYPE: The \"warning\" argument must be of type string or an instance of Error. Received type symbol (Symbol())",
+	})
+}
+
+func TestGlobalProcessWarningsAndTickErrors(t *testing.T) {
+	log, logs := observed(t, zap.NewAtomicLevelAt(zap.InfoLevel))
+	s := compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
+		process.emitWarning('careful', 'DeprecationWarning', 'DEP0001');
+		cb(null, {});
+	};`)
+	if _, err := engine(t, s, func(c *Config) { c.Logger = log }).Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	if lines := logs.FilterMessage("[DEP0001] DeprecationWarning: careful").FilterLevelExact(zap.WarnLevel).Len(); lines != 1 {
+		t.Errorf("emitWarning logged %d warn lines: %v", lines, logs.All())
+	}
+
+	// A callback that throws is an uncaught exception, as in Node: the run
+	// fails whatever the script does next.
+	s = compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
+		process.nextTick(() => { throw new Error('tick failed'); });
+		setTimeout(() => cb(null, {}), 5);
+	};`)
+	_, err := engine(t, s, nil).Run(context.Background(), input())
+	wantError(t, err, http.StatusInternalServerError, CodeServerError, "tick failed")
+}
+
+func TestGlobalURL(t *testing.T) {
+	got := outOf(t, `
+		out.same = URL === require('url').URL && URLSearchParams === require('url').URLSearchParams;
+		const u = new URL('/v1/items?x=1&y=two', 'https://api.example.com');
+		out.href = u.href;
+		out.x = u.searchParams.get('y');
+		const p = new URLSearchParams({ a: '1 2', b: 'é' });
+		p.append('a', '3');
+		out.params = p.toString();
+		out.bad = caught(() => new URL('not a url'));
+		out.desc = typeof Object.getOwnPropertyDescriptor(globalThis, 'URL').value;
+	`)
+	checkOut(t, got, map[string]any{
+		"same": true, "href": "https://api.example.com/v1/items?x=1&y=two", "x": "two",
+		"params": "a=1+2&b=%C3%A9&a=3", "desc": "function",
+	})
+	if bad, _ := got["bad"].(string); !strings.HasPrefix(bad, "TypeError") {
+		t.Errorf("new URL('not a url') threw %q, want a TypeError", bad)
+	}
+}
+
+func TestGlobalTextEncoder(t *testing.T) {
+	got := outOf(t, `
+		const enc = new TextEncoder();
+		out.encoding = enc.encoding;
+		const bytes = enc.encode('héllo€😀');
+		out.isU8 = bytes instanceof Uint8Array;
+		out.bytes = Array.from(bytes);
+		out.lone = Array.from(enc.encode('a\ud800b\udc00'));
+		out.empty = enc.encode().length;
+		out.coerced = Array.from(enc.encode({ toString() { return 'ok'; } }));
+		const dest = new Uint8Array(4);
+		out.into = enc.encodeInto('héllo', dest);
+		out.intoBytes = Array.from(dest);
+		out.intoPair = enc.encodeInto('😀😀', new Uint8Array(6));
+	`)
+	checkOut(t, got, map[string]any{
+		"encoding": "utf-8", "isU8": true,
+		"bytes": []any{104.0, 195.0, 169.0, 108.0, 108.0, 111.0, 226.0, 130.0, 172.0, 240.0, 159.0, 152.0, 128.0},
+		"lone":  []any{97.0, 239.0, 191.0, 189.0, 98.0, 239.0, 191.0, 189.0}, "empty": 0.0,
+		"coerced":   []any{111.0, 107.0},
+		"into":      map[string]any{"read": 3.0, "written": 4.0},
+		"intoBytes": []any{104.0, 195.0, 169.0, 108.0},
+		"intoPair":  map[string]any{"read": 2.0, "written": 4.0},
+	})
+}
+
+func TestGlobalTextDecoder(t *testing.T) {
+	got := outOf(t, `
+		const bytes = [104, 195, 169, 108, 108, 111, 226, 130, 172];
+		const d = new TextDecoder();
+		out.props = [d.encoding, d.fatal, d.ignoreBOM, new TextDecoder(' UTF8 ').encoding];
+		out.u8 = d.decode(new Uint8Array(bytes));
+		out.ab = d.decode(new Uint8Array(bytes).buffer);
+		out.view = d.decode(new DataView(new Uint8Array(bytes).buffer, 1, 2));
+		out.u16 = d.decode(new Uint16Array([0x6968]));
+		out.buffer = d.decode(Buffer.from('buffer'));
+		out.none = d.decode();
+		out.invalid = d.decode(new Uint8Array([0xE2, 0x82, 0x41, 0xFF, 0xC0, 0xAF, 0xED, 0xA0, 0x80]));
+		out.truncated = d.decode(new Uint8Array([0x61, 0xF0, 0x9F, 0x98]));
+		out.fatal = caught(() => new TextDecoder('utf-8', { fatal: true }).decode(new Uint8Array([0xFF])));
+		out.bom = d.decode(new Uint8Array([0xEF, 0xBB, 0xBF, 0x61]));
+		out.keepBOM = new TextDecoder('utf-8', { ignoreBOM: true }).decode(new Uint8Array([0xEF, 0xBB, 0xBF, 0x61])).length;
+		const s = new TextDecoder();
+		out.stream = s.decode(new Uint8Array([0xEF, 0xBB]), { stream: true }) + '|' +
+			s.decode(new Uint8Array([0xBF, 0xE2, 0x82]), { stream: true }) + '|' + s.decode(new Uint8Array([0xAC]));
+		out.streamEnd = s.decode(new Uint8Array([0xE2]), { stream: true }) + '|' + s.decode();
+		out.unsupported = caught(() => new TextDecoder('utf-32'));
+		const u16 = new TextDecoder('UTF-16');
+		const b = (...x) => new Uint8Array(x);
+		out.utf16 = [u16.encoding, u16.decode(b(0x68, 0, 0x69, 0, 0x3D, 0xD8, 0x00, 0xDE)), u16.decode(b(0x00, 0xD8, 0x41, 0x00)),
+			u16.decode(b(0x41, 0x00, 0x42)), u16.decode(b(0xFF, 0xFE, 0x41, 0x00)), u16.decode(b(0x00, 0xDC))];
+		out.utf16Stream = u16.decode(b(0x3D), { stream: true }) + '|' + u16.decode(b(0xD8, 0x00), { stream: true }) + '|' + u16.decode(b(0xDE));
+		out.utf16Fatal = caught(() => new TextDecoder('utf-16le', { fatal: true }).decode(b(0x41)));
+		out.badInput = caught(() => d.decode('text'));
+		out.badOptions = caught(() => new TextDecoder('utf-8', 1));
+	`)
+	checkOut(t, got, map[string]any{
+		"props": []any{"utf-8", false, false, "utf-8"},
+		"u8":    "héllo€", "ab": "héllo€", "view": "é", "u16": "hi", "buffer": "buffer", "none": "",
+		"invalid":     "\uFFFDA\uFFFD\uFFFD\uFFFD\uFFFD\uFFFD\uFFFD",
+		"truncated":   "a\uFFFD",
+		"fatal":       "TypeError ERR_ENCODING_INVALID_ENCODED_DATA: The encoded data was not valid for encoding utf-8",
+		"bom":         "a",
+		"keepBOM":     2.0,
+		"stream":      "||€",
+		"streamEnd":   "|\uFFFD",
+		"unsupported": "RangeError ERR_ENCODING_NOT_SUPPORTED: The \"utf-32\" encoding is not supported",
+		"utf16":       []any{"utf-16le", "hi😀", "\uFFFDA", "A\uFFFD", "A", "\uFFFD"},
+		"utf16Stream": "||😀",
+		"utf16Fatal":  "TypeError ERR_ENCODING_INVALID_ENCODED_DATA: The encoded data was not valid for encoding utf-16le",
+		"badInput":    "TypeError ERR_INVALID_ARG_TYPE: The \"input\" argument must be an instance of ArrayBuffer or ArrayBufferView. Received type string ('text')",
+		"badOptions":  "TypeError ERR_INVALID_ARG_TYPE: The \"options\" argument must be of type object. Received type number (1)",
+	})
+}
+
+func TestGlobalBase64(t *testing.T) {
+	got := outOf(t, `
+		out.btoa = [btoa('hello'), btoa('\u00ff\u00fe'), btoa(''), btoa(12)];
+		out.atob = [atob('aGVsbG8='), atob(' aGVs\tbG8\n'), atob('aGVsbG8'), atob('/w==').charCodeAt(0), atob('YQ'), atob('YR==')];
+		out.btoaWide = caught(() => btoa('€'));
+		const e = (() => { try { btoa('€'); } catch (e) { return e; } })();
+		out.domException = [e instanceof DOMException, e instanceof Error, e.code, e.name];
+		out.atobBad = [caught(() => atob('a$==')), caught(() => atob('a')), caught(() => atob('ab=c')), caught(() => atob('ab===')), caught(() => atob('abc=='))];
+		out.missing = [caught(() => atob()), caught(() => btoa())];
+		const abort = new DOMException('stopped', 'AbortError');
+		out.abort = [abort.name, abort.message, abort.code, new DOMException().name];
+	`)
+	checkOut(t, got, map[string]any{
+		"btoa":         []any{"aGVsbG8=", "//4=", "", "MTI="},
+		"atob":         []any{"hello", "hello", "hello", 255.0, "a", "a"},
+		"btoaWide":     "InvalidCharacterError 5: Invalid character",
+		"domException": []any{true, true, 5.0, "InvalidCharacterError"},
+		"atobBad": []any{
+			"InvalidCharacterError 5: Invalid character",
+			"InvalidCharacterError 5: The string to be decoded is not correctly encoded.",
+			"InvalidCharacterError 5: Invalid character",
+			"InvalidCharacterError 5: Invalid character",
+			"InvalidCharacterError 5: Invalid character",
+		},
+		"missing": []any{
+			"TypeError ERR_MISSING_ARGS: The \"input\" argument must be specified",
+			"TypeError ERR_MISSING_ARGS: The \"input\" argument must be specified",
+		},
+		"abort": []any{"AbortError", "stopped", 20.0, "Error"},
+	})
+}
+
+// TestGlobalHostileArguments hands every new global the values scripts use
+// to break natives: none may panic, and each must throw to the script.
+func TestGlobalHostileArguments(t *testing.T) {
+	got := outOf(t, `
+		const { proxy: revoked, revoke } = Proxy.revocable({}, {});
+		revoke();
+		const throwing = { toString() { throw new Error('toString threw'); } };
+		const getter = { get fatal() { throw new Error('getter threw'); } };
+		const liar = new Proxy(new Uint8Array(4), {});
+		const arrayLike = { length: 2 ** 32, 0: 1 };
+		const enc = new TextEncoder(), dec = new TextDecoder();
+		const all = {
+			encodeSymbol: () => enc.encode(Symbol('s')),
+			encodeThrowing: () => enc.encode(throwing),
+			encodeRevoked: () => enc.encode(revoked),
+			encodeIntoProxy: () => enc.encodeInto('x', liar),
+			encodeIntoArrayLike: () => enc.encodeInto('x', arrayLike),
+			encodeIntoRevoked: () => enc.encodeInto('x', revoked),
+			decodeProxy: () => dec.decode(liar),
+			decodeArrayLike: () => dec.decode(arrayLike),
+			decodeRevoked: () => dec.decode(revoked),
+			decodeOptionsGetter: () => dec.decode(new Uint8Array(1), { get stream() { throw new Error('getter threw'); } }),
+			decoderOptionsGetter: () => new TextDecoder('utf-8', getter),
+			decoderOptionsRevoked: () => new TextDecoder('utf-8', revoked),
+			decoderLabelSymbol: () => new TextDecoder(Symbol('s')),
+			decodeOtherThis: () => TextDecoder.prototype.decode.call({}, new Uint8Array(1)),
+			atobSymbol: () => atob(Symbol('s')),
+			atobThrowing: () => atob(throwing),
+			btoaRevoked: () => btoa(revoked),
+			hrtimeRevoked: () => process.hrtime(revoked),
+			hrtimeProxy: () => process.hrtime(new Proxy([1, 2], { get() { throw new Error('trap threw'); } })),
+			nextTickSymbol: () => process.nextTick(Symbol('s')),
+			warningRevoked: () => process.emitWarning('w', revoked),
+			domRevoked: () => new DOMException('m', revoked),
+		};
+		for (const [k, f] of Object.entries(all)) out[k] = caught(f);
+	`)
+	for k, v := range got {
+		s, ok := v.(string)
+		if !ok || s == "" || strings.Contains(s, "goja") || strings.Contains(s, "0x") {
+			t.Errorf("%s: %#v, want an exception for the script", k, v)
+		}
+	}
+	checkOut(t, got, map[string]any{
+		"encodeThrowing":  "Error: toString threw",
+		"encodeIntoProxy": "TypeError: The \"dest\" argument must be an instance of Uint8Array.",
+		"decodeProxy":     "TypeError ERR_INVALID_ARG_TYPE: The \"input\" argument must be an instance of ArrayBuffer or ArrayBufferView. Received an instance of Uint8Array",
+		"hrtimeProxy":     "Error: trap threw",
+	})
+	if len(got) != 22 {
+		t.Errorf("%d results, want 22: %v", len(got), got)
+	}
+}
+
+// TestGlobalAllocationCaps checks that no new global allocates more than the
+// caps in one call, whatever string the script built.
+func TestGlobalAllocationCaps(t *testing.T) {
+	got := outOf(t, `
+		const big = '€'.repeat(2 ** 25);
+		out.encode = caught(() => new TextEncoder().encode(big).length);
+		const ascii = 'A'.repeat(2 ** 25);
+		out.btoa = caught(() => btoa(ascii).length);
+		out.atob = caught(() => atob(ascii + ascii).length);
+		out.atobFits = atob(ascii).length;
+	`)
+	checkOut(t, got, map[string]any{
+		"encode": "RangeError: Array buffer allocation failed",
+		"btoa":   "RangeError: Invalid string length",
+		"atob":   "RangeError: Invalid string length",
+		// 2^25 base64 characters decode to 3/4 as many bytes.
+		"atobFits": float64(3 << 23),
+	})
+}
+
+func TestGlobalConsoleMethods(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	s := compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
+		console.dir({ a: 1 }, { depth: 0 });
+		console.table([{ a: 1 }]);
+		console.time(); console.timeLog(undefined, 'mid'); console.timeEnd();
+		console.timeEnd('never');
+		console.time('t'); console.time('t');
+		console.count(); console.count(); console.count('x'); console.countReset(); console.count();
+		console.countReset('nope');
+		console.assert(true, 'not logged');
+		console.assert(0, 'failed %s', 'here');
+		console.assert(false);
+		console.group('grouped'); console.group(); console.groupCollapsed('c'); console.groupEnd();
+		let threw;
+		try { console.count(Symbol('s')); } catch (e) { threw = e.name; }
+		for (let i = 0; i < 2000; i++) console.count('label' + i);
+		cb(null, {'https://t.example/out': threw});
+	};`)
+	res, err := engine(t, s, func(c *Config) { c.Logger = zap.New(core) }).Run(context.Background(), input())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(res.Claims["https://t.example/out"]) != `"TypeError"` {
+		t.Errorf("console.count(Symbol) threw %s, want TypeError", res.Claims["https://t.example/out"])
+	}
+	var lines []string
+	for _, e := range logs.All()[:22] {
+		lines = append(lines, e.Level.String()+" "+e.ContextMap()["source"].(string)+" "+e.Message)
+	}
+	want := []string{
+		`info console.dir {"a":1}`,
+		`info console.table [{"a":1}]`,
+		`info console.timeLog default: `,
+		`info console.timeEnd default: `,
+		`warn console.timeEnd Warning: No such label 'never' for console.timeEnd()`,
+		`warn console.time Warning: Label 't' already exists for console.time()`,
+		`info console.count default: 1`,
+		`info console.count default: 2`,
+		`info console.count x: 1`,
+		`info console.count default: 1`,
+		`warn console.countReset Warning: Count for 'nope' does not exist`,
+		`error console.assert Assertion failed: failed %s here`,
+		`error console.assert Assertion failed`,
+		`info console.group grouped`,
+		`info console.groupCollapsed c`,
+	}
+	for i, w := range want {
+		if i >= len(lines) || !strings.HasPrefix(lines[i], w) {
+			t.Fatalf("line %d = %q, want prefix %q\nall: %q", i, lines[min(i, len(lines)-1)], w, lines)
+		}
+	}
+	if !strings.HasSuffix(lines[2], "ms mid") || !strings.HasSuffix(lines[3], "ms") {
+		t.Errorf("timers: %q %q", lines[2], lines[3])
+	}
+	// The line budget holds for the new methods too.
+	if n := logs.Len(); n > maxConsoleLines+1 {
+		t.Errorf("%d lines logged, over the budget of %d", n, maxConsoleLines)
+	}
+}
+
+func TestGlobalExtensibilityUserError(t *testing.T) {
+	got := outOf(t, `
+		const e = new ExtensibilityUserError('a', 'b');
+		out.base = [e.name, e.message, e instanceof Error];
+		out.hierarchy = [new InvalidScopeError('x') instanceof ExtensibilityUserError,
+			new InvalidRequestError('x') instanceof ExtensibilityUserError, new ServerError('x') instanceof ExtensibilityUserError];
+		class Custom extends ExtensibilityUserError {}
+		out.subclass = new Custom('m').name;
+	`)
+	checkOut(t, got, map[string]any{
+		"base": []any{"ExtensibilityUserError", "a", true}, "hierarchy": []any{true, true, true}, "subclass": "Custom",
+	})
+	for _, c := range []struct{ src, desc string }{
+		{`cb(new ExtensibilityUserError('not for you'))`, "not for you"},
+		{`throw new ExtensibilityUserError('thrown')`, "thrown"},
+		// Still 4xx through the base: the subclass's name picks the code.
+		{`cb(new InvalidScopeError('bad scope'))`, "bad scope"},
+	} {
+		s := compileHook(t, `module.exports = function (client, scope, audience, context, cb) { `+c.src+` };`)
+		_, err := engine(t, s, nil).Run(context.Background(), input())
+		if c.desc == "bad scope" {
+			wantError(t, err, http.StatusBadRequest, CodeInvalidScope, c.desc)
+			continue
+		}
+		wantError(t, err, http.StatusInternalServerError, CodeServerError, c.desc)
+	}
+}
+
+// TestGlobalBuiltAfterScriptsReplacedBuiltins: the globals are built on
+// first use, after the script may have replaced the builtins they use.
+// What they capture before any script ran still works, and anything else
+// fails as script code, never as a Go panic.
+func TestGlobalBuiltAfterScriptsReplacedBuiltins(t *testing.T) {
+	got := outOf(t, `
+		const saved = Object.defineProperty;
+		globalThis.ArrayBuffer = { isView() { throw new Error('fake isView'); } };
+		globalThis.Uint8Array = function () { return 'fake'; };
+		for (const name of ['encode', 'decoder', 'atob', 'btoa', 'hrtime', 'process', 'text']) {
+			Object.defineProperty(Object.prototype, name, { set() { throw new Error('setter ran'); }, configurable: true });
+		}
+		Object.defineProperty = function () { throw new Error('defineProperty replaced'); };
+		out.first = caught(() => btoa('€'));
+		Object.defineProperty = saved;
+		out.again = caught(() => btoa('€'));
+		out.proc = typeof process;
+		const bytes = new TextEncoder().encode('hi');
+		out.enc = [typeof bytes, bytes.length, bytes[0]];
+		out.decode = new TextDecoder().decode(bytes);
+		out.base64 = atob('aGk=');
+		out.hr = process.hrtime().length;
+	`)
+	checkOut(t, got, map[string]any{
+		"first": "Error: defineProperty replaced", "again": "InvalidCharacterError 5: Invalid character", "proc": "object",
+		"enc": []any{"object", 2.0, 104.0}, "decode": "hi", "base64": "hi", "hr": 2.0,
+	})
+}
+
+// TestGlobalsAtTopLevel: the top level runs twice, once at config load in a
+// runtime without a loop, and the globals work in both.
+func TestGlobalsAtTopLevel(t *testing.T) {
+	got := claimOf(t, `
+		let ticked = false;
+		process.nextTick(() => { ticked = true; });
+		const encoded = btoa(new TextDecoder().decode(new TextEncoder().encode('top')));
+		module.exports = function (client, scope, audience, context, cb) {
+			cb(null, {'https://t.example/out': [ticked, encoded, typeof process.env]});
+		};`, nil)
+	if !reflect.DeepEqual(got, []any{true, "dG9w", "object"}) {
+		t.Errorf("got %v", got)
+	}
+}
