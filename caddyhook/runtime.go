@@ -7,6 +7,7 @@ package caddyhook
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,8 +104,14 @@ type Config struct {
 	// StorageKey function for the rule.
 	StorageKey string
 	// Cache is api.cache; nil gives the engine a cache of its own.
-	Cache  *ActionCache
-	Logger *zap.Logger
+	Cache *ActionCache
+	// FetchAllow are the URL prefixes scripts may call with fetch,
+	// request, axios and node-fetch (fetch.go); empty refuses every call.
+	FetchAllow []string
+	Logger     *zap.Logger
+	// fetchRootCAs, set only by tests, verifies the TLS servers scripts
+	// call; nil means the system's roots.
+	fetchRootCAs *x509.CertPool
 }
 
 // Engine runs the configured scripts; it is safe for concurrent use, as each
@@ -114,6 +121,7 @@ type Engine struct {
 	modules    *modules
 	cache      *ActionCache
 	storageKey string // the hook's storage document
+	fetcher    *fetcher
 }
 
 // NewEngine checks cfg, loads every script's top level once to check what it
@@ -150,7 +158,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cache == nil {
 		cache = NewActionCache()
 	}
-	e := &Engine{cfg: cfg, modules: mods, cache: cache}
+	f, err := newFetcher(cfg.FetchAllow, cfg.fetchRootCAs, cfg.Logger.Named("fetch"))
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, modules: mods, cache: cache, fetcher: f}
 	if cfg.Hook != nil {
 		// The path is made absolute now, against the directory the
 		// configuration was loaded in.
@@ -183,9 +195,10 @@ func (e *Engine) checkExports(s *Script) (err error) {
 		}
 	}()
 	vm := newVM()
-	req := e.modules.enable(vm)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	defer newLoop(vm).close() // the timers fetch's layers capture
+	req := e.modules.enable(vm, installFetch(vm, e.fetcher, loadHost{ctx}))
 	interrupt := func() { vm.Interrupt("the top level took longer than 2s") }
 	installRegexGuard(vm, ctx, interrupt)
 	stop := context.AfterFunc(ctx, interrupt)
@@ -331,7 +344,7 @@ func newRun(ctx context.Context, e *Engine, in *Input) *run {
 	r := &run{ctx: ctx, eng: e, in: in, vm: vm, scope: in.Scope, claims: map[string]json.RawMessage{}}
 	r.loop = newLoop(vm)
 	r.loop.uncaught = func(err error) { r.fail(r.errorFromThrow(err, "an exception was thrown in a microtask")) }
-	r.require = e.modules.enable(vm)
+	r.require = e.modules.enable(vm, installFetch(vm, e.fetcher, r))
 	// Keep our own references: a script may replace the global JSON and
 	// Promise. No script has run yet, so these are the intrinsics.
 	jsonObj := vm.Get("JSON").ToObject(vm)
