@@ -676,6 +676,13 @@ func installFetch(vm *goja.Runtime, f *fetcher, host fetchHost) map[string]func(
 			}
 			cancel()
 			return func() error {
+				// Once the exchange's time is up its scripts get no more
+				// results, though the timer that ends the run may not have
+				// fired yet: the run ends with "hook timed out" whichever
+				// notices first.
+				if ctx.Err() != nil || (hasDeadline && !time.Now().Before(deadline)) {
+					return timeoutCause(ctx)
+				}
 				if err != nil {
 					_, cerr := cb(goja.Undefined(), fetchErrorValue(vm, err))
 					return cerr
@@ -686,22 +693,30 @@ func installFetch(vm *goja.Runtime, f *fetcher, host fetchHost) map[string]func(
 		})
 		return vm.ToValue(func(goja.FunctionCall) goja.Value { cancel(); return goja.Undefined() })
 	}
-	native := vm.NewObject()
-	define(vm, native, "call", call)
-	define(vm, native, "base64", func(c goja.FunctionCall) goja.Value {
-		return vm.ToValue(base64.StdEncoding.EncodeToString([]byte(c.Argument(0).String())))
-	})
-	define(vm, native, "toBuffer", func(c goja.FunctionCall) goja.Value {
-		ab, _ := c.Argument(0).Export().(goja.ArrayBuffer)
-		return buffer.WrapBytes(vm, ab.Bytes())
-	})
-	define(vm, native, "utf8", func(c goja.FunctionCall) goja.Value {
-		ab, _ := c.Argument(0).Export().(goja.ArrayBuffer)
-		return vm.ToValue(validUTF8(string(ab.Bytes())))
-	})
-	define(vm, native, "bytes", func(c goja.FunctionCall) goja.Value {
-		return vm.ToValue(vm.NewArrayBuffer([]byte(c.Argument(0).String())))
-	})
+	// Built when the layers load: most runtimes never call out.
+	native := func() *goja.Object {
+		native := vm.NewObject()
+		define(vm, native, "call", call)
+		define(vm, native, "base64", func(c goja.FunctionCall) goja.Value {
+			return vm.ToValue(base64.StdEncoding.EncodeToString([]byte(c.Argument(0).String())))
+		})
+		define(vm, native, "toBuffer", func(c goja.FunctionCall) goja.Value {
+			ab, _ := c.Argument(0).Export().(goja.ArrayBuffer)
+			return buffer.WrapBytes(vm, ab.Bytes())
+		})
+		define(vm, native, "utf8", func(c goja.FunctionCall) goja.Value {
+			ab, _ := c.Argument(0).Export().(goja.ArrayBuffer)
+			return vm.ToValue(validUTF8(string(ab.Bytes())))
+		})
+		define(vm, native, "bytes", func(c goja.FunctionCall) goja.Value {
+			return vm.ToValue(vm.NewArrayBuffer([]byte(c.Argument(0).String())))
+		})
+		define(vm, native, "isSearchParams", func(c goja.FunctionCall) goja.Value {
+			o, ok := c.Argument(0).(*goja.Object)
+			return vm.ToValue(ok && o.ExportType() != nil && o.ExportType().String() == "*url.urlSearchParams")
+		})
+		return native
+	}
 	return installFetchJS(vm, native)
 }
 

@@ -12,30 +12,17 @@ import (
 // and those libraries do; they hold no rule, so a script tampering with
 // them gains nothing. They run before any script and keep the intrinsics
 // they use, so a script replacing a global does not break them.
-var fetchLayers = goja.MustCompile("caddyhook:fetch", `(function (native, setTimeout, clearTimeout, global) {
+var fetchLayers = goja.MustCompile("caddyhook:fetch", `(function (native, I) {
 'use strict';
-var _Object = Object, _defineProperty = Object.defineProperty, _keys = Object.keys, _create = Object.create,
-	_Promise = Promise, _resolve = Promise.resolve.bind(Promise), _reject = Promise.reject.bind(Promise),
-	_Error = Error, _TypeError = TypeError, _RangeError = RangeError, _String = String,
-	_parse = JSON.parse, _stringify = JSON.stringify, _isArray = Array.isArray,
-	_ArrayBuffer = ArrayBuffer, _isView = ArrayBuffer.isView, _Uint8Array = Uint8Array,
-	_iterator = Symbol.iterator, _toStringTag = Symbol.toStringTag, _Symbol = Symbol,
-	_encodeURIComponent = encodeURIComponent, _Date = Date, _floor = Math.floor,
-	uncurry = Function.prototype.call.bind(Function.prototype.bind),
-	lower = uncurry(Function.prototype.call, String.prototype.toLowerCase),
-	upper = uncurry(Function.prototype.call, String.prototype.toUpperCase),
-	trim = uncurry(Function.prototype.call, String.prototype.trim),
-	sliceStr = uncurry(Function.prototype.call, String.prototype.slice),
-	indexOf = uncurry(Function.prototype.call, String.prototype.indexOf),
-	replace = uncurry(Function.prototype.call, String.prototype.replace),
-	test = uncurry(Function.prototype.call, RegExp.prototype.test),
-	join = uncurry(Function.prototype.call, Array.prototype.join),
-	sort = uncurry(Function.prototype.call, Array.prototype.sort),
-	arrayValues = uncurry(Function.prototype.call, Array.prototype.values),
-	then = uncurry(Function.prototype.call, Promise.prototype.then),
-	sliceAB = uncurry(Function.prototype.call, ArrayBuffer.prototype.slice),
-	sliceU8 = uncurry(Function.prototype.call, Uint8Array.prototype.slice),
-	toISO = uncurry(Function.prototype.call, Date.prototype.toISOString),
+var _Object = I.Object, _defineProperty = I.defineProperty, _keys = I.keys, _create = I.create,
+	_Promise = I.Promise, _resolve = I.resolve, _reject = I.reject, _all = I.all,
+	_Error = I.Error, _TypeError = I.TypeError, _RangeError = I.RangeError, _String = I.String,
+	_parse = I.parse, _stringify = I.stringify, _isArray = I.isArray,
+	_ArrayBuffer = I.ArrayBuffer, _isView = I.isView, _Uint8Array = I.Uint8Array, _Date = I.Date, _floor = I.floor,
+	_iterator = I.iterator, _toStringTag = I.toStringTag, _Symbol = I.Symbol, _encodeURIComponent = I.encodeURIComponent,
+	lower = I.lower, upper = I.upper, sliceStr = I.sliceStr, indexOf = I.indexOf, replace = I.replace, test = I.test,
+	join = I.join, sort = I.sort, arrayValues = I.arrayValues, then = I.then, sliceAB = I.sliceAB, sliceU8 = I.sliceU8,
+	toISO = I.toISO, callFn = I.callFn, applyFn = I.applyFn, setTimeout = I.setTimeout,
 	call = native.call, utf8 = native.utf8, bytes = native.bytes, base64 = native.base64,
 	toBuffer = native.toBuffer, isSearchParams = native.isSearchParams;
 var S = _Symbol('state');
@@ -44,20 +31,16 @@ function push(a, v) { a[a.length] = v; }
 function hidden(o, name, value) { _defineProperty(o, name, { value: value, writable: true, configurable: true, enumerable: false }); }
 function isObject(v) { return v !== null && (typeof v === 'object' || typeof v === 'function'); }
 
-// DOMException, as Node has it globally.
-var DOMException = global.DOMException;
-if (typeof DOMException !== 'function') {
-	var domCodes = { IndexSizeError: 1, NotFoundError: 8, NotSupportedError: 9, InvalidStateError: 11, SyntaxError: 12,
-		NetworkError: 19, AbortError: 20, TimeoutError: 23, DataCloneError: 25 };
-	DOMException = class DOMException extends _Error {
-		constructor(message, name) {
-			super(message === undefined ? '' : _String(message));
-			if (isObject(name)) name = name.name;
-			hidden(this, 'name', name === undefined ? 'Error' : _String(name));
-			hidden(this, 'code', domCodes[this.name] || 0);
-		}
-	};
-	hidden(global, 'DOMException', DOMException);
+// DOMException, as Node has it globally (goja has none).
+var domCodes = { IndexSizeError: 1, NotFoundError: 8, NotSupportedError: 9, InvalidStateError: 11, SyntaxError: 12,
+	NetworkError: 19, AbortError: 20, TimeoutError: 23, DataCloneError: 25 };
+class DOMException extends _Error {
+	constructor(message, name) {
+		super(message === undefined ? '' : _String(message));
+		if (isObject(name)) name = name.name;
+		hidden(this, 'name', name === undefined ? 'Error' : _String(name));
+		hidden(this, 'code', domCodes[this.name] || 0);
+	}
 }
 function abortError() { return new DOMException('This operation was aborted', 'AbortError'); }
 
@@ -121,7 +104,7 @@ function signalAbort(signal, reason) {
 	var list = st.listeners;
 	st.listeners = [];
 	var run = function (f) {
-		try { if (typeof f === 'function') f.call(signal, ev); else f.handleEvent(ev); }
+		try { if (typeof f === 'function') callFn(f, signal, ev); else callFn(f.handleEvent, f, ev); }
 		catch (e) { if (!failed) { failed = true; failure = e; } }
 	};
 	if (typeof signal.onabort === 'function') run(signal.onabort);
@@ -191,7 +174,7 @@ class Headers {
 	has(name) { return this.get(name) !== null; }
 	forEach(fn, thisArg) {
 		var all = combined(this);
-		for (var i = 0; i < all.length; i++) fn.call(thisArg, all[i][1], all[i][0], this);
+		for (var i = 0; i < all.length; i++) callFn(fn, thisArg, all[i][1], all[i][0], this);
 	}
 	entries() { return arrayValues(combined(this)); }
 	keys() { var all = combined(this), out = []; for (var i = 0; i < all.length; i++) push(out, all[i][0]); return arrayValues(out); }
@@ -240,7 +223,8 @@ var bodyMethods = {
 	bytes() { return then(consume(this), function (d) { return new _Uint8Array(bodyBytes(d)); }); },
 };
 function mixBody(proto) {
-	for (var name of ['text', 'json', 'arrayBuffer', 'bytes']) hidden(proto, name, bodyMethods[name]);
+	var names = _keys(bodyMethods);
+	for (var i = 0; i < names.length; i++) hidden(proto, names[i], bodyMethods[names[i]]);
 	_defineProperty(proto, 'bodyUsed', { get: function () { return this[S].used; }, configurable: true });
 }
 
@@ -402,9 +386,6 @@ function fetch(input, init) {
 	});
 }
 
-var globals = { fetch: fetch, Headers: Headers, Request: Request, Response: Response,
-	AbortController: AbortController, AbortSignal: AbortSignal };
-for (var g of _keys(globals)) hidden(global, g, globals[g]);
 
 // Lower-cased header object as Node's IncomingMessage has: repeated
 // values joined with ", ", set-cookie as an array.
@@ -596,7 +577,7 @@ class AxiosError extends _Error {
 var axiosCodes = ['ERR_BAD_OPTION_VALUE', 'ERR_BAD_OPTION', 'ECONNABORTED', 'ETIMEDOUT', 'ERR_NETWORK',
 	'ERR_FR_TOO_MANY_REDIRECTS', 'ERR_DEPRECATED', 'ERR_BAD_RESPONSE', 'ERR_BAD_REQUEST', 'ERR_CANCELED',
 	'ERR_NOT_SUPPORT', 'ERR_INVALID_URL'];
-for (var ac of axiosCodes) AxiosError[ac] = ac;
+for (var ac = 0; ac < axiosCodes.length; ac++) AxiosError[axiosCodes[ac]] = axiosCodes[ac];
 class CanceledError extends AxiosError {
 	constructor(message, config, request) {
 		super(message === undefined || message === null ? 'canceled' : message, 'ERR_CANCELED', config, request);
@@ -605,6 +586,8 @@ class CanceledError extends AxiosError {
 	}
 }
 var axiosMethodKeys = ['common', 'delete', 'get', 'head', 'post', 'put', 'patch', 'options', 'purge', 'link', 'unlink'];
+var isMethodKey = {};
+for (var mk = 0; mk < axiosMethodKeys.length; mk++) isMethodKey[axiosMethodKeys[mk]] = true;
 function axiosDefaults() {
 	return { timeout: 0, maxRedirects: 21, maxContentLength: -1, responseType: 'json',
 		validateStatus: function (s) { return s >= 200 && s < 300; },
@@ -614,7 +597,8 @@ function mergeConfig(a, b) {
 	var out = assign({}, a, b);
 	var ha = isObject(a) ? a.headers : undefined, hb = isObject(b) ? b.headers : undefined;
 	out.headers = assign({}, ha, hb);
-	for (var k of axiosMethodKeys) {
+	for (var i = 0; i < axiosMethodKeys.length; i++) {
+		var k = axiosMethodKeys[i];
 		if (isObject(ha && ha[k]) || isObject(hb && hb[k])) out.headers[k] = assign({}, ha && ha[k], hb && hb[k]);
 	}
 	return out;
@@ -654,7 +638,7 @@ function axiosDispatch(config) {
 		var hs = config.headers || {}, headers = {};
 		assign(headers, hs.common, hs[method]);
 		var ks = _keys(hs);
-		for (var i = 0; i < ks.length; i++) if (axiosMethodKeys.indexOf(ks[i]) < 0) headers[ks[i]] = hs[ks[i]];
+		for (var i = 0; i < ks.length; i++) if (!isMethodKey[ks[i]]) headers[ks[i]] = hs[ks[i]];
 		var data = config.data, body = null;
 		if (data !== undefined && data !== null) {
 			if (isSearchParams(data)) { body = _String(data); setDefaultHeader(headers, 'Content-Type', 'application/x-www-form-urlencoded;charset=utf-8'); }
@@ -727,15 +711,16 @@ function createAxios(defaults) {
 	axios.defaults = defaults;
 	axios.interceptors = ic;
 	axios.request = axiosRequest;
-	for (var m of ['get', 'delete', 'head', 'options']) {
+	var noData = ['get', 'delete', 'head', 'options'], withData = ['post', 'put', 'patch'];
+	for (var i = 0; i < noData.length; i++) {
 		(function (method) {
 			axios[method] = function (url, config) { return axiosRequest(assign({}, config, { method: method, url: url })); };
-		})(m);
+		})(noData[i]);
 	}
-	for (var m2 of ['post', 'put', 'patch']) {
+	for (var j = 0; j < withData.length; j++) {
 		(function (method) {
 			axios[method] = function (url, data, config) { return axiosRequest(assign({}, config, { method: method, url: url, data: data })); };
-		})(m2);
+		})(withData[j]);
 	}
 	axios.getUri = function (config) {
 		var c = mergeConfig(axios.defaults, config), url = c.url || '';
@@ -747,8 +732,8 @@ function createAxios(defaults) {
 	axios.isCancel = function (e) { return !!(isObject(e) && e.__CANCEL__); };
 	axios.AxiosError = AxiosError;
 	axios.CanceledError = CanceledError;
-	axios.all = function (ps) { return _Promise.all(ps); };
-	axios.spread = function (fn) { return function (arr) { return fn.apply(null, arr); }; };
+	axios.all = function (ps) { return _all(ps); };
+	axios.spread = function (fn) { return function (arr) { return applyFn(fn, null, arr); }; };
 	axios.VERSION = '1.7.9';
 	axios.default = axios;
 	axios.axios = axios;
@@ -796,35 +781,53 @@ nodeFetch.AbortError = NodeFetchAbortError;
 nodeFetch.isRedirect = function (code) { return code === 301 || code === 302 || code === 303 || code === 307 || code === 308; };
 
 return {
-	request: function () { return makeRequest({}); },
-	axios: function () { return createAxios(axiosDefaults()); },
-	'node-fetch': function () { return nodeFetch; },
+	globals: { fetch: fetch, Headers: Headers, Request: Request, Response: Response,
+		AbortController: AbortController, AbortSignal: AbortSignal, DOMException: DOMException },
+	modules: {
+		request: function () { return makeRequest({}); },
+		axios: function () { return createAxios(axiosDefaults()); },
+		'node-fetch': function () { return nodeFetch; },
+	},
 };
 })`, true)
 
-// installFetchJS runs the layers in vm and returns the module providers;
-// each module is built on its first require and then kept.
-func installFetchJS(vm *goja.Runtime, native *goja.Object) map[string]func() goja.Value {
-	define(vm, native, "isSearchParams", func(c goja.FunctionCall) goja.Value {
-		o, ok := c.Argument(0).(*goja.Object)
-		return vm.ToValue(ok && o.ExportType() != nil && o.ExportType().String() == "*url.urlSearchParams")
-	})
-	fn, err := vm.RunProgram(fetchLayers)
-	if err != nil {
-		panic("caddyhook: fetch layers failed: " + err.Error())
+// fetchGlobals are the globals the layers define, as Node 22 has them.
+var fetchGlobals = []string{"fetch", "Headers", "Request", "Response", "AbortController", "AbortSignal", "DOMException"}
+
+// installFetchJS captures the intrinsics now and defines the globals as
+// accessors that run the layers on first use, each then becoming a plain
+// global as in Node (a script may replace or delete it). It returns the
+// module providers; each module is built on its first require and then
+// kept.
+func installFetchJS(vm *goja.Runtime, native func() *goja.Object) map[string]func() goja.Value {
+	global := vm.GlobalObject()
+	intrinsics := captureIntrinsics(vm)
+	var layers *goja.Object
+	load := func() *goja.Object {
+		if layers == nil {
+			layers = runLayer(vm, fetchLayers, native(), intrinsics()).ToObject(vm)
+		}
+		return layers
 	}
-	install, _ := goja.AssertFunction(fn)
-	res, err := install(goja.Undefined(), native, vm.Get("setTimeout"), vm.Get("clearTimeout"), vm.GlobalObject())
-	if err != nil {
-		panic("caddyhook: fetch layers failed: " + err.Error())
+	for _, name := range fetchGlobals {
+		set := func(v goja.Value) {
+			_ = global.DefineDataProperty(name, v, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+		}
+		_ = global.DefineAccessorProperty(name,
+			vm.ToValue(func(goja.FunctionCall) goja.Value {
+				v := load().Get("globals").ToObject(vm).Get(name)
+				set(v)
+				return v
+			}),
+			vm.ToValue(func(c goja.FunctionCall) goja.Value { set(c.Argument(0)); return goja.Undefined() }),
+			goja.FLAG_TRUE, goja.FLAG_FALSE)
 	}
-	factories := res.ToObject(vm)
 	providers := map[string]func() goja.Value{}
 	for _, name := range []string{"request", "axios", "node-fetch"} {
-		build, _ := goja.AssertFunction(factories.Get(name))
 		var built goja.Value
 		providers[name] = func() goja.Value {
 			if built == nil {
+				build, _ := goja.AssertFunction(load().Get("modules").ToObject(vm).Get(name))
 				v, err := build(goja.Undefined())
 				if err != nil {
 					rethrow(vm, err)
@@ -835,4 +838,99 @@ func installFetchJS(vm *goja.Runtime, native *goja.Object) map[string]func() goj
 		}
 	}
 	return providers
+}
+
+// captureIntrinsics keeps, before any script runs, what the layers use
+// that a script could replace, and returns what builds the layers' view
+// of them when they load. It only reads values: touching Date, RegExp or
+// the typed arrays would make goja build them in every runtime, for the
+// few exchanges that call out, so those are read when the layers load.
+// Methods are handed over uncurried, method(this, ...args), by Go, so no
+// script's Function.prototype.bind or call is involved.
+func captureIntrinsics(vm *goja.Runtime) func() *goja.Object {
+	get := func(path ...string) goja.Value {
+		v := vm.Get(path[0])
+		for _, p := range path[1:] {
+			v = v.ToObject(vm).Get(p)
+		}
+		return v
+	}
+	values := map[string]goja.Value{
+		"Object": get("Object"), "defineProperty": get("Object", "defineProperty"), "keys": get("Object", "keys"),
+		"create": get("Object", "create"), "Promise": get("Promise"), "Error": get("Error"),
+		"TypeError": get("TypeError"), "RangeError": get("RangeError"), "String": get("String"),
+		"parse": get("JSON", "parse"), "stringify": get("JSON", "stringify"), "isArray": get("Array", "isArray"),
+		"floor": get("Math", "floor"), "encodeURIComponent": get("encodeURIComponent"), "setTimeout": get("setTimeout"),
+	}
+	statics := map[string]goja.Value{ // called with their object as this
+		"resolve": get("Promise", "resolve"), "reject": get("Promise", "reject"), "all": get("Promise", "all"),
+	}
+	methods := map[string]goja.Value{
+		"lower": get("String", "prototype", "toLowerCase"), "upper": get("String", "prototype", "toUpperCase"),
+		"sliceStr": get("String", "prototype", "slice"), "indexOf": get("String", "prototype", "indexOf"),
+		"replace": get("String", "prototype", "replace"), "join": get("Array", "prototype", "join"),
+		"sort": get("Array", "prototype", "sort"), "then": get("Promise", "prototype", "then"),
+		"callFn": get("Function", "prototype", "call"), "applyFn": get("Function", "prototype", "apply"),
+	}
+	promise := values["Promise"]
+	return func() *goja.Object {
+		for name, path := range map[string][]string{
+			"ArrayBuffer": {"ArrayBuffer"}, "isView": {"ArrayBuffer", "isView"}, "Uint8Array": {"Uint8Array"},
+			"Date": {"Date"}, "iterator": {"Symbol", "iterator"}, "toStringTag": {"Symbol", "toStringTag"}, "Symbol": {"Symbol"},
+		} {
+			values[name] = get(path...)
+		}
+		for name, path := range map[string][]string{
+			"test": {"RegExp", "prototype", "test"}, "arrayValues": {"Array", "prototype", "values"},
+			"sliceAB": {"ArrayBuffer", "prototype", "slice"}, "sliceU8": {"Uint8Array", "prototype", "slice"},
+			"toISO": {"Date", "prototype", "toISOString"},
+		} {
+			methods[name] = get(path...)
+		}
+		o := vm.NewObject()
+		for name, v := range values {
+			define(vm, o, name, v)
+		}
+		for name, v := range statics {
+			f, _ := goja.AssertFunction(v)
+			define(vm, o, name, func(c goja.FunctionCall) goja.Value {
+				out, err := f(promise, c.Arguments...)
+				if err != nil {
+					rethrow(vm, err)
+				}
+				return out
+			})
+		}
+		for name, v := range methods {
+			f, _ := goja.AssertFunction(v)
+			define(vm, o, name, func(c goja.FunctionCall) goja.Value {
+				var rest []goja.Value
+				if len(c.Arguments) > 1 {
+					rest = c.Arguments[1:]
+				}
+				out, err := f(c.Argument(0), rest...)
+				if err != nil {
+					rethrow(vm, err)
+				}
+				return out
+			})
+		}
+		return o
+	}
+}
+
+// runLayer runs one of the programs above, which evaluates to a function,
+// with args. They are ours and run before any script or on a script's
+// first use; an exception from them is a bug, or a time-out.
+func runLayer(vm *goja.Runtime, p *goja.Program, args ...goja.Value) goja.Value {
+	fn, err := vm.RunProgram(p)
+	if err != nil {
+		rethrow(vm, err)
+	}
+	f, _ := goja.AssertFunction(fn)
+	v, err := f(goja.Undefined(), args...)
+	if err != nil {
+		rethrow(vm, err)
+	}
+	return v
 }
