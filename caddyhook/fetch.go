@@ -114,8 +114,12 @@ func newFetcher(prefixes []string, rootCAs *x509.CertPool, log *zap.Logger) (*fe
 // fetchRequestKey carries a call's redirect mode to checkRedirect.
 type fetchRequestKey struct{}
 
-// errRedirect is fetch's redirect: 'error' failing.
-var errRedirect = errors.New("unexpected redirect")
+// The redirects fetch refuses: with redirect: 'error', and past
+// maxFetchRedirects (undici's words).
+var (
+	errRedirect         = errors.New("unexpected redirect")
+	errTooManyRedirects = errors.New("redirect count exceeded")
+)
 
 // checkRedirect follows a redirect only to an allowed URL, and sends the
 // cleaned form of it.
@@ -127,7 +131,7 @@ func (f *fetcher) checkRedirect(req *http.Request, via []*http.Request) error {
 		return errRedirect
 	}
 	if len(via) > maxFetchRedirects {
-		return fmt.Errorf("more than %d redirects", maxFetchRedirects)
+		return errTooManyRedirects
 	}
 	u, err := f.check(req.URL.String())
 	if err != nil {
@@ -584,7 +588,7 @@ func unwrapFetchError(err error) error {
 		code = "ETIMEDOUT"
 	case errors.Is(err, context.Canceled):
 		code = "ABORT_ERR"
-	case errors.Is(err, errRedirect):
+	case errors.Is(err, errRedirect), errors.Is(err, errTooManyRedirects):
 		code = "ERR_FETCH_REDIRECT"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		code = "ECONNREFUSED"

@@ -9,7 +9,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -547,4 +550,79 @@ func TestFetchAllowMatching(t *testing.T) {
 			t.Errorf("%s: sent as %s, want %s", tc.url, u, tc.sent)
 		}
 	}
+}
+
+// TestFetchLimits: calls in flight at once, request size and redirects
+// are bounded, each failure an error the script can catch.
+func TestFetchLimits(t *testing.T) {
+	// The first 16 calls are held until all of them have arrived, so the
+	// next two find the limit reached whatever the timing.
+	release := make(chan struct{})
+	var arrived atomic.Int32
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/wait", func(w http.ResponseWriter, r *http.Request) {
+		if arrived.Add(1) == maxFetchInflight {
+			close(release)
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	mux.HandleFunc("/v1/loop", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/v1/loop", http.StatusFound)
+	})
+	mux.HandleFunc("/v1/go", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/v1/wait", http.StatusFound)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	act := compileAction(t, "a.js", scriptURL(`
+const cause = e => e.cause ? e.cause.code : e.message;
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	const r = {};
+	const calls = [];
+	for (let i = 0; i < 18; i++) calls.push(fetch('BASE/v1/wait'));
+	const settled = await Promise.allSettled(calls);
+	r.inflight = settled.map(s => s.status === 'fulfilled' ? s.value.status : s.reason.message).slice(15);
+	r.body = await fetch('BASE/v1/x', { method: 'POST', body: 'x'.repeat(1048577) }).catch(e => e.message);
+	r.loop = await fetch('BASE/v1/loop').catch(e => [e.message, e.cause.message, e.cause.code]);
+	r.redirectError = await fetch('BASE/v1/go', { redirect: 'error' }).catch(cause);
+	api.accessToken.setCustomClaim('https://t.example/r', r);
+};`, srv))
+	e := fetchEngine(t, srv, nil, []*Script{act}, func(c *Config) { c.Timeout = 10 * time.Second })
+	res, err := e.Run(context.Background(), input())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	_ = json.Unmarshal(res.Claims["https://t.example/r"], &got)
+	want := map[string]any{
+		"inflight":      []any{200, "more than 16 outbound calls in flight at once", "more than 16 outbound calls in flight at once"},
+		"body":          fmt.Sprintf("fetch to %s/v1/x: the request body is more than the %d bytes allowed", srv.URL, MaxFetchRequestSize),
+		"loop":          []any{"fetch failed", "redirect count exceeded", "ERR_FETCH_REDIRECT"},
+		"redirectError": "ERR_FETCH_REDIRECT",
+	}
+	wantClaims(t, got, want)
+}
+
+// TestFetchModulesWinOverModulesDir: request, axios and node-fetch are the
+// built-in ones even when modules_dir holds packages of those names.
+func TestFetchModulesWinOverModulesDir(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"axios", "request", "node-fetch"} {
+		pkg := filepath.Join(dir, "node_modules", name)
+		if err := os.MkdirAll(pkg, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(pkg, "index.js"), []byte(`module.exports = 'from modules_dir';`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hook := compileHook(t, `module.exports = function (c, s, a, ctx, cb) {
+		cb(null, { 'https://t.example/types': [typeof require('axios').get, typeof require('request').post, typeof require('node-fetch').Headers,
+			require('axios') === require('axios'), typeof fetch, typeof AbortSignal.timeout] });
+	};`)
+	got := claimsOf(t, engine(t, hook, func(c *Config) { c.ModulesDir = dir }))
+	wantClaims(t, got, map[string]any{"types": []any{"function", "function", "function", true, "function", "function"}})
 }
