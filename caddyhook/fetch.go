@@ -77,12 +77,9 @@ type allowPrefix struct {
 func newFetcher(prefixes []string, rootCAs *x509.CertPool, log *zap.Logger) (*fetcher, error) {
 	f := &fetcher{special: map[string]bool{}, log: log}
 	for _, p := range prefixes {
-		u, err := normalizeURL(p)
+		u, err := parseAllowPrefix(p)
 		if err != nil {
-			return nil, fmt.Errorf("fetch_allow %q: %v", p, err)
-		}
-		if u.RawQuery != "" || u.ForceQuery {
-			return nil, fmt.Errorf("fetch_allow %q: a prefix cannot have a query", p)
+			return nil, err
 		}
 		a := allowPrefix{scheme: u.Scheme, host: u.Hostname(), port: u.Port(), path: u.EscapedPath()}
 		a.dir = strings.HasSuffix(a.path, "/")
@@ -109,6 +106,28 @@ func newFetcher(prefixes []string, rootCAs *x509.CertPool, log *zap.Logger) (*fe
 	}
 	f.client = &http.Client{Transport: transport, CheckRedirect: f.checkRedirect}
 	return f, nil
+}
+
+// CheckFetchAllow reports whether p can be a fetch_allow prefix: an
+// absolute http or https URL with a host, and no userinfo, query or
+// fragment.
+func CheckFetchAllow(p string) error {
+	_, err := parseAllowPrefix(p)
+	return err
+}
+
+func parseAllowPrefix(p string) (*url.URL, error) {
+	if strings.Contains(p, "#") {
+		return nil, fmt.Errorf("fetch_allow %q: a prefix cannot have a fragment", p)
+	}
+	u, err := normalizeURL(p)
+	if err != nil {
+		return nil, fmt.Errorf("fetch_allow %q: %v", p, err)
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		return nil, fmt.Errorf("fetch_allow %q: a prefix cannot have a query", p)
+	}
+	return u, nil
 }
 
 // fetchRequestKey carries a call's redirect mode to checkRedirect.
