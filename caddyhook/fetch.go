@@ -546,7 +546,11 @@ func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error)
 		switch http.CanonicalHeaderKey(h[0]) {
 		// Set by the transport from the URL and the body; a script
 		// setting them could smuggle a second request or another host.
-		case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Upgrade", "Te", "Trailer":
+		// Accept-Encoding is left to the transport too, so that bodies
+		// are always decompressed, as Node's clients do, and the size
+		// cap counts what the script gets.
+		case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Upgrade", "Te", "Trailer",
+			"Accept-Encoding":
 			continue
 		}
 		req.Header.Add(h[0], h[1])
@@ -791,7 +795,14 @@ func fetchSpecOf(vm *goja.Runtime, v goja.Value) *fetchSpec {
 		spec.hasBody = true
 	case *goja.Object:
 		if ab, ok := b.Export().(goja.ArrayBuffer); ok {
-			spec.body, spec.hasBody = ab.Bytes(), true
+			// A copy: the call reads it on another goroutine while the
+			// script may write to the buffer.
+			if data := ab.Bytes(); len(data) > MaxFetchRequestSize {
+				spec.body = make([]byte, MaxFetchRequestSize+1) // fails in do, with the URL
+			} else {
+				spec.body = append([]byte(nil), data...)
+			}
+			spec.hasBody = true
 		}
 	}
 	return spec

@@ -1,6 +1,7 @@
 package caddyhook
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -625,4 +626,55 @@ func TestFetchModulesWinOverModulesDir(t *testing.T) {
 	};`)
 	got := claimsOf(t, engine(t, hook, func(c *Config) { c.ModulesDir = dir }))
 	wantClaims(t, got, map[string]any{"types": []any{"function", "function", "function", true, "function", "function"}})
+}
+
+// TestFetchBodies: each kind of body fetch takes is sent as Node sends it,
+// and a compressed response is decompressed, the size cap counting what
+// the script would get.
+func TestFetchBodies(t *testing.T) {
+	srv := fetchService(t)
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", srv.Config.Handler)
+	mux.HandleFunc("/v1/gzip-bomb", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		_, _ = zw.Write(make([]byte, MaxFetchResponseSize+1))
+		_ = zw.Close()
+	})
+	mux.HandleFunc("/v1/gzip", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		_, _ = zw.Write([]byte("compressed"))
+		_ = zw.Close()
+	})
+	both := httptest.NewServer(mux)
+	t.Cleanup(both.Close)
+	act := compileAction(t, "a.js", scriptURL(`
+const { URLSearchParams } = require('url');
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	const send = async (body) => {
+		const got = await (await fetch('BASE/v1/echo', { method: 'POST', body })).json();
+		return [got.body, got.type];
+	};
+	const view = new Uint8Array([0, 104, 105, 0]).subarray(1, 3);
+	api.accessToken.setCustomClaim('https://t.example/r', {
+		string: await send('héllo'),
+		params: await send(new URLSearchParams({ a: '1 2', b: 'é' })),
+		buffer: await send(Buffer.from('buf')),
+		view: await send(view),
+		arrayBuffer: await send(new Uint8Array([97, 98]).buffer),
+		gzip: await (await fetch('BASE/v1/gzip', { headers: { 'Accept-Encoding': 'br' } })).text(),
+		bomb: await fetch('BASE/v1/gzip-bomb').then(r => r.text(), e => e.message),
+	});
+};`, both))
+	got := claimsOf(t, fetchEngine(t, both, nil, []*Script{act}, nil))
+	wantClaims(t, got, map[string]any{"r": map[string]any{
+		"string":      []any{"héllo", "text/plain;charset=UTF-8"},
+		"params":      []any{"a=1+2&b=%C3%A9", "application/x-www-form-urlencoded;charset=UTF-8"},
+		"buffer":      []any{"buf", ""},
+		"view":        []any{"hi", ""},
+		"arrayBuffer": []any{"ab", ""},
+		"gzip":        "compressed",
+		"bomb":        fmt.Sprintf("fetch to %s/v1/gzip-bomb: the response body is more than the %d bytes allowed", both.URL, MaxFetchResponseSize),
+	}})
 }
