@@ -178,7 +178,7 @@ func notAllowed(u string) *fetchError {
 func (f *fetcher) check(raw string) (*url.URL, error) {
 	u, err := normalizeURL(raw)
 	if err != nil {
-		return nil, &fetchError{"ERR_INVALID_URL", fmt.Sprintf("invalid URL %s: %v", capText(stripQuery(raw), 256), err)}
+		return nil, &fetchError{"ERR_INVALID_URL", fmt.Sprintf("invalid URL %s: %v", shownURL(raw), err)}
 	}
 	for _, a := range f.allow {
 		if a.covers(u) {
@@ -205,11 +205,23 @@ func loggable(u *url.URL) string {
 	return u.Scheme + "://" + u.Host + u.EscapedPath()
 }
 
-func stripQuery(s string) string {
+// shownURL is a URL a script gave, for an error message: without its
+// query and fragment, nor credentials it may carry, and capped.
+func shownURL(s string) string {
 	if i := strings.IndexAny(s, "?#"); i >= 0 {
-		return s[:i]
+		s = s[:i]
 	}
-	return s
+	if i := strings.Index(s, "://"); i >= 0 {
+		rest := s[i+3:]
+		end := strings.IndexAny(rest, `/\`)
+		if end < 0 {
+			end = len(rest)
+		}
+		if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+			s = s[:i+3] + "…@" + rest[at+1:]
+		}
+	}
+	return capText(s, 256)
 }
 
 // normalizeURL parses an absolute http or https URL as WHATWG URL parsing
@@ -681,7 +693,7 @@ func installFetch(vm *goja.Runtime, f *fetcher, host fetchHost) map[string]func(
 		switch {
 		case f == nil || len(f.allow) == 0:
 			u, err := normalizeURL(spec.url)
-			shown := capText(stripQuery(spec.url), 256)
+			shown := shownURL(spec.url)
 			if err == nil {
 				shown = loggable(u)
 			}

@@ -272,7 +272,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 		"redirectOut":  notAllowed(srv.URL + "/admin/secret"),
 		"redirectMeta": notAllowed("http://169.254.169.254/latest/meta-data/"),
 		"metadata":     notAllowed("http://169.254.169.254/latest/meta-data/"),
-		"userinfo":     "invalid URL http://u:p@127.0.0.1/v1/: it must not carry credentials (use an Authorization header)",
+		"userinfo":     "invalid URL http://…@127.0.0.1/v1/: it must not carry credentials (use an Authorization header)",
 		"huge":         fmt.Sprintf("fetch to %s/v1/huge: the response body is more than the %d bytes allowed", srv.URL, MaxFetchResponseSize),
 		"request":      []any{notAllowed(srv.URL + "/admin/secret"), "ERR_FETCH_NOT_ALLOWED"},
 		"axios":        []any{notAllowed(srv.URL + "/admin/secret"), "ERR_FETCH_NOT_ALLOWED", true},
