@@ -847,9 +847,15 @@ func installFetchJS(vm *goja.Runtime, native func() *goja.Object) map[string]fun
 // few exchanges that call out, so those are read when the layers load.
 // Methods are handed over uncurried, method(this, ...args), by Go, so no
 // script's Function.prototype.bind or call is involved.
+//
+// The scratch runtime that checks exports at config load has no timers:
+// there setTimeout is undefined, and AbortSignal.timeout throws.
 func captureIntrinsics(vm *goja.Runtime) func() *goja.Object {
 	get := func(path ...string) goja.Value {
 		v := vm.Get(path[0])
+		if v == nil {
+			return goja.Undefined()
+		}
 		for _, p := range path[1:] {
 			v = v.ToObject(vm).Get(p)
 		}

@@ -197,7 +197,6 @@ func (e *Engine) checkExports(s *Script) (err error) {
 	vm := newVM()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	defer newLoop(vm).close() // the timers fetch's layers capture
 	req := e.modules.enable(vm, installFetch(vm, e.fetcher, loadHost{ctx}))
 	interrupt := func() { vm.Interrupt("the top level took longer than 2s") }
 	installRegexGuard(vm, ctx, interrupt)
