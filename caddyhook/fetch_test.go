@@ -678,3 +678,32 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 		"bomb":        fmt.Sprintf("fetch to %s/v1/gzip-bomb: the response body is more than the %d bytes allowed", both.URL, MaxFetchResponseSize),
 	}})
 }
+
+// BenchmarkRunFetch is the starter hook (BenchmarkRunStarter, the
+// baseline) with one fetch to a local service: what the layers cost to
+// load on first use, plus one round trip.
+func BenchmarkRunFetch(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"tier":"gold"}`)
+	}))
+	defer srv.Close()
+	s, err := Compile("fetch.js", []byte(`module.exports = async function (client, scope, audience, context, cb) {
+		const data = await (await fetch('`+srv.URL+`/v1/tier')).json();
+		cb(null, { scope: scope, 'https://example.com/tier': data.tier });
+	};`), HookKind)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := NewEngine(Config{Hook: s, FetchAllow: []string{srv.URL + "/v1/"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := input()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := e.Run(context.Background(), in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
