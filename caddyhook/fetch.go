@@ -399,6 +399,11 @@ func cleanPath(p string) (string, error) {
 	var out []string
 	for i, s := range segs {
 		last := i == len(segs)-1
+		// Some servers (Tomcat, Jetty) read "..;x" as "..": a dot
+		// segment with parameters is refused rather than guessed at.
+		if name, _, params := strings.Cut(s, ";"); params && isDotSegment(name) {
+			return "", errors.New("its path has a dot segment with parameters")
+		}
 		switch strings.ToLower(s) {
 		case ".", "%2e":
 			if last {
@@ -418,6 +423,14 @@ func cleanPath(p string) (string, error) {
 	return "/" + strings.Join(out, "/"), nil
 }
 
+func isDotSegment(s string) bool {
+	switch strings.ToLower(s) {
+	case ".", "%2e", "..", ".%2e", "%2e.", "%2e%2e":
+		return true
+	}
+	return false
+}
+
 // Cloud metadata services, refused like link-local addresses unless an
 // allowed prefix names them.
 var (
@@ -430,6 +443,7 @@ var (
 		netip.MustParseAddr("192.0.0.192"):     true, // Oracle Cloud (classic)
 		netip.MustParseAddr("168.63.129.16"):   true, // Azure WireServer
 	}
+	nat64         = netip.MustParsePrefix("64:ff9b::/96")
 	metadataNames = map[string]bool{
 		"metadata": true, "metadata.google.internal": true, "metadata.goog": true,
 		"instance-data": true, "instance-data.ec2.internal": true, "metadata.azure.internal": true,
@@ -442,6 +456,12 @@ func metadataName(h string) bool { return metadataNames[h] }
 // service: addresses that reach the host's own cloud credentials.
 func blockedAddr(ip netip.Addr) bool {
 	ip = ip.Unmap().WithZone("")
+	// An IPv6-only host reaches IPv4 through NAT64's well-known prefix
+	// (RFC 6052): judge the IPv4 address it carries.
+	if nat64.Contains(ip) {
+		b := ip.As16()
+		ip = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
+	}
 	return ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || metadataAddrs[ip]
 }
 

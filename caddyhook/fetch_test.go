@@ -369,6 +369,7 @@ func TestFetchMetadataGuard(t *testing.T) {
 		{"[fd00:ec2::254]:80", true},
 		{"[::ffff:169.254.169.254]:80", false}, // the same address, named
 		{"100.100.100.200:80", true},
+		{"[64:ff9b::a9fe:a9fe]:80", true}, // 169.254.169.254 through NAT64
 		{"0.0.0.0:80", true},
 		{"metadata.goog:80", true},
 	} {
@@ -511,6 +512,9 @@ func TestFetchAllowMatching(t *testing.T) {
 		{`https://api.example.com/v1\..\admin`, ""},
 		{"https://api.example.com/v1/%2F..%2Fadmin", ""},
 		{"https://api.example.com/v1/..%5cadmin", ""},
+		{"https://api.example.com/v1/..;/admin", ""},
+		{"https://api.example.com/v1/%2e%2E;x/admin", ""},
+		{"https://api.example.com/v1/a;b", "https://api.example.com/v1/a;b"},
 		{"https://api.example.com/v1/./x/../y", "https://api.example.com/v1/y"},
 		{`https://api.example.com/v1\x`, "https://api.example.com/v1/x"},
 		{"https://api.example.com/admin/../v1/x", "https://api.example.com/v1/x"},
