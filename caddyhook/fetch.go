@@ -555,6 +555,12 @@ func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error)
 	if err != nil {
 		return nil, err
 	}
+	switch spec.method {
+	// Forbidden by fetch too: CONNECT would open a tunnel through an
+	// allowed host to anywhere.
+	case http.MethodConnect, http.MethodTrace, "TRACK":
+		return nil, &fetchError{"ERR_INVALID_ARG_VALUE", fmt.Sprintf("fetch to %s: the method %s is not allowed", loggable(u), spec.method)}
+	}
 	if len(spec.body) > MaxFetchRequestSize {
 		return nil, &fetchError{"ERR_FETCH_TOO_LARGE", fmt.Sprintf("fetch to %s: the request body is more than the %d bytes allowed", loggable(u), MaxFetchRequestSize)}
 	}

@@ -256,6 +256,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 	r.metadata = await msg(fetch('http://169.254.169.254/latest/meta-data/'));
 	r.userinfo = await msg(fetch('http://u:p@127.0.0.1/v1/'));
 	r.huge = await msg(fetch('BASE/v1/huge'));
+	r.connect = await msg(fetch('BASE/v1/echo', { method: 'CONNECT' }));
 	r.request = await new Promise(res => request('BASE/admin/secret', (err) => res(err && [err.message, err.code])));
 	r.axios = await axios.get('BASE/admin/secret').catch(e => [e.message, e.code, e.isAxiosError]);
 	api.accessToken.setCustomClaim('https://t.example/r', r);
@@ -274,6 +275,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 		"metadata":     notAllowed("http://169.254.169.254/latest/meta-data/"),
 		"userinfo":     "invalid URL http://…@127.0.0.1/v1/: it must not carry credentials (use an Authorization header)",
 		"huge":         fmt.Sprintf("fetch to %s/v1/huge: the response body is more than the %d bytes allowed", srv.URL, MaxFetchResponseSize),
+		"connect":      "fetch to " + srv.URL + "/v1/echo: the method CONNECT is not allowed",
 		"request":      []any{notAllowed(srv.URL + "/admin/secret"), "ERR_FETCH_NOT_ALLOWED"},
 		"axios":        []any{notAllowed(srv.URL + "/admin/secret"), "ERR_FETCH_NOT_ALLOWED", true},
 	}})
