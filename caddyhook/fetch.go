@@ -547,9 +547,10 @@ type fetchResult struct {
 	body       []byte
 }
 
-// do makes one call. ctx bounds it (the exchange's deadline) but is not
-// cancelled when the exchange ends early, so that a call a script does not
-// await still completes; cancel aborts it.
+// do makes one call, checking every rule. ctx bounds it: installFetch
+// gives it the exchange's deadline but not its cancellation, so that a
+// call a script does not await still completes, and cancels it when the
+// script aborts.
 func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error) {
 	u, err := f.check(spec.url)
 	if err != nil {
@@ -731,13 +732,11 @@ func installFetch(vm *goja.Runtime, f *fetcher, host fetchHost) map[string]func(
 			inflight.Add(1)
 		}
 		host.async(func() func() error {
-			res, err := refused, error(nil)
 			var out *fetchResult
-			if refused == nil {
+			err := refused
+			if err == nil {
 				out, err = f.do(callCtx, spec)
 				inflight.Add(-1)
-			} else {
-				err = res
 			}
 			cancel()
 			return func() error {
