@@ -2,6 +2,7 @@ package credentialsexchange
 
 import (
 	"os"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -56,6 +57,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		tenant        <name>
 //		storage_document <name>             # default: per tenant and hook file path
 //		modules_dir   <dir>
+//		fetch_allow   <url-prefix>...       # repeatable; what fetch/request/axios may call
 //		secret        <NAME> <value>        # repeatable
 //		client <client_id> {                # repeatable
 //			name     <text>
@@ -93,6 +95,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if fi, err := os.Stat(h.ModulesDir); err != nil || !fi.IsDir() {
 				return d.Errf("modules_dir %s is not a readable directory", h.ModulesDir)
 			}
+		case "fetch_allow":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, p := range args {
+				// A placeholder is checked once replaced, at provisioning.
+				if strings.Contains(p, "{") {
+					continue
+				}
+				if err := caddyhook.CheckFetchAllow(p); err != nil {
+					return d.Errf("%v", err)
+				}
+			}
+			h.FetchAllow = append(h.FetchAllow, args...)
 		case "token_path":
 			if err := oneArg(d, &h.TokenPath); err != nil {
 				return err

@@ -57,6 +57,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		}
 		action ` + action + `
 		modules_dir ` + filepath.Join("testdata", "modules") + `
+		fetch_allow https://api.example.com/v1/ http://127.0.0.1:8080/hooks
+		fetch_allow {env.API_BASE}/v2/
 		token_path /token
 		json_body keep
 		audience_param resource
@@ -92,7 +94,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Handler{
-		Hook: hook, Actions: []string{action, action}, ModulesDir: filepath.Join("testdata", "modules"), TokenPath: "/token", JSONBody: "keep", AudienceParam: "resource", JWKSPath: "/keys",
+		Hook: hook, Actions: []string{action, action}, ModulesDir: filepath.Join("testdata", "modules"),
+		FetchAllow: []string{"https://api.example.com/v1/", "http://127.0.0.1:8080/hooks", "{env.API_BASE}/v2/"}, TokenPath: "/token", JSONBody: "keep", AudienceParam: "resource", JWKSPath: "/keys",
 		UpstreamJWKS: "http://127.0.0.1:9096/.well-known/jwks.json", UpstreamKey: files["CADDYHOOK_TEST_UPSTREAM_KEY"],
 		InsecureSkipVerify: true, SigningKey: key, SigningAlg: "PS256", ClaimsPolicy: "open", IsolateRuns: true,
 		PublishKeys: []string{files["CADDYHOOK_TEST_UPSTREAM_KEY"], files["CADDYHOOK_TEST_UPSTREAM_KEY"]},
@@ -144,6 +147,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"modules_dir missing", "credentials_exchange {\n" + base + "\tmodules_dir /nonexistent\n}", "@4 modules_dir /nonexistent is not a readable directory"},
 		{"modules_dir a file", "credentials_exchange {\n" + base + "\tmodules_dir " + hook + "\n}", "is not a readable directory"},
 		{"modules_dir twice", "credentials_exchange {\n" + base + "\tmodules_dir testdata\n\tmodules_dir testdata\n}", "@5 modules_dir already specified"},
+		{"fetch_allow no arg", "credentials_exchange {\n" + base + "\tfetch_allow\n}", "@4 wrong argument count"},
+		{"fetch_allow not a URL", "credentials_exchange {\n" + base + "\tfetch_allow api.example.com\n}", `@4 fetch_allow "api.example.com": only http and https URLs can be fetched`},
+		{"fetch_allow userinfo", "credentials_exchange {\n" + base + "\tfetch_allow https://u:p@api.example.com/\n}", `@4 fetch_allow "https://u:p@api.example.com/": it must not carry credentials`},
+		{"fetch_allow query", "credentials_exchange {\n" + base + "\tfetch_allow https://api.example.com/?k=1\n}", `@4 fetch_allow "https://api.example.com/?k=1": a prefix cannot have a query`},
 		{"signing_alg twice", "credentials_exchange {\n\thook " + hook + "\n\tsigning_alg ES256\n\tsigning_key " + key + " PS256\n}", "@4 signing_alg already specified"},
 		{"signing_alg no arg", "credentials_exchange {\n\thook " + hook + "\n\tsigning_alg\n}", "@3 wrong argument count"},
 		{"key_rotation value", "credentials_exchange {\n\thook " + hook + "\n\tkey_rotation weekly\n}", `@3 key_rotation: "weekly" is not a positive duration`},

@@ -62,6 +62,15 @@ type Handler struct {
 	// never leaves it. Default: none; only the built-in modules are available.
 	ModulesDir string `json:"modules_dir,omitempty"`
 
+	// FetchAllow are the URL prefixes scripts may call with fetch, request,
+	// axios and node-fetch: absolute http or https URLs, matched on scheme,
+	// host and port exactly and on the path at a segment boundary (as a
+	// plain prefix when it ends in "/"), again on every redirect.
+	// Link-local and cloud metadata addresses are refused unless a prefix
+	// names them. Placeholders such as {env.API_BASE} are replaced at
+	// provisioning. Default: none; every call fails.
+	FetchAllow []string `json:"fetch_allow,omitempty"`
+
 	// TokenPath is the path of the OAuth token endpoint whose client
 	// credentials responses are rewritten. Default: /oauth/token.
 	TokenPath string `json:"token_path,omitempty"`
@@ -288,6 +297,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			actionSecrets[actions[i]] = replaceAll(repl, own)
 		}
 	}
+	fetchAllow := make([]string, len(h.FetchAllow))
+	for i, p := range h.FetchAllow {
+		fetchAllow[i] = repl.ReplaceKnown(p, "")
+	}
 	cache, err := h.actionCache()
 	if err != nil {
 		return err
@@ -301,6 +314,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Secrets:          secrets,
 		ActionSecrets:    actionSecrets,
 		ModulesDir:       h.ModulesDir,
+		FetchAllow:       fetchAllow,
 		Storage:          ctx.Storage(),
 		StorageNamespace: h.tenant,
 		StorageKey:       h.StorageDocument,

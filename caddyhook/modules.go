@@ -116,8 +116,10 @@ func within(root, path string) bool {
 // enable installs require and the lazily loaded Buffer, URL and
 // URLSearchParams globals in vm, and
 // returns require. Every require() in the runtime, in scripts and in
-// packages alike, goes through the gate below.
-func (m *modules) enable(vm *goja.Runtime) goja.Value {
+// packages alike, goes through the gate below. local are the modules built
+// for this runtime alone (request, axios, node-fetch: installFetch); they
+// win over a package of the same name under modules_dir.
+func (m *modules) enable(vm *goja.Runtime, local map[string]func() goja.Value) goja.Value {
 	rm := m.registry.Enable(vm)
 	gate := func(call goja.FunctionCall) goja.Value {
 		name, ok := scriptString(call.Argument(0))
@@ -126,6 +128,9 @@ func (m *modules) enable(vm *goja.Runtime) goja.Value {
 		}
 		if name == "" {
 			throwTypeError(vm, `The argument 'id' must be a non-empty string`)
+		}
+		if build, ok := local[name]; ok {
+			return build()
 		}
 		bare := strings.TrimPrefix(name, "node:")
 		switch {

@@ -7,6 +7,7 @@ package caddyhook
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -126,7 +127,13 @@ type Config struct {
 	// IsolateRuns gives every exchange a fresh runtime, whose module top
 	// level runs again, instead of a warm one from the engine's pool.
 	IsolateRuns bool
-	Logger      *zap.Logger
+	// FetchAllow are the URL prefixes scripts may call with fetch,
+	// request, axios and node-fetch (fetch.go); empty refuses every call.
+	FetchAllow []string
+	Logger     *zap.Logger
+	// fetchRootCAs, set only by tests, verifies the TLS servers scripts
+	// call; nil means the system's roots.
+	fetchRootCAs *x509.CertPool
 }
 
 // Engine runs the configured scripts; it is safe for concurrent use, as each
@@ -140,6 +147,7 @@ type Engine struct {
 	storageKey string // the hook's storage document
 	pool       *pool
 	warnings   *claimWarnings
+	fetcher    *fetcher
 }
 
 // NewEngine checks cfg, loads every script's top level once to check what it
@@ -179,8 +187,12 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cache == nil {
 		cache = NewActionCache()
 	}
+	f, err := newFetcher(cfg.FetchAllow, cfg.fetchRootCAs, cfg.Logger.Named("fetch"))
+	if err != nil {
+		return nil, err
+	}
 	e := &Engine{cfg: cfg, modules: mods, cache: cache, pool: &pool{max: defaultIdleWorkers()},
-		warnings: newClaimWarnings(time.Now)}
+		warnings: newClaimWarnings(time.Now), fetcher: f}
 	if cfg.Hook != nil {
 		// The path is made absolute now, against the directory the
 		// configuration was loaded in.
@@ -220,6 +232,7 @@ func (e *Engine) warmUp() (err error) {
 	}()
 	w = e.newWorker()
 	r := newRun(ctx, e, &Input{}, w)
+	r.loading = true
 	end = w.serve(r)
 	for _, s := range e.scripts() {
 		r.script, r.log = s, r.logger(s) // console at the top level
@@ -368,8 +381,11 @@ type run struct {
 	ended bool
 	// broken says the worker must not serve another exchange.
 	broken bool
-	scope  []string
-	claims map[string]json.RawMessage
+	// loading is set while the scripts' top level runs at config load:
+	// outbound calls made then never go out.
+	loading bool
+	scope   []string
+	claims  map[string]json.RawMessage
 	// fault is the first failure found outside a script's own flow (a limit
 	// passed, an exception thrown in a microtask); it fails the exchange
 	// whatever the script does afterwards.

@@ -49,7 +49,7 @@ func (e *Engine) newWorker() *worker {
 			r.fail(r.errorFromThrow(err, "an exception was thrown in a microtask"))
 		}
 	}
-	w.require = e.modules.enable(vm)
+	w.require = e.modules.enable(vm, installFetch(vm, e.fetcher, w))
 	jsonObj := vm.Get("JSON").ToObject(vm)
 	w.stringify, _ = goja.AssertFunction(jsonObj.Get("stringify"))
 	w.parse, _ = goja.AssertFunction(jsonObj.Get("parse"))
