@@ -381,7 +381,7 @@ func TestStorageModulePanicFailsTheRun(t *testing.T) {
 		x.webtask.storage.get(function (err, data) { cb(null, { scope: ['got'] }); });
 	};`), func(c *Config) { c.Storage = panickyStorage{} })
 	_, err := e.Run(context.Background(), input())
-	wantError(t, err, 500, CodeServerError, "the storage failed")
+	wantError(t, err, 500, CodeServerError, "a background operation failed")
 }
 
 type panickyStorage struct{}

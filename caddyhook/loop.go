@@ -233,7 +233,7 @@ func (l *loop) async(work func() func() error) {
 		func() {
 			defer func() {
 				if recover() != nil {
-					job = func() error { return errorFor(CodeServerError, "the storage failed") }
+					job = func() error { return errorFor(CodeServerError, "a background operation failed") }
 				}
 			}()
 			job = work()

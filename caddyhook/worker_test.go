@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
 	"testing"
@@ -305,5 +307,43 @@ func TestKeptStorageRefuses(t *testing.T) {
 	}
 	if got := string(res.Claims["threw"]); got != strconv.Quote(string(errExchangeEnded)) {
 		t.Fatalf("kept storage: %s", got)
+	}
+}
+
+// TestCallInFlightNeverCallsBackInNextExchange: an outbound call one
+// exchange does not await still reaches the service, but its callback never
+// runs in the next exchange the runtime serves.
+func TestCallInFlightNeverCallsBackInNextExchange(t *testing.T) {
+	arrived := make(chan struct{}, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		time.Sleep(150 * time.Millisecond)
+		_, _ = w.Write([]byte("late"))
+	}))
+	t.Cleanup(srv.Close)
+	e := engine(t, compileHook(t, `
+	module.exports = function (client, scope, audience, context, cb) {
+		if (context.body.mode === 'fire') {
+			fetch(context.body.url).then((r) => { global.calledBack = true; });
+			return cb(null, { scope });
+		}
+		setTimeout(() => cb(null, { scope, calledBack: global.calledBack === true }), 400);
+	};`), func(c *Config) { c.FetchAllow = []string{srv.URL + "/"} })
+	in := input()
+	in.Request.Body = map[string]any{"mode": "fire", "url": srv.URL + "/audit"}
+	if _, err := e.Run(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Run(context.Background(), input())
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-arrived:
+	default:
+		t.Fatal("the call the first exchange did not await never reached the service")
+	}
+	if got := string(res.Claims["calledBack"]); got != "false" {
+		t.Fatalf("the first exchange's callback ran in the second: calledBack = %s", got)
 	}
 }
