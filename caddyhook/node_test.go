@@ -229,6 +229,10 @@ func TestIsolationBetweenRuns(t *testing.T) {
 	}
 }
 
+// TestConcurrentRunsGetTheirOwnClaims: 1,000 exchanges at once on one
+// engine's warm runtimes each get their own claims and scope, though hook
+// and action wait on a timer and a promise between reading their input and
+// answering; the pool stays bounded. Run under -race.
 func TestConcurrentRunsGetTheirOwnClaims(t *testing.T) {
 	hook := compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
 		setTimeout(function () {
@@ -279,6 +283,9 @@ func TestConcurrentRunsGetTheirOwnClaims(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+	if got := e.pool.size(); got < 1 || got > defaultIdleWorkers() {
+		t.Errorf("%d idle runtimes, want 1 to %d", got, defaultIdleWorkers())
 	}
 }
 

@@ -3,11 +3,9 @@ package caddyhook
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -230,57 +228,6 @@ func TestIsolateRunsFreshRuntime(t *testing.T) {
 	}
 	if e.pool.size() != 0 {
 		t.Fatal("isolate_runs kept a runtime")
-	}
-}
-
-// TestConcurrentWarmRuns: 1,000 exchanges at once on one engine each get
-// their own claims, with an action that awaits a timer between reading the
-// event and setting claims; the pool stays bounded. Run under -race.
-func TestConcurrentWarmRuns(t *testing.T) {
-	act := compileAction(t, "echo.js", `
-	let calls = 0;
-	exports.onExecuteCredentialsExchange = async (event, api) => {
-		calls++;
-		const id = event.client.client_id;
-		await new Promise((r) => setTimeout(r, 1));
-		api.accessToken.setCustomClaim('who', id);
-		api.transaction.addTargetScope('for:' + id);
-	};`)
-	e, err := NewEngine(Config{Actions: []*Script{act}, Timeout: 60 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const n = 1000
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			in := input()
-			in.Client.ID = fmt.Sprintf("client-%d", i)
-			in.GrantScopes = []string{"read:a", "for:" + in.Client.ID}
-			res, err := e.Run(context.Background(), in)
-			if err != nil {
-				errs <- err
-				return
-			}
-			want := strconv.Quote(in.Client.ID)
-			if got := string(res.Claims["who"]); got != want {
-				errs <- fmt.Errorf("exchange %d got claims of %s", i, got)
-			}
-			if last := res.Scope[len(res.Scope)-1]; last != "for:"+in.Client.ID {
-				errs <- fmt.Errorf("exchange %d got scope %v", i, res.Scope)
-			}
-		}(i)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	if got := e.pool.size(); got > defaultIdleWorkers() {
-		t.Fatalf("%d idle runtimes, more than %d", got, defaultIdleWorkers())
 	}
 }
 
