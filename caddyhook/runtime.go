@@ -2,7 +2,8 @@
 // goja JavaScript engine: it compiles scripts once, runs each exchange in a
 // warm runtime (worker.go) with a Node-style event loop, a sandboxed require
 // and a time limit, maps the scripts' errors to OAuth errors, and applies
-// Auth0's claim rules to their results. It knows nothing of Caddy or HTTP.
+// Auth0's claim rules to their results. It knows nothing of Caddy; its only
+// HTTP is the scripts' allow-listed outbound calls (fetch.go).
 package caddyhook
 
 import (
