@@ -6,13 +6,14 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
 
 // outOf runs a hook whose body builds `out` and returns what it built.
-func outOf(t *testing.T, body string) map[string]any {
+func outOf(t *testing.T, body string, mods ...func(*Config)) map[string]any {
 	t.Helper()
 	src := `module.exports = async function (client, scope, audience, context, cb) {
 		const out = {};
@@ -20,7 +21,11 @@ func outOf(t *testing.T, body string) map[string]any {
 		` + body + `
 		cb(null, {'https://t.example/out': out});
 	};`
-	got, ok := claimOf(t, src, nil).(map[string]any)
+	got, ok := claimOf(t, src, func(c *Config) {
+		for _, mod := range mods {
+			mod(c)
+		}
+	}).(map[string]any)
 	if !ok {
 		t.Fatalf("out is not an object")
 	}
@@ -295,7 +300,7 @@ func TestGlobalAllocationCaps(t *testing.T) {
 		out.btoa = caught(() => btoa(ascii).length);
 		out.atob = caught(() => atob(ascii + ascii).length);
 		out.atobFits = atob(ascii).length;
-	`)
+	`, func(c *Config) { c.Timeout = 60 * time.Second }) // strings of 32 Mi units are slow under -race
 	checkOut(t, got, map[string]any{
 		"encode": "RangeError: Array buffer allocation failed",
 		"btoa":   "RangeError: Invalid string length",
