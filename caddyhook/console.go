@@ -205,7 +205,11 @@ func (r *run) formatOne(a goja.Value, room int) string {
 		}
 		guard(r.vm, func() {
 			if _, isFn := goja.AssertFunction(v); !isFn {
-				if s, err := r.stringify(goja.Undefined(), v); err == nil {
+				s, err := r.stringify(goja.Undefined(), v)
+				if err != nil && isUncatchable(gojaCause(err)) {
+					panic(err) // guard records it: the runtime is not reused
+				}
+				if err == nil {
 					if str := primitiveText(s, room); str != "" {
 						text = str
 						return

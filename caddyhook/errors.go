@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/dop251/goja"
@@ -120,10 +121,23 @@ func protect(vm *goja.Runtime, f func() error) (err error) {
 		return goja.Undefined()
 	}))
 	if _, jsErr := fn(goja.Undefined()); jsErr != nil {
+		if isUncatchable(gojaCause(jsErr)) {
+			sawUncatchable.Store(vm, struct{}{})
+		}
 		return jsErr
 	}
 	return err
 }
+
+// sawUncatchable holds the runtimes in which protect caught a stack
+// overflow or an interrupt. goja cannot unwind a stack overflow: the
+// script's catch and finally blocks in between never ran, so its state is
+// half-way through something, even when the caller of protect goes on (a
+// description falls back to a default). Such a runtime must never serve
+// another exchange; the worker checks and forgets it when the exchange
+// ends (worker.go). It is package-level only because goja.Runtime has no
+// slot for data of ours; an entry lives no longer than one exchange.
+var sawUncatchable sync.Map // *goja.Runtime → struct{}
 
 // guard runs f under protect and reports whether it finished.
 func guard(vm *goja.Runtime, f func()) bool {

@@ -61,7 +61,9 @@ class AbortSignal {
 	static abort(reason) { var s = new AbortSignal(KEY); signalAbort(s, reason === undefined ? abortError() : reason); return s; }
 	static timeout(ms) {
 		var s = new AbortSignal(KEY);
-		setTimeout(function () { signalAbort(s, new _DOMException('The operation was aborted due to timeout', 'TimeoutError')); }, ms);
+		// Unref'd, as Node's is: the program need not wait for it, so a
+		// runtime it outlives its exchange in stays warm (loop.go).
+		setTimeout(function () { signalAbort(s, new _DOMException('The operation was aborted due to timeout', 'TimeoutError')); }, ms).unref();
 		return s;
 	}
 	static any(signals) {

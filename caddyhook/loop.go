@@ -40,6 +40,10 @@ type generation struct{ done chan struct{} }
 type timer struct {
 	t      *time.Timer
 	handle *goja.Object
+	// unref is Node's timer.unref(): a timer the script says the program
+	// need not wait for (AbortSignal.timeout's are). Dropping it when the
+	// exchange ends leaves nothing half-done.
+	unref bool
 }
 
 // maxTimerMillis is Node's largest timer delay (2^31-1 ms); larger ones
@@ -136,9 +140,20 @@ func (l *loop) schedule(c goja.FunctionCall, repeat bool) goja.Value {
 	id := l.next
 	handle := l.vm.NewObject()
 	self := func(goja.FunctionCall) goja.Value { return handle }
-	define(l.vm, handle, "ref", self)
-	define(l.vm, handle, "unref", self)
-	define(l.vm, handle, "hasRef", func(goja.FunctionCall) goja.Value { return l.vm.ToValue(true) })
+	setRef := func(ref bool) func(goja.FunctionCall) goja.Value {
+		return func(goja.FunctionCall) goja.Value {
+			if t, ok := l.timers[id]; ok {
+				t.unref = !ref
+			}
+			return handle
+		}
+	}
+	define(l.vm, handle, "ref", setRef(true))
+	define(l.vm, handle, "unref", setRef(false))
+	define(l.vm, handle, "hasRef", func(goja.FunctionCall) goja.Value {
+		t, ok := l.timers[id]
+		return l.vm.ToValue(ok && !t.unref)
+	})
 	define(l.vm, handle, "refresh", self)
 	l.handles[handle] = id
 
@@ -161,7 +176,11 @@ func (l *loop) schedule(c goja.FunctionCall, repeat bool) goja.Value {
 
 func (l *loop) arm(id int64, handle *goja.Object, d time.Duration, job func() error) {
 	g := l.gen
-	l.timers[id] = &timer{handle: handle, t: time.AfterFunc(d, func() {
+	unref := false
+	if t, ok := l.timers[id]; ok { // an interval re-armed keeps its state
+		unref = t.unref
+	}
+	l.timers[id] = &timer{handle: handle, unref: unref, t: time.AfterFunc(d, func() {
 		select {
 		case l.wake <- l.within(g, job):
 		case <-g.done:
@@ -247,6 +266,21 @@ func (l *loop) async(work func() func() error) {
 
 // pending reports whether anything is still scheduled.
 func (l *loop) pending() bool { return len(l.timers) > 0 || len(l.immediate) > 0 || l.inflight > 0 }
+
+// pendingRef reports whether anything the program waits for is still
+// scheduled, as Node's event loop counts it: every timer but the unref'd
+// ones, immediates, and async work under way.
+func (l *loop) pendingRef() bool {
+	if len(l.immediate) > 0 || l.inflight > 0 {
+		return true
+	}
+	for _, t := range l.timers {
+		if !t.unref {
+			return true
+		}
+	}
+	return false
+}
 
 // run runs callbacks until done reports true, a callback throws, or ctx ends.
 // No callback starts once ctx has ended.

@@ -218,7 +218,10 @@ const topLevelTimeout = 2 * time.Second
 // then the pool's first warm one, unless its top level left work scheduled
 // (that work would belong to no exchange) or isolate_runs is set.
 func (e *Engine) warmUp() (err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), topLevelTimeout)
+	// A top level slower than an exchange's time limit would fail every
+	// exchange that gets a fresh runtime: say so now.
+	limit := min(topLevelTimeout, e.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	var w *worker
 	var end func() bool
@@ -240,7 +243,7 @@ func (e *Engine) warmUp() (err error) {
 		_, loadErr, exportErr := w.entry(r, s)
 		if loadErr != nil {
 			if _, isInterrupt := gojaCause(loadErr).(*goja.InterruptedError); isInterrupt && ctx.Err() != nil {
-				loadErr = fmt.Errorf("the top level took longer than %s", topLevelTimeout)
+				loadErr = fmt.Errorf("the top level took longer than %s (its time limit at load is the smaller of %s and timeout)", limit, topLevelTimeout)
 			}
 			return fmt.Errorf("%s: running top level: %s", s.Name, describeLoadError(w.vm, loadErr))
 		}
@@ -248,8 +251,8 @@ func (e *Engine) warmUp() (err error) {
 			return exportErr
 		}
 	}
-	if w.loop.pending() {
-		r.broken = true
+	if r.fault != nil { // a microtask of the top level threw
+		return fmt.Errorf("running top level: %s", r.fault.Description)
 	}
 	return nil
 }
@@ -435,8 +438,13 @@ func (r *run) describe(v goja.Value, fallback string) string {
 	return describe(r.vm, v, fallback)
 }
 
-// errorFromThrow is errorFromThrow for this run.
+// errorFromThrow is errorFromThrow for this run. A stack overflow or an
+// interrupt leaves the runtime half-way through the script (goja runs no
+// catch or finally block for them): it is not reused.
 func (r *run) errorFromThrow(err error, fallback string) *Error {
+	if isUncatchable(gojaCause(err)) {
+		r.broken = true
+	}
 	if _, isEx := gojaCause(err).(*goja.Exception); isEx && !r.alive() {
 		return timeoutCause(r.ctx)
 	}
@@ -751,6 +759,7 @@ func (r *run) runHook(s *Script) error {
 		result           json.RawMessage
 	)
 	cb := func(call goja.FunctionCall) goja.Value {
+		r.ensureLive() // a module may keep the cb of an exchange that ended
 		if finished {
 			if !warned {
 				warned = true

@@ -86,11 +86,15 @@ func (w *worker) serve(r *run) (end func() (reusable bool)) {
 		// more; a time-out that fired as the run finished still counts.
 		stopped := !stop()
 		memStopped := leave()
+		_, overflowed := sawUncatchable.LoadAndDelete(w.vm)
+		// Work still under way would never call back: a promise a module
+		// keeps would stay pending for good. The runtime is not reused.
+		pending := w.loop.pendingRef()
 		w.loop.end()
 		w.regex.bind(context.Background(), func() {})
 		w.run = nil
 		r.ended = true
-		return !stopped && !memStopped && !interrupted.Load() && !r.broken && r.ctx.Err() == nil
+		return !stopped && !memStopped && !overflowed && !pending && !interrupted.Load() && !r.broken && r.ctx.Err() == nil
 	}
 }
 

@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
 )
 
 // counterHook counts, at module level and in global, the exchanges its
@@ -26,8 +28,14 @@ module.exports = function (client, scope, audience, context, cb) {
 	case 'throw': throw new Error('boom');
 	case 'leave-timer':
 		setTimeout(() => { global.leaked = (global.leaked || 0) + 1; }, 20);
-		setInterval(() => { global.leaked = (global.leaked || 0) + 1; }, 5);
-		setImmediate(() => { global.immediateRan = true; });
+		break;
+	case 'leave-immediate':
+		setImmediate(() => { global.leaked = (global.leaked || 0) + 1; });
+		break;
+	case 'leave-unref':
+		setTimeout(() => { global.leaked = (global.leaked || 0) + 1; }, 20).unref();
+		setInterval(() => { global.leaked = (global.leaked || 0) + 1; }, 5).unref();
+		AbortSignal.timeout(30);
 		break;
 	case 'wait':
 		return setTimeout(() => cb(null, { scope, served, leaked: global.leaked || 0 }), 80);
@@ -154,23 +162,29 @@ func TestInterruptedRuntimeNotReused(t *testing.T) {
 	}
 }
 
-// TestPendingWorkNeverCrossesExchanges: timers, intervals and immediates an
-// exchange leaves behind are dropped when it ends; none of them runs in the
-// next exchange the runtime serves, however long that one waits.
+// TestPendingWorkNeverCrossesExchanges: what an exchange leaves scheduled
+// never runs in the next exchange. A timer or immediate the program would
+// wait for in Node leaves the runtime half-way (a promise waiting on it
+// would never settle), so the runtime is not reused; unref'd timers (and
+// AbortSignal.timeout's) are dropped and the runtime stays warm.
 func TestPendingWorkNeverCrossesExchanges(t *testing.T) {
-	e := engine(t, compileHook(t, counterHook), nil)
-	if _, err := runMode(t, e, "leave-timer"); err != nil {
-		t.Fatal(err)
-	}
-	claims, err := runMode(t, e, "wait")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if servedCount(t, claims) != 2 {
-		t.Fatalf("the runtime was not reused: %s", claims["served"])
-	}
-	if got := string(claims["leaked"]); got != "0" {
-		t.Fatalf("a timer of the first exchange ran in the second: leaked = %s", got)
+	for mode, reused := range map[string]bool{"leave-timer": false, "leave-immediate": false, "leave-unref": true} {
+		t.Run(mode, func(t *testing.T) {
+			e := engine(t, compileHook(t, counterHook), nil)
+			if _, err := runMode(t, e, mode); err != nil {
+				t.Fatal(err)
+			}
+			claims, err := runMode(t, e, "wait")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := servedCount(t, claims) == 2, reused; got != want {
+				t.Fatalf("runtime reused = %v, want %v", got, want)
+			}
+			if got := string(claims["leaked"]); got != "0" {
+				t.Fatalf("work of the first exchange ran in the second: leaked = %s", got)
+			}
+		})
 	}
 }
 
@@ -270,11 +284,12 @@ func TestCallInFlightNeverCallsBackInNextExchange(t *testing.T) {
 	t.Cleanup(srv.Close)
 	e := engine(t, compileHook(t, `
 	module.exports = function (client, scope, audience, context, cb) {
+		global.served = (global.served || 0) + 1;
 		if (context.body.mode === 'fire') {
 			fetch(context.body.url).then((r) => { global.calledBack = true; });
 			return cb(null, { scope });
 		}
-		setTimeout(() => cb(null, { scope, calledBack: global.calledBack === true }), 400);
+		setTimeout(() => cb(null, { scope, calledBack: global.calledBack === true, served: global.served }), 400);
 	};`), func(c *Config) { c.FetchAllow = []string{srv.URL + "/"} })
 	in := input()
 	in.Request.Body = map[string]any{"mode": "fire", "url": srv.URL + "/audit"}
@@ -292,5 +307,81 @@ func TestCallInFlightNeverCallsBackInNextExchange(t *testing.T) {
 	}
 	if got := string(res.Claims["calledBack"]); got != "false" {
 		t.Fatalf("the first exchange's callback ran in the second: calledBack = %s", got)
+	}
+	// Its promise could never settle: the runtime was not reused.
+	if got := string(res.Claims["served"]); got != "1" {
+		t.Fatalf("a runtime with a call under way was reused: served = %s", got)
+	}
+}
+
+// TestStackOverflowRuntimeNotReused: goja runs no catch or finally block
+// when the stack overflows, so a runtime that overflowed is half-way
+// through the script and never serves another exchange, even when the
+// overflow was swallowed by Go code describing a value and the exchange
+// succeeded. (Found by review: a finally that drops an elevated scope
+// never ran, and the next client got it.)
+func TestStackOverflowRuntimeNotReused(t *testing.T) {
+	e := engine(t, compileHook(t, `
+	let elevated = null, served = 0;
+	function withAdmin(fn) { elevated = ['admin:all']; try { return fn(); } finally { elevated = null; } }
+	const deep = (n) => deep(n + 1);
+	module.exports = function (client, scope, audience, context, cb) {
+		served++;
+		switch (context.body.mode) {
+		case 'overflow': try { withAdmin(() => deep(0)); } catch (e) {} break;
+		case 'swallowed': withAdmin(() => console.log({ toJSON() { return deep(0); } })); break;
+		}
+		cb(null, { scope: elevated || scope, served });
+	};`), func(c *Config) {
+		c.Logger, _ = observed(t, zap.NewAtomicLevelAt(zap.InfoLevel)) // console.log formats its value
+	})
+	for _, mode := range []string{"overflow", "swallowed"} {
+		_, _ = runMode(t, e, mode)
+		claims, err := runMode(t, e, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := servedCount(t, claims); got != 1 {
+			t.Fatalf("%s: the runtime was reused (served %d)", mode, got)
+		}
+	}
+}
+
+// TestTopLevelFaultsFailAtLoad: a top level whose microtask throws, or
+// that takes longer than an exchange may, fails at config load instead of
+// failing every exchange that gets a fresh runtime.
+func TestTopLevelFaultsFailAtLoad(t *testing.T) {
+	for name, src := range map[string]string{
+		"microtask": `queueMicrotask(() => { throw new Error('top-level microtask failed'); });
+			module.exports = function (c, s, a, x, cb) { cb(null, {}); };`,
+		"slow": `const end = Date.now() + 400; while (Date.now() < end) {}
+			module.exports = function (c, s, a, x, cb) { cb(null, {}); };`,
+	} {
+		_, err := NewEngine(Config{Hook: compileHook(t, src), Timeout: 200 * time.Millisecond})
+		if err == nil || !strings.Contains(err.Error(), "running top level") {
+			t.Errorf("%s: NewEngine error = %v", name, err)
+		}
+	}
+}
+
+// TestKeptCbRefuses: a hook that keeps cb cannot call it in a later
+// exchange.
+func TestKeptCbRefuses(t *testing.T) {
+	e := engine(t, compileHook(t, `
+	let kept;
+	module.exports = function (client, scope, audience, context, cb) {
+		let threw = null;
+		if (kept) { try { kept(null, {}); threw = false; } catch (e) { threw = e.message; } }
+		kept = cb;
+		cb(null, { scope, threw });
+	};`), nil)
+	for i := 0; i < 2; i++ {
+		res, err := e.Run(context.Background(), input())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 && string(res.Claims["threw"]) != strconv.Quote(string(errExchangeEnded)) {
+			t.Fatalf("kept cb: %s", res.Claims["threw"])
+		}
 	}
 }
