@@ -109,6 +109,7 @@ func newVM() *goja.Runtime {
 	return vm
 }
 
-// maxCallStackSize turns runaway recursion into a catchable RangeError long
-// before it can exhaust the goroutine's stack.
+// maxCallStackSize ends runaway recursion long before it can exhaust the
+// goroutine's stack. goja's stack overflow cannot be caught by the script
+// (no catch or finally runs), so the run fails and its runtime is dropped.
 const maxCallStackSize = 4096
