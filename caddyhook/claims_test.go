@@ -1,6 +1,7 @@
 package caddyhook
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
@@ -116,5 +117,37 @@ func TestClaimWarningsRateLimited(t *testing.T) {
 	}
 	if n := logs.Len() - logs.FilterMessage("custom claim dropped").Len(); n != 1 {
 		t.Fatalf("%d overflow lines, want 1", n)
+	}
+}
+
+// TestDefaultPolicyThroughEngine: with no claims_policy, a private claim
+// and a URN arrive; a restricted name, an Auth0 domain and urn:auth0 do not,
+// and each dropped claim is warned about once however many exchanges drop it.
+func TestDefaultPolicyThroughEngine(t *testing.T) {
+	log, logs := observed(t, zap.NewAtomicLevelAt(zap.InfoLevel))
+	e := engine(t, compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
+		cb(null, { scope, tenant_id: 'acme-eu', 'urn:example:tier': 'gold',
+			roles: ['admin'], 'https://x.auth0.com/claim': 1, 'urn:auth0:x': 1 });
+	};`), func(c *Config) { c.Logger = log })
+	for i := 0; i < 3; i++ {
+		res, err := e.Run(context.Background(), input())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Claims) != 2 || string(res.Claims["tenant_id"]) != `"acme-eu"` || string(res.Claims["urn:example:tier"]) != `"gold"` {
+			t.Fatalf("claims = %v", res.Claims)
+		}
+	}
+	warned := map[string]int{}
+	for _, entry := range logs.FilterMessage("custom claim dropped").All() {
+		if entry.Level != zap.WarnLevel || entry.ContextMap()["script"] != "hook.js" {
+			t.Fatalf("warning %v", entry)
+		}
+		warned[entry.ContextMap()["claim"].(string)]++
+	}
+	for _, name := range []string{"roles", "https://x.auth0.com/claim", "urn:auth0:x"} {
+		if warned[name] != 1 {
+			t.Errorf("%s warned %d times over 3 exchanges, want 1", name, warned[name])
+		}
 	}
 }
