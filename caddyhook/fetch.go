@@ -438,12 +438,23 @@ var (
 		netip.MustParseAddr("169.254.169.254"): true, // AWS, GCP, Azure, OCI, DigitalOcean…
 		netip.MustParseAddr("169.254.170.2"):   true, // AWS ECS task metadata
 		netip.MustParseAddr("fd00:ec2::254"):   true, // AWS IMDS over IPv6
+		netip.MustParseAddr("fd00:ec2::23"):    true, // AWS EKS Pod Identity over IPv6
 		netip.MustParseAddr("fd20:ce::254"):    true, // GCP over IPv6
 		netip.MustParseAddr("100.100.100.200"): true, // Alibaba Cloud
 		netip.MustParseAddr("192.0.0.192"):     true, // Oracle Cloud (classic)
 		netip.MustParseAddr("168.63.129.16"):   true, // Azure WireServer
 	}
-	nat64         = netip.MustParsePrefix("64:ff9b::/96")
+	nat64 = netip.MustParsePrefix("64:ff9b::/96")
+	// RFC 8215's local-use NAT64 prefix: a network may put its /96 anywhere
+	// in it, or use the /48 itself (RFC 6052, section 2.2).
+	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
+	// IPv4-translated (SIIT, RFC 2765) and the deprecated IPv4-compatible
+	// forms: a stack that still routes them reaches the IPv4 address.
+	v4Translated = netip.MustParsePrefix("::ffff:0:0:0/96")
+	v4Compatible = netip.MustParsePrefix("::/96")
+	// Deprecated site-local (RFC 3879): no public service lives there,
+	// and some stacks still treat it as on-link.
+	siteLocal     = netip.MustParsePrefix("fec0::/10")
 	metadataNames = map[string]bool{
 		"metadata": true, "metadata.google.internal": true, "metadata.goog": true,
 		"instance-data": true, "instance-data.ec2.internal": true, "metadata.azure.internal": true,
@@ -456,10 +467,18 @@ func metadataName(h string) bool { return metadataNames[h] }
 // service: addresses that reach the host's own cloud credentials.
 func blockedAddr(ip netip.Addr) bool {
 	ip = ip.Unmap().WithZone("")
-	// An IPv6-only host reaches IPv4 through NAT64's well-known prefix
-	// (RFC 6052): judge the IPv4 address it carries.
-	if nat64.Contains(ip) {
-		b := ip.As16()
+	if siteLocal.Contains(ip) {
+		return true
+	}
+	// An IPv6 address that carries an IPv4 one (NAT64, RFC 6052; SIIT;
+	// IPv4-compatible) may reach that IPv4 address: judge the one it
+	// carries. Where the local-use NAT64 prefix puts it depends on the
+	// network, so both places are judged.
+	b := ip.As16()
+	if nat64Local.Contains(ip) && blockedAddr(netip.AddrFrom4([4]byte{b[6], b[7], b[9], b[10]})) {
+		return true
+	}
+	if nat64.Contains(ip) || nat64Local.Contains(ip) || v4Translated.Contains(ip) || v4Compatible.Contains(ip) {
 		ip = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
 	}
 	return ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || metadataAddrs[ip]
@@ -556,9 +575,11 @@ func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error)
 	if err != nil {
 		return nil, err
 	}
-	switch spec.method {
 	// Forbidden by fetch too: CONNECT would open a tunnel through an
-	// allowed host to anywhere.
+	// allowed host to anywhere. Compared upper-cased here, whatever the
+	// caller did, as servers and proxies read methods without regard to
+	// case.
+	switch strings.ToUpper(spec.method) {
 	case http.MethodConnect, http.MethodTrace, "TRACK":
 		return nil, &fetchError{"ERR_INVALID_ARG_VALUE", fmt.Sprintf("fetch to %s: the method %s is not allowed", loggable(u), spec.method)}
 	}

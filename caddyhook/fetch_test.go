@@ -370,7 +370,13 @@ func TestFetchMetadataGuard(t *testing.T) {
 		{"[fd00:ec2::254]:80", true},
 		{"[::ffff:169.254.169.254]:80", false}, // the same address, named
 		{"100.100.100.200:80", true},
-		{"[64:ff9b::a9fe:a9fe]:80", true}, // 169.254.169.254 through NAT64
+		{"[64:ff9b::a9fe:a9fe]:80", true},       // 169.254.169.254 through NAT64
+		{"[fd00:ec2::23]:80", true},             // EKS Pod Identity
+		{"[64:ff9b:1::a9fe:a9fe]:80", true},     // NAT64 local-use prefix, /96 form
+		{"[64:ff9b:1:a9fe:a9:fe00::]:80", true}, // NAT64 local-use prefix, /48 form
+		{"[::ffff:0:a9fe:a9fe]:80", true},       // IPv4-translated (SIIT)
+		{"[::a9fe:a9fe]:80", true},              // IPv4-compatible
+		{"[fec0::1]:80", true},                  // deprecated site-local
 		{"0.0.0.0:80", true},
 		{"metadata.goog:80", true},
 	} {
@@ -705,6 +711,23 @@ func BenchmarkRunFetch(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if _, err := e.Run(context.Background(), in); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestFetchMethodCase: the methods that are never sent are refused in
+// any case, in do itself, whatever the layer above did.
+func TestFetchMethodCase(t *testing.T) {
+	srv := fetchService(t)
+	f, err := newFetcher([]string{srv.URL + "/v1/"}, nil, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"connect", "Connect", "trace", "TrAcK"} {
+		_, err := f.do(context.Background(), &fetchSpec{method: m, url: srv.URL + "/v1/echo"})
+		var fe *fetchError
+		if !errors.As(err, &fe) || !strings.Contains(fe.msg, "is not allowed") {
+			t.Errorf("method %s: err = %v, want refused", m, err)
 		}
 	}
 }
