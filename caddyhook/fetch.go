@@ -785,30 +785,41 @@ func installFetch(vm *goja.Runtime, f *fetcher, host fetchHost) map[string]func(
 		return vm.ToValue(func(goja.FunctionCall) goja.Value { cancel(); return goja.Undefined() })
 	}
 	// Built when the layers load: most runtimes never call out.
-	native := func() *goja.Object {
-		native := vm.NewObject()
-		define(vm, native, "call", call)
-		define(vm, native, "base64", func(c goja.FunctionCall) goja.Value {
-			return vm.ToValue(base64.StdEncoding.EncodeToString([]byte(c.Argument(0).String())))
-		})
-		define(vm, native, "toBuffer", func(c goja.FunctionCall) goja.Value {
-			ab, _ := c.Argument(0).Export().(goja.ArrayBuffer)
-			return buffer.WrapBytes(vm, ab.Bytes())
-		})
-		define(vm, native, "utf8", func(c goja.FunctionCall) goja.Value {
-			ab, _ := c.Argument(0).Export().(goja.ArrayBuffer)
-			return vm.ToValue(validUTF8(string(ab.Bytes())))
-		})
-		define(vm, native, "bytes", func(c goja.FunctionCall) goja.Value {
-			return vm.ToValue(vm.NewArrayBuffer([]byte(c.Argument(0).String())))
-		})
-		define(vm, native, "isSearchParams", func(c goja.FunctionCall) goja.Value {
-			o, ok := c.Argument(0).(*goja.Object)
-			return vm.ToValue(ok && o.ExportType() != nil && o.ExportType().String() == "*url.urlSearchParams")
-		})
-		return native
+	return installFetchJS(vm, func() *goja.Object { return fetchNative(vm, call) })
+}
+
+// fetchNative is the object the layers are written on: call, and the
+// conversions they cannot do in JavaScript without trusting what a script
+// may have changed.
+func fetchNative(vm *goja.Runtime, call func(goja.FunctionCall) goja.Value) *goja.Object {
+	native := vm.NewObject()
+	define(vm, native, "call", call)
+	define(vm, native, "base64", func(c goja.FunctionCall) goja.Value {
+		return vm.ToValue(base64.StdEncoding.EncodeToString([]byte(c.Argument(0).String())))
+	})
+	// The layer hands these its own ArrayBuffers; anything else means a
+	// script got something past it, which is a TypeError, not a panic.
+	arrayBuffer := func(v goja.Value, name string) []byte {
+		ab, ok := v.Export().(goja.ArrayBuffer)
+		if !ok {
+			throwTypeError(vm, "fetch: "+name+" needs an ArrayBuffer")
+		}
+		return ab.Bytes()
 	}
-	return installFetchJS(vm, native)
+	define(vm, native, "toBuffer", func(c goja.FunctionCall) goja.Value {
+		return buffer.WrapBytes(vm, arrayBuffer(c.Argument(0), "toBuffer"))
+	})
+	define(vm, native, "utf8", func(c goja.FunctionCall) goja.Value {
+		return vm.ToValue(validUTF8(string(arrayBuffer(c.Argument(0), "utf8"))))
+	})
+	define(vm, native, "bytes", func(c goja.FunctionCall) goja.Value {
+		return vm.ToValue(vm.NewArrayBuffer([]byte(c.Argument(0).String())))
+	})
+	define(vm, native, "isSearchParams", func(c goja.FunctionCall) goja.Value {
+		o, ok := c.Argument(0).(*goja.Object)
+		return vm.ToValue(ok && o.ExportType() != nil && o.ExportType().String() == "*url.urlSearchParams")
+	})
+	return native
 }
 
 // fetchSpecOf reads the plain object the JavaScript layer builds: {method,

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dop251/goja"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -728,6 +729,44 @@ func TestFetchMethodCase(t *testing.T) {
 		var fe *fetchError
 		if !errors.As(err, &fe) || !strings.Contains(fe.msg, "is not allowed") {
 			t.Errorf("method %s: err = %v, want refused", m, err)
+		}
+	}
+}
+
+// TestFetchSpeciesBody: a script that makes typed arrays' species answer
+// with a view whose buffer is not an ArrayBuffer gets its body read as
+// the bytes it gave, not a panic in Go.
+func TestFetchSpeciesBody(t *testing.T) {
+	act := compileAction(t, "a.js", `
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	const view = new Uint8Array([0, 104, 105]).subarray(1);
+	Object.defineProperty(view, 'buffer', { value: {} });
+	class Evil extends Uint8Array { constructor(n) { super(n); Object.defineProperty(this, 'buffer', { value: {} }); } }
+	Uint8Array.prototype.constructor = { [Symbol.species]: Evil };
+	ArrayBuffer.prototype.constructor = { [Symbol.species]: function () { return {}; } };
+	const r = [await new Response(new Uint8Array([104, 105])).text(), await new Response(view).text(),
+		await new Response(new Uint8Array([104, 105]).buffer).text(),
+		new Uint8Array(await new Response('hi').arrayBuffer()).length];
+	api.accessToken.setCustomClaim('https://t.example/r', r);
+};`)
+	e, err := NewEngine(Config{Actions: []*Script{act}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClaims(t, claimsOf(t, e), map[string]any{"r": []any{"hi", "hi", "hi", 2}})
+}
+
+// TestFetchNativeChecksTypes: the natives the layer calls throw a
+// TypeError, not a Go panic, when handed something else than they expect.
+func TestFetchNativeChecksTypes(t *testing.T) {
+	vm := newVM()
+	native := fetchNative(vm, nil)
+	for _, name := range []string{"utf8", "toBuffer"} {
+		fn, _ := goja.AssertFunction(native.Get(name))
+		_, err := fn(goja.Undefined(), vm.NewObject())
+		var ex *goja.Exception
+		if !errors.As(err, &ex) || !strings.Contains(ex.Error(), "TypeError") {
+			t.Errorf("%s({}): err = %v, want a TypeError", name, err)
 		}
 	}
 }

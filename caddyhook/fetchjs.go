@@ -21,11 +21,22 @@ var _Object = I.Object, _defineProperty = I.defineProperty, _keys = I.keys, _cre
 	_ArrayBuffer = I.ArrayBuffer, _isView = I.isView, _Uint8Array = I.Uint8Array, _Date = I.Date, _floor = I.floor,
 	_iterator = I.iterator, _toStringTag = I.toStringTag, _Symbol = I.Symbol, _encodeURIComponent = I.encodeURIComponent,
 	lower = I.lower, upper = I.upper, sliceStr = I.sliceStr, indexOf = I.indexOf, replace = I.replace, test = I.test,
-	join = I.join, sort = I.sort, arrayValues = I.arrayValues, then = I.then, sliceAB = I.sliceAB, sliceU8 = I.sliceU8,
+	join = I.join, sort = I.sort, arrayValues = I.arrayValues, then = I.then,
 	toISO = I.toISO, callFn = I.callFn, applyFn = I.applyFn, setTimeout = I.setTimeout,
 	call = native.call, utf8 = native.utf8, bytes = native.bytes, base64 = native.base64,
 	toBuffer = native.toBuffer, isSearchParams = native.isSearchParams;
 var S = _Symbol('state');
+
+// The getters of views and buffers, called on them directly: a view's own
+// "buffer" property, or a species a script set on the constructors, could
+// otherwise hand the layer something that is not an ArrayBuffer.
+function getter(o, name) { return I.getOwnPropertyDescriptor(o, name).get; }
+var TypedArrayProto = I.getPrototypeOf(_Uint8Array.prototype), DataViewProto = I.DataView.prototype,
+	taTag = getter(TypedArrayProto, _toStringTag), taBuffer = getter(TypedArrayProto, 'buffer'),
+	taOffset = getter(TypedArrayProto, 'byteOffset'), taLength = getter(TypedArrayProto, 'byteLength'),
+	dvBuffer = getter(DataViewProto, 'buffer'), dvOffset = getter(DataViewProto, 'byteOffset'),
+	dvLength = getter(DataViewProto, 'byteLength'), abLength = getter(_ArrayBuffer.prototype, 'byteLength'),
+	setU8 = TypedArrayProto.set;
 
 function push(a, v) { a[a.length] = v; }
 function hidden(o, name, value) { _defineProperty(o, name, { value: value, writable: true, configurable: true, enumerable: false }); }
@@ -192,13 +203,21 @@ function extractBody(body) {
 	if (body === undefined || body === null) return { data: null, type: null };
 	if (typeof body === 'string') return { data: body, type: 'text/plain;charset=UTF-8' };
 	if (isSearchParams(body)) return { data: _String(body), type: 'application/x-www-form-urlencoded;charset=UTF-8' };
-	if (body instanceof _ArrayBuffer) return { data: sliceAB(body, 0), type: null };
+	if (body instanceof _ArrayBuffer) return { data: copyAB(body), type: null };
 	if (_isView(body)) return { data: viewBytes(body), type: null };
 	return { data: _String(body), type: 'text/plain;charset=UTF-8' };
 }
-function viewBytes(v) { return sliceU8(new _Uint8Array(v.buffer, v.byteOffset, v.byteLength)).buffer; }
+// viewBytes and copyAB copy into a new ArrayBuffer without slice, whose
+// species a script may have changed.
+function viewBytes(v) {
+	var ta = callFn(taTag, v) !== undefined;
+	var len = callFn(ta ? taLength : dvLength, v);
+	return copyBytes(new _Uint8Array(callFn(ta ? taBuffer : dvBuffer, v), callFn(ta ? taOffset : dvOffset, v), len), len);
+}
+function copyAB(ab) { var len = callFn(abLength, ab); return copyBytes(new _Uint8Array(ab, 0, len), len); }
+function copyBytes(src, len) { var out = new _ArrayBuffer(len); callFn(setU8, new _Uint8Array(out), src); return out; }
 function bodyText(data) { return data === null ? '' : typeof data === 'string' ? data : utf8(data); }
-function bodyBytes(data) { return data === null ? new _ArrayBuffer(0) : typeof data === 'string' ? bytes(data) : sliceAB(data, 0); }
+function bodyBytes(data) { return data === null ? new _ArrayBuffer(0) : typeof data === 'string' ? bytes(data) : copyAB(data); }
 
 function consume(self) {
 	var st = self[S];
@@ -414,7 +433,7 @@ function assign(target) {
 	return target;
 }
 function isBinary(v) { return v instanceof _ArrayBuffer || _isView(v); }
-function rawBody(v) { return v instanceof _ArrayBuffer ? sliceAB(v, 0) : viewBytes(v); }
+function rawBody(v) { return v instanceof _ArrayBuffer ? copyAB(v) : viewBytes(v); }
 function appendQuery(url, q) {
 	if (!q) return url;
 	var hash = indexOf(url, '#');
@@ -853,7 +872,8 @@ func captureIntrinsics(vm *goja.Runtime) func() *goja.Object {
 	}
 	values := map[string]goja.Value{
 		"Object": get("Object"), "defineProperty": get("Object", "defineProperty"), "keys": get("Object", "keys"),
-		"create": get("Object", "create"), "Promise": get("Promise"), "Error": get("Error"),
+		"create": get("Object", "create"), "getOwnPropertyDescriptor": get("Object", "getOwnPropertyDescriptor"),
+		"getPrototypeOf": get("Object", "getPrototypeOf"), "Promise": get("Promise"), "Error": get("Error"),
 		"DOMException": get("DOMException"), // loads the lazy global, before any script
 		"TypeError":    get("TypeError"), "RangeError": get("RangeError"), "String": get("String"),
 		"parse": get("JSON", "parse"), "stringify": get("JSON", "stringify"), "isArray": get("Array", "isArray"),
@@ -872,14 +892,13 @@ func captureIntrinsics(vm *goja.Runtime) func() *goja.Object {
 	promise := values["Promise"]
 	return func() *goja.Object {
 		for name, path := range map[string][]string{
-			"ArrayBuffer": {"ArrayBuffer"}, "isView": {"ArrayBuffer", "isView"}, "Uint8Array": {"Uint8Array"},
+			"ArrayBuffer": {"ArrayBuffer"}, "isView": {"ArrayBuffer", "isView"}, "Uint8Array": {"Uint8Array"}, "DataView": {"DataView"},
 			"Date": {"Date"}, "iterator": {"Symbol", "iterator"}, "toStringTag": {"Symbol", "toStringTag"}, "Symbol": {"Symbol"},
 		} {
 			values[name] = get(path...)
 		}
 		for name, path := range map[string][]string{
 			"test": {"RegExp", "prototype", "test"}, "arrayValues": {"Array", "prototype", "values"},
-			"sliceAB": {"ArrayBuffer", "prototype", "slice"}, "sliceU8": {"Uint8Array", "prototype", "slice"},
 			"toISO": {"Date", "prototype", "toISOString"},
 		} {
 			methods[name] = get(path...)
