@@ -158,6 +158,14 @@ func (f *fetcher) checkRedirect(req *http.Request, via []*http.Request) error {
 	}
 	req.URL = u
 	req.Host = ""
+	// Go sets Referer to the previous URL, query included, which would
+	// hand a key in it to the next host; Node's fetch sends none. A
+	// Referer the script set on its request was copied over by Go and is
+	// kept.
+	req.Header.Del("Referer")
+	if ref := via[0].Header.Values("Referer"); len(ref) > 0 {
+		req.Header["Referer"] = ref
+	}
 	return nil
 }
 

@@ -770,3 +770,33 @@ func TestFetchNativeChecksTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchRedirectReferer: a redirect sends no Referer, as Node's fetch
+// does: Go's would carry the previous URL, query and all, to the next
+// host. One the script set itself is kept.
+func TestFetchRedirectReferer(t *testing.T) {
+	referers := make(chan []string, 2)
+	land := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		referers <- r.Header.Values("Referer")
+	}))
+	t.Cleanup(land.Close)
+	hop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, land.URL+"/v1/land", http.StatusFound)
+	}))
+	t.Cleanup(hop.Close)
+	act := compileAction(t, "a.js", scriptURL(`
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	await fetch('BASE/v1/hop?api_key=QUERY-SECRET');
+	await fetch('BASE/v1/hop?api_key=QUERY-SECRET', { headers: { Referer: 'https://mine.example/' } });
+};`, hop))
+	e := fetchEngine(t, hop, nil, []*Script{act}, func(c *Config) { c.FetchAllow = []string{hop.URL + "/v1/", land.URL + "/v1/"} })
+	if _, err := e.Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-referers; len(got) != 0 {
+		t.Errorf("Referer after a redirect = %q, want none", got)
+	}
+	if got := <-referers; len(got) != 1 || got[0] != "https://mine.example/" {
+		t.Errorf("Referer the script set = %q, want it kept", got)
+	}
+}
