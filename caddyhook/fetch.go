@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"sort"
 	"strconv"
@@ -548,7 +549,7 @@ func (f *fetcher) dial(ctx context.Context, network, addr string) (net.Conn, err
 		}
 	}
 	if firstErr == nil {
-		firstErr = fmt.Errorf("no address found for %s", host)
+		firstErr = &net.DNSError{Err: "no address found", Name: host, IsNotFound: true}
 	}
 	return nil, firstErr
 }
@@ -632,9 +633,10 @@ func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error)
 	start := time.Now()
 	resp, err := f.client.Do(req)
 	if err != nil {
+		err = unwrapFetchError(err)
 		f.log.Debug("fetch failed", zap.String("method", spec.method), zap.String("url", loggable(u)),
-			zap.Duration("duration", time.Since(start)))
-		return nil, unwrapFetchError(err)
+			zap.String("error", errorCode(err)), zap.Duration("duration", time.Since(start)))
+		return nil, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxFetchResponseSize+1))
@@ -666,37 +668,77 @@ func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error)
 	return res, nil
 }
 
-// unwrapFetchError finds the rule that refused a call in a url.Error, and
-// names the common network failures with Node's error codes.
+// unwrapFetchError finds the rule that refused a call in a url.Error, or
+// names the network failure by its class.
 func unwrapFetchError(err error) error {
 	var fe *fetchError
 	if errors.As(err, &fe) {
 		return fe
 	}
-	var code string
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		code = "ETIMEDOUT"
-	case errors.Is(err, context.Canceled):
-		code = "ABORT_ERR"
-	case errors.Is(err, errRedirect), errors.Is(err, errTooManyRedirects):
-		code = "ERR_FETCH_REDIRECT"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		code = "ECONNREFUSED"
-	case errors.Is(err, syscall.ECONNRESET):
-		code = "ECONNRESET"
-	default:
-		var dns *net.DNSError
-		if errors.As(err, &dns) {
-			code = "ENOTFOUND"
-		}
-	}
-	msg := err.Error()
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		msg = ue.Err.Error()
-	}
+	code, msg := classifyNetError(err)
 	return &netError{code: code, msg: msg}
+}
+
+// classifyNetError names a failure by its class, in fixed words, with the
+// code Node (or undici) gives it. Go's own text is never used: it quotes
+// what the server sent (a malformed header or status line, a Location,
+// GOAWAY debug data), which would reach the script's error, and from there
+// error_description and the logs. Matching on Go's text below only picks
+// a class.
+func classifyNetError(err error) (code, msg string) {
+	var (
+		nerr      net.Error
+		dns       *net.DNSError
+		hostname  x509.HostnameError
+		authority x509.UnknownAuthorityError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+		record    tls.RecordHeaderError
+		alert     tls.AlertError
+		protocol  textproto.ProtocolError
+	)
+	text := err.Error()
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "ABORT_ERR", "the request was aborted"
+	case errors.Is(err, errRedirect):
+		return "ERR_FETCH_REDIRECT", errRedirect.Error()
+	case errors.Is(err, errTooManyRedirects):
+		return "ERR_FETCH_REDIRECT", errTooManyRedirects.Error()
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &nerr) && nerr.Timeout():
+		return "ETIMEDOUT", "the request timed out"
+	case errors.As(err, &dns):
+		return "ENOTFOUND", "the host name could not be resolved"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "ECONNREFUSED", "the connection was refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "ECONNRESET", "the connection was reset"
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		return "EHOSTUNREACH", "the host is unreachable"
+	case errors.Is(err, syscall.ENETUNREACH):
+		return "ENETUNREACH", "the network is unreachable"
+	case errors.As(err, &hostname):
+		return "ERR_TLS_CERT_ALTNAME_INVALID", "the server's TLS certificate does not name this host"
+	case errors.As(err, &authority):
+		return "UNABLE_TO_VERIFY_LEAF_SIGNATURE", "the server's TLS certificate is not signed by a trusted authority"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "CERT_HAS_EXPIRED", "the server's TLS certificate has expired"
+	case errors.As(err, &invalid), errors.As(err, &verify):
+		return "CERT_UNTRUSTED", "the server's TLS certificate is not valid"
+	case errors.As(err, &record), errors.As(err, &alert):
+		return "EPROTO", "the TLS handshake failed"
+	case strings.Contains(text, "server response headers exceeded"):
+		return "UND_ERR_HEADERS_OVERFLOW", "the response headers are larger than allowed"
+	case strings.Contains(text, "failed to parse Location header"):
+		return "ERR_FETCH_REDIRECT", "a redirect's Location is not a valid URL"
+	case errors.As(err, &protocol):
+		return "EPROTO", "the server's response is not valid HTTP"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "UND_ERR_SOCKET", "the server closed the connection"
+	}
+	// A malformed status line, an HTTP/2 GOAWAY or stream reset, and what
+	// else Go reports without a type: all the server's doing.
+	return "EPROTO", "the server's response is not valid HTTP"
 }
 
 // netError is a call that failed on the network: scripts see fetch's
@@ -704,6 +746,19 @@ func unwrapFetchError(err error) error {
 type netError struct{ code, msg string }
 
 func (e *netError) Error() string { return e.msg }
+
+// errorCode is the code of what unwrapFetchError returns, for the log.
+func errorCode(err error) string {
+	var fe *fetchError
+	var ne *netError
+	switch {
+	case errors.As(err, &fe):
+		return fe.code
+	case errors.As(err, &ne):
+		return ne.code
+	}
+	return ""
+}
 
 // fetchHost is what the outbound-call API needs from the runtime it is
 // installed in: the context of the exchange being run (its deadline
@@ -907,7 +962,9 @@ func fetchErrorValue(vm *goja.Runtime, err error) goja.Value {
 		define(vm, o, "code", ne.code)
 		define(vm, o, "refused", false)
 	default:
-		define(vm, o, "message", err.Error())
+		// Not reached: do returns only the two above. Its text is not
+		// shown all the same, as it may quote the server.
+		define(vm, o, "message", "fetch failed")
 		define(vm, o, "code", "")
 		define(vm, o, "refused", false)
 	}

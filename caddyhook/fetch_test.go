@@ -1,12 +1,14 @@
 package caddyhook
 
 import (
+	"bufio"
 	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -799,4 +801,108 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 	if got := <-referers; len(got) != 1 || got[0] != "https://mine.example/" {
 		t.Errorf("Referer the script set = %q, want it kept", got)
 	}
+}
+
+// rawServer answers each connection with the bytes replies holds for the
+// request's path, then closes it: responses no HTTP server library sends.
+func rawServer(t *testing.T, replies map[string]string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				req, err := http.ReadRequest(bufio.NewReader(conn))
+				if err != nil {
+					return
+				}
+				_, _ = io.WriteString(conn, replies[req.URL.Path])
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// TestFetchNetworkErrorText: what a server sent never reaches a script's
+// error, the exchange's error_description or the logs through Go's error
+// text; failures are named by class, with Node's codes.
+func TestFetchNetworkErrorText(t *testing.T) {
+	base := rawServer(t, map[string]string{
+		"/v1/header":   "HTTP/1.1 200 OK\r\nX-Upstream-Token RESPONSE-HEADER-SECRET\r\n\r\n",
+		"/v1/status":   "HTTP/1.1 2X0 STATUS-LINE-SECRET\r\n\r\n",
+		"/v1/location": "HTTP/1.1 302 Found\r\nLocation: http://[LOCATION-SECRET\r\nContent-Length: 0\r\n\r\n",
+		"/v1/closed":   "",
+	})
+	src := strings.ReplaceAll(`
+const axios = require('axios');
+const request = require('request');
+const nodeFetch = require('node-fetch');
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	const r = {};
+	for (const p of ['header', 'status', 'location', 'closed']) {
+		const u = 'BASE/v1/' + p;
+		r[p] = [
+			await fetch(u).catch(e => [e.message, e.cause.message, e.cause.code]),
+			await axios.get(u).catch(e => [e.message, e.code]),
+			await new Promise(res => request(u, e => res([e.message, e.code]))),
+			await nodeFetch(u).catch(e => [e.message, e.code]),
+		];
+	}
+	api.accessToken.setCustomClaim('https://t.example/r', r);
+	if (event.throw) await nodeFetch('BASE/v1/header');
+};`, "BASE", base)
+	act := compileAction(t, "a.js", strings.Replace(src, "event.throw", "true", 1))
+	core, logs := observer.New(zap.DebugLevel)
+	e, err := NewEngine(Config{Actions: []*Script{act}, FetchAllow: []string{base + "/v1/"}, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.Run(context.Background(), input())
+	proto := "the server's response is not valid HTTP"
+	wantError(t, err, 500, CodeServerError, "request to "+base+"/v1/header failed, reason: "+proto)
+	for _, l := range logs.All() {
+		if line := l.Message + fmt.Sprint(l.ContextMap()); strings.Contains(line, "SECRET") {
+			t.Errorf("log line holds what the server sent: %s", line)
+		}
+	}
+	// The claims are not returned with the error; run the collecting part
+	// alone.
+	act2 := compileAction(t, "a.js", strings.Replace(src, "event.throw", "false", 1))
+	e2, err := NewEngine(Config{Actions: []*Script{act2}, FetchAllow: []string{base + "/v1/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := claimsOf(t, e2)
+	j, _ := json.Marshal(got)
+	if strings.Contains(string(j), "SECRET") {
+		t.Errorf("a script's error holds what the server sent: %s", j)
+	}
+	class := func(msg, code string) []any {
+		return []any{
+			[]any{"fetch failed", msg, code},
+			[]any{msg, code},
+			[]any{msg, code},
+			[]any{"request to " + base + "/v1/" + "PATH" + " failed, reason: " + msg, code},
+		}
+	}
+	want := map[string]any{}
+	for p, c := range map[string][2]string{
+		"header":   {proto, "EPROTO"},
+		"status":   {proto, "EPROTO"},
+		"location": {"a redirect's Location is not a valid URL", "ERR_FETCH_REDIRECT"},
+		"closed":   {"the server closed the connection", "UND_ERR_SOCKET"},
+	} {
+		v := class(c[0], c[1])
+		v[3].([]any)[0] = strings.Replace(v[3].([]any)[0].(string), "PATH", p, 1)
+		want[p] = v
+	}
+	wantClaims(t, got, map[string]any{"r": want})
 }
