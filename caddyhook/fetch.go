@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/textproto"
 	"net/url"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,6 +47,10 @@ const (
 	// maxFetchRedirects is fetch's own limit (WHATWG fetch, step 4.2 of
 	// "HTTP-redirect fetch"), and axios's and request's default.
 	maxFetchRedirects = 20
+	// maxFetchURLLength bounds the URL of a call, in UTF-16 units as a
+	// script's string holds it. Browsers and servers cap URLs well below
+	// this.
+	maxFetchURLLength = 16 << 10
 )
 
 // fetcher makes the outbound calls of one Engine: the allow-list, one HTTP
@@ -215,23 +220,45 @@ func loggable(u *url.URL) string {
 }
 
 // shownURL is a URL a script gave, for an error message: without its
-// query and fragment, nor credentials it may carry, and capped.
+// query and fragment, nor anything that may be credentials, and capped.
+// A URL that normalizes is shown as it would be sent. One that does not
+// is shown only as far as it can be read without guessing where a
+// password ends: "https://user:hun/ter2@host" or "https://user:hun?ter2@host"
+// would otherwise show part of one.
 func shownURL(s string) string {
-	if i := strings.IndexAny(s, "?#"); i >= 0 {
-		s = s[:i]
+	s = strings.TrimSpace(s)
+	if u, err := normalizeURL(s); err == nil {
+		return capText(loggable(u), 256)
 	}
-	if i := strings.Index(s, "://"); i >= 0 {
-		rest := s[i+3:]
-		end := strings.IndexAny(rest, `/\`)
-		if end < 0 {
-			end = len(rest)
-		}
-		if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
-			s = s[:i+3] + "…@" + rest[at+1:]
-		}
+	// Backslashes read as slashes before the query, as normalizeURL does.
+	fixed := s
+	if i := strings.IndexAny(fixed, "?#"); i >= 0 {
+		fixed = strings.ReplaceAll(fixed[:i], `\`, "/") + fixed[i:]
+	} else {
+		fixed = strings.ReplaceAll(fixed, `\`, "/")
 	}
-	return capText(s, 256)
+	if u, err := url.Parse(fixed); err == nil && u.Scheme != "" && u.Host != "" && u.Opaque == "" {
+		out := strings.ToLower(u.Scheme) + "://"
+		if u.User != nil {
+			out += "…@"
+		}
+		return capText(out+u.Host+u.EscapedPath(), 256)
+	}
+	if !strings.Contains(s, "@") {
+		if i := strings.IndexAny(s, "?#"); i >= 0 {
+			s = s[:i]
+		}
+		return capText(s, 256)
+	}
+	// An "@" where no parser finds userinfo: anything after the scheme
+	// may be a password.
+	if m := schemeRE.FindString(s); m != "" && len(m) <= 32 {
+		return strings.ToLower(m) + "…"
+	}
+	return "…"
 }
+
+var schemeRE = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9+.\-]*:`)
 
 // normalizeURL parses an absolute http or https URL as WHATWG URL parsing
 // (Node's new URL) would read it, and returns the form that is matched and
@@ -877,6 +904,11 @@ func fetchNative(vm *goja.Runtime, call func(goja.FunctionCall) goja.Value) *goj
 	})
 	define(vm, native, "bytes", func(c goja.FunctionCall) goja.Value {
 		return vm.ToValue(vm.NewArrayBuffer([]byte(c.Argument(0).String())))
+	})
+	// shown is what an error message may show of a URL (shownURL).
+	define(vm, native, "shown", func(c goja.FunctionCall) goja.Value {
+		s, _ := scriptString(c.Argument(0))
+		return vm.ToValue(shownURL(capText(s, maxFetchURLLength)))
 	})
 	define(vm, native, "isSearchParams", func(c goja.FunctionCall) goja.Value {
 		o, ok := c.Argument(0).(*goja.Object)

@@ -906,3 +906,63 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 	}
 	wantClaims(t, got, map[string]any{"r": want})
 }
+
+// TestShownURL: what an error message shows of a URL a script gave has no
+// query and nothing that may be a password, however the URL is written.
+func TestShownURL(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"https://api.example.com/v1/x?api_key=k", "https://api.example.com/v1/x"},
+		{"https://API.example.com:443/v1/../v2#f", "https://api.example.com/v2"},
+		{"https://user:hunter2@host.example/v1", "https://…@host.example/v1"},
+		{`https:\\user:hunter2@host.example/v1`, "https://…@host.example/v1"},
+		{"https:user:hunter2@host.example/v1", "https:…"},
+		{"https:/user:hunter2@host.example/v1", "https:…"},
+		{"https://user:hun/ter2@host.example/v1", "https:…"},
+		{"https://user:hun?ter2@host.example/v1", "https:…"},
+		{"https://user:hun#ter2@host.example/v1", "https:…"},
+		{"api.example.com/v1/x?api_key=k", "api.example.com/v1/x"},
+		{"user:hunter2@host.example/v1", "user:…"},
+		{"@hunter2", "…"},
+	} {
+		if got := shownURL(tc.in); got != tc.want {
+			t.Errorf("shownURL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestFetchErrorURLs: no error a layer builds from a URL or a header
+// shows the query, or a header's value.
+func TestFetchErrorURLs(t *testing.T) {
+	srv := fetchService(t)
+	act := compileAction(t, "a.js", scriptURL(`
+const nodeFetch = require('node-fetch');
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	const r = {};
+	r.parse = await fetch('api.example.com/v1/x?api_key=QUERY-SECRET').catch(e => e.message);
+	r.header = await fetch('BASE/v1/echo', { headers: { 'X-Key': 'HEADER-SECRET\nX: y' } }).catch(e => e.message);
+	r.name = await fetch('BASE/v1/echo', { headers: { 'Bearer HEADER-SECRET': 'x' } }).catch(e => e.message);
+	r.refused = await nodeFetch('BASE/admin?api_key=QUERY-SECRET').catch(e => e.message);
+	api.accessToken.setCustomClaim('https://t.example/r', r);
+};`, srv))
+	got := claimsOf(t, fetchEngine(t, srv, nil, []*Script{act}, nil))
+	wantClaims(t, got, map[string]any{"r": map[string]any{
+		"parse":   "Failed to parse URL from api.example.com/v1/x",
+		"header":  "Headers.append: invalid header value.",
+		"name":    "Headers.append: invalid header name.",
+		"refused": "fetch to " + srv.URL + "/admin is not allowed: add its URL prefix to fetch_allow",
+	}})
+	for _, src := range []string{
+		`await require('node-fetch')('BASE/v1/slow?api_key=QUERY-SECRET', { timeout: 50 });`,
+		`await require('node-fetch')('http://127.0.0.1:1/v1/x?api_key=QUERY-SECRET');`,
+		`await fetch('api.example.com/v1/x?api_key=QUERY-SECRET');`,
+		`await fetch('https://user:QUERY-SECRET@api.example.com/v1/x');`,
+	} {
+		act := compileAction(t, "a.js", scriptURL("exports.onExecuteCredentialsExchange = async () => { "+src+" };", srv))
+		e := fetchEngine(t, srv, nil, []*Script{act}, func(c *Config) { c.FetchAllow = append(c.FetchAllow, "http://127.0.0.1:1/v1/") })
+		_, err := e.Run(context.Background(), input())
+		var he *Error
+		if !errors.As(err, &he) || strings.Contains(he.Description, "SECRET") || he.Description == "" {
+			t.Errorf("%s: error = %v, want one without the secret", src, err)
+		}
+	}
+}

@@ -24,7 +24,7 @@ var _Object = I.Object, _defineProperty = I.defineProperty, _keys = I.keys, _cre
 	join = I.join, sort = I.sort, arrayValues = I.arrayValues, then = I.then,
 	toISO = I.toISO, callFn = I.callFn, applyFn = I.applyFn, setTimeout = I.setTimeout,
 	call = native.call, utf8 = native.utf8, bytes = native.bytes, base64 = native.base64,
-	toBuffer = native.toBuffer, isSearchParams = native.isSearchParams;
+	toBuffer = native.toBuffer, isSearchParams = native.isSearchParams, shown = native.shown;
 var S = _Symbol('state');
 
 // The getters of views and buffers, called on them directly: a view's own
@@ -123,12 +123,15 @@ hidden(AbortController.prototype, _toStringTag, 'AbortController');
 var tokenRE = /^[!#$%&'*+\-.^_\x60|~0-9A-Za-z]+$/, badValueRE = /[\0\r\n]/;
 function headerName(n) {
 	n = _String(n);
-	if (!test(tokenRE, n)) throw new _TypeError('Headers.append: "' + n + '" is an invalid header name.');
+	// Neither the name nor the value is quoted, unlike undici: a script
+	// that gets them wrong may have put a key in either, and the message
+	// can end up in error_description.
+	if (!test(tokenRE, n)) throw new _TypeError('Headers.append: invalid header name.');
 	return lower(n);
 }
 function headerValue(v) {
 	v = replace(_String(v), /^[\t\n\r ]+|[\t\n\r ]+$/g, '');
-	if (test(badValueRE, v)) throw new _TypeError('Headers.append: "' + v + '" is an invalid header value.');
+	if (test(badValueRE, v)) throw new _TypeError('Headers.append: invalid header value.');
 	return v;
 }
 class Headers {
@@ -239,8 +242,10 @@ function mixBody(proto) {
 
 var redirectModes = { follow: true, manual: true, error: true };
 var upperMethods = { DELETE: true, GET: true, HEAD: true, OPTIONS: true, POST: true, PUT: true, PATCH: true };
+// Every message built from a URL shows it as Go's shownURL does: no
+// query, no credentials.
 function parseURL(u) {
-	if (!test(/^[a-zA-Z][a-zA-Z0-9+.\-]*:/, u)) throw new _TypeError('Failed to parse URL from ' + u);
+	if (!test(/^[a-zA-Z][a-zA-Z0-9+.\-]*:/, u)) throw new _TypeError('Failed to parse URL from ' + shown(u));
 	return u;
 }
 
@@ -775,9 +780,9 @@ function nodeFetch(input, init) {
 			st.signal, function (err, res) {
 				if (!err) { resolve(responseOf(res)); return; }
 				if (err.aborted) { reject(new NodeFetchAbortError('The user aborted a request.')); return; }
-				if (err.code === 'ETIMEDOUT' && timeout) { reject(new FetchError('network timeout at: ' + st.url, 'request-timeout')); return; }
+				if (err.code === 'ETIMEDOUT' && timeout) { reject(new FetchError('network timeout at: ' + shown(st.url), 'request-timeout')); return; }
 				if (err.refused) { reject(new FetchError(err.message, 'system', err)); return; }
-				reject(new FetchError('request to ' + st.url + ' failed, reason: ' + err.message, 'system', err));
+				reject(new FetchError('request to ' + shown(st.url) + ' failed, reason: ' + err.message, 'system', err));
 			});
 	});
 }
