@@ -421,12 +421,26 @@ func ipv4Number(l string) (uint64, bool) {
 
 // cleanPath resolves the dot segments of an escaped path, "%2e" included,
 // as WHATWG URL parsing does, so that what is matched is what the server
-// sees. An encoded slash or backslash is refused: servers disagree on
-// whether it separates segments.
+// sees. What servers disagree on is refused rather than guessed at: an
+// encoded slash or backslash (a separator or not), an encoded NUL (which
+// ends the path for some), overlong UTF-8 (which some decode to "." or
+// "/"), and any other segment some server reads as "..": one of dots
+// padded with spaces or NULs (Windows and IIS trim them), three dots or
+// more, or one that is a dot segment once decoded a second time (servers
+// and proxies that decode twice).
 func cleanPath(p string) (string, error) {
-	lower := strings.ToLower(p)
-	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") {
-		return "", errors.New("its path must not hold an encoded slash or backslash")
+	once := looseUnescape(p)
+	twice := looseUnescape(once)
+	for _, form := range []string{strings.ToLower(p), strings.ToLower(once)} {
+		if strings.Contains(form, "%2f") || strings.Contains(form, "%5c") {
+			return "", errors.New("its path must not hold an encoded slash or backslash")
+		}
+		if strings.Contains(form, "%00") {
+			return "", errors.New("its path must not hold an encoded NUL")
+		}
+	}
+	if overlongUTF8(once) || overlongUTF8(twice) {
+		return "", errors.New("its path must not hold overlong UTF-8")
 	}
 	if p == "" {
 		return "/", nil
@@ -437,7 +451,7 @@ func cleanPath(p string) (string, error) {
 		last := i == len(segs)-1
 		// Some servers (Tomcat, Jetty) read "..;x" as "..": a dot
 		// segment with parameters is refused rather than guessed at.
-		if name, _, params := strings.Cut(s, ";"); params && isDotSegment(name) {
+		if name, _, params := strings.Cut(s, ";"); params && (isDotSegment(name) || dotLike(name)) {
 			return "", errors.New("its path has a dot segment with parameters")
 		}
 		switch strings.ToLower(s) {
@@ -453,6 +467,9 @@ func cleanPath(p string) (string, error) {
 				out = append(out, "")
 			}
 		default:
+			if dotLike(s) {
+				return "", errors.New("its path has a segment servers may read as a dot segment")
+			}
 			out = append(out, s)
 		}
 	}
@@ -463,6 +480,62 @@ func isDotSegment(s string) bool {
 	switch strings.ToLower(s) {
 	case ".", "%2e", "..", ".%2e", "%2e.", "%2e%2e":
 		return true
+	}
+	return false
+}
+
+// dotLike reports whether an escaped segment, decoded once or twice, is
+// only dots, spaces, tabs and NULs, with a dot: what a server trimming
+// those reads as "." or "..".
+func dotLike(seg string) bool {
+	once := looseUnescape(seg)
+	for _, f := range []string{once, looseUnescape(once)} {
+		if strings.Contains(f, ".") && strings.Trim(f, ". \t\x00") == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// looseUnescape decodes each valid %XX in s and keeps anything else as it
+// is, as lenient servers do.
+func looseUnescape(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			n, _ := strconv.ParseUint(s[i+1:i+3], 16, 8)
+			b.WriteByte(byte(n))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// overlongUTF8 reports bytes that only an overlong encoding starts with:
+// C0 and C1, E0 before A0, F0 before 90, and the five- and six-byte
+// forms (F8 and above). Lenient decoders read C0 AE as ".".
+func overlongUTF8(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		next := byte(0xff)
+		if i+1 < len(s) {
+			next = s[i+1]
+		}
+		switch {
+		case c == 0xc0, c == 0xc1, c >= 0xf8:
+			return true
+		case c == 0xe0 && next >= 0x80 && next < 0xa0, c == 0xf0 && next >= 0x80 && next < 0x90:
+			return true
+		}
 	}
 	return false
 }
