@@ -663,6 +663,9 @@ type fetchSpec struct {
 	hasBody  bool
 	redirect string
 	timeout  time.Duration
+	// headersTooLarge says the script's headers passed the cap before
+	// they were all read: do fails the call as it would on the bytes.
+	headersTooLarge bool
 }
 
 // fetchResult is a response read in full.
@@ -724,7 +727,7 @@ func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error)
 		}
 		req.Header.Add(h[0], h[1])
 	}
-	if size > maxFetchHeaderBytes {
+	if spec.headersTooLarge || size > maxFetchHeaderBytes {
 		return nil, &fetchError{"ERR_FETCH_TOO_LARGE", fmt.Sprintf("fetch to %s: the request headers are more than the %d bytes allowed", loggable(u), maxFetchHeaderBytes)}
 	}
 	if req.Header.Get("User-Agent") == "" {
@@ -999,11 +1002,20 @@ func fetchSpecOf(vm *goja.Runtime, v goja.Value) *fetchSpec {
 	if !ok {
 		throwTypeError(vm, "fetch: bad request")
 	}
-	str := func(name string) string {
-		s, _ := scriptString(o.Get(name))
-		return s
+	// Every string is measured before it is copied to Go: a script's
+	// string may be 32 Mi units. A UTF-16 unit is at least one UTF-8 byte,
+	// so a length past a byte cap is past it in bytes too.
+	str := func(name string, max int) string {
+		v, ok := o.Get(name).(goja.String)
+		if !ok {
+			return ""
+		}
+		if v.Length() > max {
+			throwTypeError(vm, fmt.Sprintf("fetch: the %s is longer than the %d characters allowed", strings.Replace(name, "url", "URL", 1), max))
+		}
+		return v.String()
 	}
-	spec := &fetchSpec{method: strings.ToUpper(str("method")), url: str("url"), redirect: str("redirect")}
+	spec := &fetchSpec{method: strings.ToUpper(str("method", 256)), url: str("url", maxFetchURLLength), redirect: str("redirect", 16)}
 	if spec.method == "" {
 		spec.method = http.MethodGet
 	}
@@ -1017,14 +1029,23 @@ func fetchSpecOf(vm *goja.Runtime, v goja.Value) *fetchSpec {
 		if n > 10000 {
 			throwTypeError(vm, "fetch: too many headers")
 		}
+		units := 0
 		for i := int64(0); i < n; i++ {
 			pair, ok := hs.Get(strconv.FormatInt(i, 10)).(*goja.Object)
 			if !ok {
 				continue
 			}
-			name, _ := scriptString(pair.Get("0"))
-			value, _ := scriptString(pair.Get("1"))
-			spec.headers = append(spec.headers, [2]string{name, value})
+			name, _ := pair.Get("0").(goja.String)
+			value, _ := pair.Get("1").(goja.String)
+			if name == nil || value == nil {
+				continue
+			}
+			if units += name.Length() + value.Length(); units > maxFetchHeaderBytes {
+				spec.headersTooLarge = true
+				spec.headers = nil
+				break
+			}
+			spec.headers = append(spec.headers, [2]string{name.String(), value.String()})
 		}
 	}
 	switch b := o.Get("body").(type) {

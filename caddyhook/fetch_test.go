@@ -986,3 +986,39 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 		}
 	}
 }
+
+// TestFetchSpecCaps: the URL and headers a script hands over are measured
+// before they are copied to Go, so a huge one costs nothing.
+func TestFetchSpecCaps(t *testing.T) {
+	vm := newVM()
+	var spec *fetchSpec
+	vm.Set("probe", func(c goja.FunctionCall) goja.Value { spec = fetchSpecOf(vm, c.Argument(0)); return goja.Undefined() })
+	if _, err := vm.RunString(`probe({ url: 'http://x/', headers: [['x-a', 'a'.repeat(40000)], ['x-b', 'b'.repeat(1 << 20)], ['x-c', 'c']] })`); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, h := range spec.headers {
+		n += len(h[0]) + len(h[1])
+	}
+	if n > maxFetchHeaderBytes {
+		t.Errorf("%d bytes of headers copied, want at most %d", n, maxFetchHeaderBytes)
+	}
+	_, err := vm.RunString(`probe({ url: 'http://x/?' + 'q'.repeat(1 << 20) })`)
+	if err == nil || !strings.Contains(err.Error(), "TypeError") {
+		t.Errorf("a 1 Mi-unit URL: err = %v, want a TypeError", err)
+	}
+
+	srv := fetchService(t)
+	act := compileAction(t, "a.js", scriptURL(`
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	api.accessToken.setCustomClaim('https://t.example/r', [
+		await fetch('BASE/v1/echo?' + 'q'.repeat(20000)).then(r => r.status, e => e.message),
+		await fetch('BASE/v1/echo', { headers: { 'x-big': 'b'.repeat(1 << 20) } }).then(r => r.status, e => e.message),
+	]);
+};`, srv))
+	got := claimsOf(t, fetchEngine(t, srv, nil, []*Script{act}, nil))
+	wantClaims(t, got, map[string]any{"r": []any{
+		fmt.Sprintf("fetch: the URL is longer than the %d characters allowed", maxFetchURLLength),
+		fmt.Sprintf("fetch to %s/v1/echo: the request headers are more than the %d bytes allowed", srv.URL, maxFetchHeaderBytes),
+	}})
+}
