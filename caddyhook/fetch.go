@@ -41,8 +41,9 @@ const (
 	// maxFetchHeaderBytes bounds the header names and values of a request,
 	// and of a response (http.Transport.MaxResponseHeaderBytes).
 	maxFetchHeaderBytes = 64 << 10
-	// maxFetchInflight bounds the calls one runtime has in flight at once;
-	// each one holds a goroutine and a connection.
+	// maxFetchInflight bounds the calls one exchange has in flight at
+	// once; each one holds a goroutine and a connection. Counted per
+	// exchange, so that calls one left behind do not refuse the next's.
 	maxFetchInflight = 16
 	// maxFetchRedirects is fetch's own limit (WHATWG fetch, step 4.2 of
 	// "HTTP-redirect fetch"), and axios's and request's default.
@@ -865,10 +866,11 @@ func errorCode(err error) string {
 
 // fetchHost is what the outbound-call API needs from the runtime it is
 // installed in: the context of the exchange being run (its deadline
-// bounds each call) and a way to run work off the loop and its result on
-// it.
+// bounds each call), the count of that exchange's calls in flight, and a
+// way to run work off the loop and its result on it.
 type fetchHost interface {
 	callContext() context.Context
+	inflight() *atomic.Int32
 	async(work func() func() error)
 }
 
@@ -883,6 +885,8 @@ func (w *worker) callContext() context.Context {
 	return expiredContext
 }
 
+func (w *worker) inflight() *atomic.Int32 { return w.fetchCalls }
+
 func (w *worker) async(work func() func() error) { w.loop.async(work) }
 
 // expiredContext is past its deadline from the start.
@@ -893,8 +897,10 @@ var expiredContext, _ = context.WithDeadline(context.Background(), time.Unix(0, 
 // must run before any script, so the JavaScript layers capture the
 // intrinsics. f may be nil: every call then fails naming fetch_allow.
 func installFetch(vm *goja.Runtime, f *fetcher, host fetchHost) map[string]func() goja.Value {
-	var inflight atomic.Int32
 	call := func(c goja.FunctionCall) goja.Value {
+		// The exchange's own counter, kept by the call: it is the one its
+		// end decrements, whichever exchange is served by then.
+		inflight := host.inflight()
 		spec := fetchSpecOf(vm, c.Argument(0))
 		cb, ok := goja.AssertFunction(c.Argument(1))
 		if !ok {

@@ -1022,3 +1022,61 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 		fmt.Sprintf("fetch to %s/v1/echo: the request headers are more than the %d bytes allowed", srv.URL, maxFetchHeaderBytes),
 	}})
 }
+
+// TestFetchInflightPerExchange: the cap on calls in flight counts one
+// exchange's calls; the calls an exchange left behind do not refuse those
+// of the next exchange served by the same runtime.
+func TestFetchInflightPerExchange(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/held" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+	act := compileAction(t, "a.js", scriptURL(`
+let first = true;
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	if (first) {
+		first = false;
+		for (let i = 0; i < 16; i++) fetch('BASE/v1/held').catch(() => {});
+		return;
+	}
+	api.accessToken.setCustomClaim('https://t.example/r', await fetch('BASE/v1/ok').then(r => r.status, e => e.message));
+};`, srv))
+	e := fetchEngine(t, srv, nil, []*Script{act}, nil)
+	if _, err := e.Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	wantClaims(t, claimsOf(t, e), map[string]any{"r": 200})
+}
+
+// TestFetchCloseIdle: closing the engine closes the connections its calls
+// left idle, rather than holding them for the idle time-out.
+func TestFetchCloseIdle(t *testing.T) {
+	closed := make(chan struct{}, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	act := compileAction(t, "a.js", scriptURL(`
+exports.onExecuteCredentialsExchange = async () => { await (await fetch('BASE/v1/x')).text(); };`, srv))
+	e := fetchEngine(t, srv, nil, []*Script{act}, nil)
+	if _, err := e.Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the idle connection is still open after Close")
+	}
+}
