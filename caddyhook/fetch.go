@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"net/url"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,12 +41,17 @@ const (
 	// maxFetchHeaderBytes bounds the header names and values of a request,
 	// and of a response (http.Transport.MaxResponseHeaderBytes).
 	maxFetchHeaderBytes = 64 << 10
-	// maxFetchInflight bounds the calls one runtime has in flight at once;
-	// each one holds a goroutine and a connection.
+	// maxFetchInflight bounds the calls one exchange has in flight at
+	// once; each one holds a goroutine and a connection. Counted per
+	// exchange, so that calls one left behind do not refuse the next's.
 	maxFetchInflight = 16
 	// maxFetchRedirects is fetch's own limit (WHATWG fetch, step 4.2 of
 	// "HTTP-redirect fetch"), and axios's and request's default.
 	maxFetchRedirects = 20
+	// maxFetchURLLength bounds the URL of a call, in UTF-16 units as a
+	// script's string holds it. Browsers and servers cap URLs well below
+	// this.
+	maxFetchURLLength = 16 << 10
 )
 
 // fetcher makes the outbound calls of one Engine: the allow-list, one HTTP
@@ -158,6 +165,14 @@ func (f *fetcher) checkRedirect(req *http.Request, via []*http.Request) error {
 	}
 	req.URL = u
 	req.Host = ""
+	// Go sets Referer to the previous URL, query included, which would
+	// hand a key in it to the next host; Node's fetch sends none. A
+	// Referer the script set on its request was copied over by Go and is
+	// kept.
+	req.Header.Del("Referer")
+	if ref := via[0].Header.Values("Referer"); len(ref) > 0 {
+		req.Header["Referer"] = ref
+	}
 	return nil
 }
 
@@ -206,23 +221,45 @@ func loggable(u *url.URL) string {
 }
 
 // shownURL is a URL a script gave, for an error message: without its
-// query and fragment, nor credentials it may carry, and capped.
+// query and fragment, nor anything that may be credentials, and capped.
+// A URL that normalizes is shown as it would be sent. One that does not
+// is shown only as far as it can be read without guessing where a
+// password ends: "https://user:hun/ter2@host" or "https://user:hun?ter2@host"
+// would otherwise show part of one.
 func shownURL(s string) string {
-	if i := strings.IndexAny(s, "?#"); i >= 0 {
-		s = s[:i]
+	s = strings.TrimSpace(s)
+	if u, err := normalizeURL(s); err == nil {
+		return capText(loggable(u), 256)
 	}
-	if i := strings.Index(s, "://"); i >= 0 {
-		rest := s[i+3:]
-		end := strings.IndexAny(rest, `/\`)
-		if end < 0 {
-			end = len(rest)
-		}
-		if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
-			s = s[:i+3] + "…@" + rest[at+1:]
-		}
+	// Backslashes read as slashes before the query, as normalizeURL does.
+	fixed := s
+	if i := strings.IndexAny(fixed, "?#"); i >= 0 {
+		fixed = strings.ReplaceAll(fixed[:i], `\`, "/") + fixed[i:]
+	} else {
+		fixed = strings.ReplaceAll(fixed, `\`, "/")
 	}
-	return capText(s, 256)
+	if u, err := url.Parse(fixed); err == nil && u.Scheme != "" && u.Host != "" && u.Opaque == "" {
+		out := strings.ToLower(u.Scheme) + "://"
+		if u.User != nil {
+			out += "…@"
+		}
+		return capText(out+u.Host+u.EscapedPath(), 256)
+	}
+	if !strings.Contains(s, "@") {
+		if i := strings.IndexAny(s, "?#"); i >= 0 {
+			s = s[:i]
+		}
+		return capText(s, 256)
+	}
+	// An "@" where no parser finds userinfo: anything after the scheme
+	// may be a password.
+	if m := schemeRE.FindString(s); m != "" && len(m) <= 32 {
+		return strings.ToLower(m) + "…"
+	}
+	return "…"
 }
+
+var schemeRE = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9+.\-]*:`)
 
 // normalizeURL parses an absolute http or https URL as WHATWG URL parsing
 // (Node's new URL) would read it, and returns the form that is matched and
@@ -385,12 +422,26 @@ func ipv4Number(l string) (uint64, bool) {
 
 // cleanPath resolves the dot segments of an escaped path, "%2e" included,
 // as WHATWG URL parsing does, so that what is matched is what the server
-// sees. An encoded slash or backslash is refused: servers disagree on
-// whether it separates segments.
+// sees. What servers disagree on is refused rather than guessed at: an
+// encoded slash or backslash (a separator or not), an encoded NUL (which
+// ends the path for some), overlong UTF-8 (which some decode to "." or
+// "/"), and any other segment some server reads as "..": one of dots
+// padded with spaces or NULs (Windows and IIS trim them), three dots or
+// more, or one that is a dot segment once decoded a second time (servers
+// and proxies that decode twice).
 func cleanPath(p string) (string, error) {
-	lower := strings.ToLower(p)
-	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") {
-		return "", errors.New("its path must not hold an encoded slash or backslash")
+	once := looseUnescape(p)
+	twice := looseUnescape(once)
+	for _, form := range []string{strings.ToLower(p), strings.ToLower(once)} {
+		if strings.Contains(form, "%2f") || strings.Contains(form, "%5c") {
+			return "", errors.New("its path must not hold an encoded slash or backslash")
+		}
+		if strings.Contains(form, "%00") {
+			return "", errors.New("its path must not hold an encoded NUL")
+		}
+	}
+	if overlongUTF8(once) || overlongUTF8(twice) {
+		return "", errors.New("its path must not hold overlong UTF-8")
 	}
 	if p == "" {
 		return "/", nil
@@ -401,7 +452,7 @@ func cleanPath(p string) (string, error) {
 		last := i == len(segs)-1
 		// Some servers (Tomcat, Jetty) read "..;x" as "..": a dot
 		// segment with parameters is refused rather than guessed at.
-		if name, _, params := strings.Cut(s, ";"); params && isDotSegment(name) {
+		if name, _, params := strings.Cut(s, ";"); params && (isDotSegment(name) || dotLike(name)) {
 			return "", errors.New("its path has a dot segment with parameters")
 		}
 		switch strings.ToLower(s) {
@@ -417,6 +468,9 @@ func cleanPath(p string) (string, error) {
 				out = append(out, "")
 			}
 		default:
+			if dotLike(s) {
+				return "", errors.New("its path has a segment servers may read as a dot segment")
+			}
 			out = append(out, s)
 		}
 	}
@@ -431,6 +485,62 @@ func isDotSegment(s string) bool {
 	return false
 }
 
+// dotLike reports whether an escaped segment, decoded once or twice, is
+// only dots, spaces, tabs and NULs, with a dot: what a server trimming
+// those reads as "." or "..".
+func dotLike(seg string) bool {
+	once := looseUnescape(seg)
+	for _, f := range []string{once, looseUnescape(once)} {
+		if strings.Contains(f, ".") && strings.Trim(f, ". \t\x00") == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// looseUnescape decodes each valid %XX in s and keeps anything else as it
+// is, as lenient servers do.
+func looseUnescape(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			n, _ := strconv.ParseUint(s[i+1:i+3], 16, 8)
+			b.WriteByte(byte(n))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// overlongUTF8 reports bytes that only an overlong encoding starts with:
+// C0 and C1, E0 before A0, F0 before 90, and the five- and six-byte
+// forms (F8 and above). Lenient decoders read C0 AE as ".".
+func overlongUTF8(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		next := byte(0xff)
+		if i+1 < len(s) {
+			next = s[i+1]
+		}
+		switch {
+		case c == 0xc0, c == 0xc1, c >= 0xf8:
+			return true
+		case c == 0xe0 && next >= 0x80 && next < 0xa0, c == 0xf0 && next >= 0x80 && next < 0x90:
+			return true
+		}
+	}
+	return false
+}
+
 // Cloud metadata services, refused like link-local addresses unless an
 // allowed prefix names them.
 var (
@@ -438,12 +548,23 @@ var (
 		netip.MustParseAddr("169.254.169.254"): true, // AWS, GCP, Azure, OCI, DigitalOcean…
 		netip.MustParseAddr("169.254.170.2"):   true, // AWS ECS task metadata
 		netip.MustParseAddr("fd00:ec2::254"):   true, // AWS IMDS over IPv6
+		netip.MustParseAddr("fd00:ec2::23"):    true, // AWS EKS Pod Identity over IPv6
 		netip.MustParseAddr("fd20:ce::254"):    true, // GCP over IPv6
 		netip.MustParseAddr("100.100.100.200"): true, // Alibaba Cloud
 		netip.MustParseAddr("192.0.0.192"):     true, // Oracle Cloud (classic)
 		netip.MustParseAddr("168.63.129.16"):   true, // Azure WireServer
 	}
-	nat64         = netip.MustParsePrefix("64:ff9b::/96")
+	nat64 = netip.MustParsePrefix("64:ff9b::/96")
+	// RFC 8215's local-use NAT64 prefix: a network may put its /96 anywhere
+	// in it, or use the /48 itself (RFC 6052, section 2.2).
+	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
+	// IPv4-translated (SIIT, RFC 2765) and the deprecated IPv4-compatible
+	// forms: a stack that still routes them reaches the IPv4 address.
+	v4Translated = netip.MustParsePrefix("::ffff:0:0:0/96")
+	v4Compatible = netip.MustParsePrefix("::/96")
+	// Deprecated site-local (RFC 3879): no public service lives there,
+	// and some stacks still treat it as on-link.
+	siteLocal     = netip.MustParsePrefix("fec0::/10")
 	metadataNames = map[string]bool{
 		"metadata": true, "metadata.google.internal": true, "metadata.goog": true,
 		"instance-data": true, "instance-data.ec2.internal": true, "metadata.azure.internal": true,
@@ -456,10 +577,18 @@ func metadataName(h string) bool { return metadataNames[h] }
 // service: addresses that reach the host's own cloud credentials.
 func blockedAddr(ip netip.Addr) bool {
 	ip = ip.Unmap().WithZone("")
-	// An IPv6-only host reaches IPv4 through NAT64's well-known prefix
-	// (RFC 6052): judge the IPv4 address it carries.
-	if nat64.Contains(ip) {
-		b := ip.As16()
+	if siteLocal.Contains(ip) {
+		return true
+	}
+	// An IPv6 address that carries an IPv4 one (NAT64, RFC 6052; SIIT;
+	// IPv4-compatible) may reach that IPv4 address: judge the one it
+	// carries. Where the local-use NAT64 prefix puts it depends on the
+	// network, so both places are judged.
+	b := ip.As16()
+	if nat64Local.Contains(ip) && blockedAddr(netip.AddrFrom4([4]byte{b[6], b[7], b[9], b[10]})) {
+		return true
+	}
+	if nat64.Contains(ip) || nat64Local.Contains(ip) || v4Translated.Contains(ip) || v4Compatible.Contains(ip) {
 		ip = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
 	}
 	return ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || metadataAddrs[ip]
@@ -521,7 +650,7 @@ func (f *fetcher) dial(ctx context.Context, network, addr string) (net.Conn, err
 		}
 	}
 	if firstErr == nil {
-		firstErr = fmt.Errorf("no address found for %s", host)
+		firstErr = &net.DNSError{Err: "no address found", Name: host, IsNotFound: true}
 	}
 	return nil, firstErr
 }
@@ -535,6 +664,9 @@ type fetchSpec struct {
 	hasBody  bool
 	redirect string
 	timeout  time.Duration
+	// headersTooLarge says the script's headers passed the cap before
+	// they were all read: do fails the call as it would on the bytes.
+	headersTooLarge bool
 }
 
 // fetchResult is a response read in full.
@@ -556,9 +688,11 @@ func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error)
 	if err != nil {
 		return nil, err
 	}
-	switch spec.method {
 	// Forbidden by fetch too: CONNECT would open a tunnel through an
-	// allowed host to anywhere.
+	// allowed host to anywhere. Compared upper-cased here, whatever the
+	// caller did, as servers and proxies read methods without regard to
+	// case.
+	switch strings.ToUpper(spec.method) {
 	case http.MethodConnect, http.MethodTrace, "TRACK":
 		return nil, &fetchError{"ERR_INVALID_ARG_VALUE", fmt.Sprintf("fetch to %s: the method %s is not allowed", loggable(u), spec.method)}
 	}
@@ -594,7 +728,7 @@ func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error)
 		}
 		req.Header.Add(h[0], h[1])
 	}
-	if size > maxFetchHeaderBytes {
+	if spec.headersTooLarge || size > maxFetchHeaderBytes {
 		return nil, &fetchError{"ERR_FETCH_TOO_LARGE", fmt.Sprintf("fetch to %s: the request headers are more than the %d bytes allowed", loggable(u), maxFetchHeaderBytes)}
 	}
 	if req.Header.Get("User-Agent") == "" {
@@ -603,9 +737,10 @@ func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error)
 	start := time.Now()
 	resp, err := f.client.Do(req)
 	if err != nil {
+		err = unwrapFetchError(err)
 		f.log.Debug("fetch failed", zap.String("method", spec.method), zap.String("url", loggable(u)),
-			zap.Duration("duration", time.Since(start)))
-		return nil, unwrapFetchError(err)
+			zap.String("error", errorCode(err)), zap.Duration("duration", time.Since(start)))
+		return nil, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxFetchResponseSize+1))
@@ -637,37 +772,77 @@ func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error)
 	return res, nil
 }
 
-// unwrapFetchError finds the rule that refused a call in a url.Error, and
-// names the common network failures with Node's error codes.
+// unwrapFetchError finds the rule that refused a call in a url.Error, or
+// names the network failure by its class.
 func unwrapFetchError(err error) error {
 	var fe *fetchError
 	if errors.As(err, &fe) {
 		return fe
 	}
-	var code string
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		code = "ETIMEDOUT"
-	case errors.Is(err, context.Canceled):
-		code = "ABORT_ERR"
-	case errors.Is(err, errRedirect), errors.Is(err, errTooManyRedirects):
-		code = "ERR_FETCH_REDIRECT"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		code = "ECONNREFUSED"
-	case errors.Is(err, syscall.ECONNRESET):
-		code = "ECONNRESET"
-	default:
-		var dns *net.DNSError
-		if errors.As(err, &dns) {
-			code = "ENOTFOUND"
-		}
-	}
-	msg := err.Error()
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		msg = ue.Err.Error()
-	}
+	code, msg := classifyNetError(err)
 	return &netError{code: code, msg: msg}
+}
+
+// classifyNetError names a failure by its class, in fixed words, with the
+// code Node (or undici) gives it. Go's own text is never used: it quotes
+// what the server sent (a malformed header or status line, a Location,
+// GOAWAY debug data), which would reach the script's error, and from there
+// error_description and the logs. Matching on Go's text below only picks
+// a class.
+func classifyNetError(err error) (code, msg string) {
+	var (
+		nerr      net.Error
+		dns       *net.DNSError
+		hostname  x509.HostnameError
+		authority x509.UnknownAuthorityError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+		record    tls.RecordHeaderError
+		alert     tls.AlertError
+		protocol  textproto.ProtocolError
+	)
+	text := err.Error()
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "ABORT_ERR", "the request was aborted"
+	case errors.Is(err, errRedirect):
+		return "ERR_FETCH_REDIRECT", errRedirect.Error()
+	case errors.Is(err, errTooManyRedirects):
+		return "ERR_FETCH_REDIRECT", errTooManyRedirects.Error()
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &nerr) && nerr.Timeout():
+		return "ETIMEDOUT", "the request timed out"
+	case errors.As(err, &dns):
+		return "ENOTFOUND", "the host name could not be resolved"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "ECONNREFUSED", "the connection was refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "ECONNRESET", "the connection was reset"
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		return "EHOSTUNREACH", "the host is unreachable"
+	case errors.Is(err, syscall.ENETUNREACH):
+		return "ENETUNREACH", "the network is unreachable"
+	case errors.As(err, &hostname):
+		return "ERR_TLS_CERT_ALTNAME_INVALID", "the server's TLS certificate does not name this host"
+	case errors.As(err, &authority):
+		return "UNABLE_TO_VERIFY_LEAF_SIGNATURE", "the server's TLS certificate is not signed by a trusted authority"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "CERT_HAS_EXPIRED", "the server's TLS certificate has expired"
+	case errors.As(err, &invalid), errors.As(err, &verify):
+		return "CERT_UNTRUSTED", "the server's TLS certificate is not valid"
+	case errors.As(err, &record), errors.As(err, &alert):
+		return "EPROTO", "the TLS handshake failed"
+	case strings.Contains(text, "server response headers exceeded"):
+		return "UND_ERR_HEADERS_OVERFLOW", "the response headers are larger than allowed"
+	case strings.Contains(text, "failed to parse Location header"):
+		return "ERR_FETCH_REDIRECT", "a redirect's Location is not a valid URL"
+	case errors.As(err, &protocol):
+		return "EPROTO", "the server's response is not valid HTTP"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "UND_ERR_SOCKET", "the server closed the connection"
+	}
+	// A malformed status line, an HTTP/2 GOAWAY or stream reset, and what
+	// else Go reports without a type: all the server's doing.
+	return "EPROTO", "the server's response is not valid HTTP"
 }
 
 // netError is a call that failed on the network: scripts see fetch's
@@ -676,12 +851,26 @@ type netError struct{ code, msg string }
 
 func (e *netError) Error() string { return e.msg }
 
+// errorCode is the code of what unwrapFetchError returns, for the log.
+func errorCode(err error) string {
+	var fe *fetchError
+	var ne *netError
+	switch {
+	case errors.As(err, &fe):
+		return fe.code
+	case errors.As(err, &ne):
+		return ne.code
+	}
+	return ""
+}
+
 // fetchHost is what the outbound-call API needs from the runtime it is
 // installed in: the context of the exchange being run (its deadline
-// bounds each call) and a way to run work off the loop and its result on
-// it.
+// bounds each call), the count of that exchange's calls in flight, and a
+// way to run work off the loop and its result on it.
 type fetchHost interface {
 	callContext() context.Context
+	inflight() *atomic.Int32
 	async(work func() func() error)
 }
 
@@ -696,6 +885,8 @@ func (w *worker) callContext() context.Context {
 	return expiredContext
 }
 
+func (w *worker) inflight() *atomic.Int32 { return w.fetchCalls }
+
 func (w *worker) async(work func() func() error) { w.loop.async(work) }
 
 // expiredContext is past its deadline from the start.
@@ -706,8 +897,10 @@ var expiredContext, _ = context.WithDeadline(context.Background(), time.Unix(0, 
 // must run before any script, so the JavaScript layers capture the
 // intrinsics. f may be nil: every call then fails naming fetch_allow.
 func installFetch(vm *goja.Runtime, f *fetcher, host fetchHost) map[string]func() goja.Value {
-	var inflight atomic.Int32
 	call := func(c goja.FunctionCall) goja.Value {
+		// The exchange's own counter, kept by the call: it is the one its
+		// end decrements, whichever exchange is served by then.
+		inflight := host.inflight()
 		spec := fetchSpecOf(vm, c.Argument(0))
 		cb, ok := goja.AssertFunction(c.Argument(1))
 		if !ok {
@@ -764,30 +957,46 @@ func installFetch(vm *goja.Runtime, f *fetcher, host fetchHost) map[string]func(
 		return vm.ToValue(func(goja.FunctionCall) goja.Value { cancel(); return goja.Undefined() })
 	}
 	// Built when the layers load: most runtimes never call out.
-	native := func() *goja.Object {
-		native := vm.NewObject()
-		define(vm, native, "call", call)
-		define(vm, native, "base64", func(c goja.FunctionCall) goja.Value {
-			return vm.ToValue(base64.StdEncoding.EncodeToString([]byte(c.Argument(0).String())))
-		})
-		define(vm, native, "toBuffer", func(c goja.FunctionCall) goja.Value {
-			ab, _ := c.Argument(0).Export().(goja.ArrayBuffer)
-			return buffer.WrapBytes(vm, ab.Bytes())
-		})
-		define(vm, native, "utf8", func(c goja.FunctionCall) goja.Value {
-			ab, _ := c.Argument(0).Export().(goja.ArrayBuffer)
-			return vm.ToValue(validUTF8(string(ab.Bytes())))
-		})
-		define(vm, native, "bytes", func(c goja.FunctionCall) goja.Value {
-			return vm.ToValue(vm.NewArrayBuffer([]byte(c.Argument(0).String())))
-		})
-		define(vm, native, "isSearchParams", func(c goja.FunctionCall) goja.Value {
-			o, ok := c.Argument(0).(*goja.Object)
-			return vm.ToValue(ok && o.ExportType() != nil && o.ExportType().String() == "*url.urlSearchParams")
-		})
-		return native
+	return installFetchJS(vm, func() *goja.Object { return fetchNative(vm, call) })
+}
+
+// fetchNative is the object the layers are written on: call, and the
+// conversions they cannot do in JavaScript without trusting what a script
+// may have changed.
+func fetchNative(vm *goja.Runtime, call func(goja.FunctionCall) goja.Value) *goja.Object {
+	native := vm.NewObject()
+	define(vm, native, "call", call)
+	define(vm, native, "base64", func(c goja.FunctionCall) goja.Value {
+		return vm.ToValue(base64.StdEncoding.EncodeToString([]byte(c.Argument(0).String())))
+	})
+	// The layer hands these its own ArrayBuffers; anything else means a
+	// script got something past it, which is a TypeError, not a panic.
+	arrayBuffer := func(v goja.Value, name string) []byte {
+		ab, ok := v.Export().(goja.ArrayBuffer)
+		if !ok {
+			throwTypeError(vm, "fetch: "+name+" needs an ArrayBuffer")
+		}
+		return ab.Bytes()
 	}
-	return installFetchJS(vm, native)
+	define(vm, native, "toBuffer", func(c goja.FunctionCall) goja.Value {
+		return buffer.WrapBytes(vm, arrayBuffer(c.Argument(0), "toBuffer"))
+	})
+	define(vm, native, "utf8", func(c goja.FunctionCall) goja.Value {
+		return vm.ToValue(validUTF8(string(arrayBuffer(c.Argument(0), "utf8"))))
+	})
+	define(vm, native, "bytes", func(c goja.FunctionCall) goja.Value {
+		return vm.ToValue(vm.NewArrayBuffer([]byte(c.Argument(0).String())))
+	})
+	// shown is what an error message may show of a URL (shownURL).
+	define(vm, native, "shown", func(c goja.FunctionCall) goja.Value {
+		s, _ := scriptString(c.Argument(0))
+		return vm.ToValue(shownURL(capText(s, maxFetchURLLength)))
+	})
+	define(vm, native, "isSearchParams", func(c goja.FunctionCall) goja.Value {
+		o, ok := c.Argument(0).(*goja.Object)
+		return vm.ToValue(ok && o.ExportType() != nil && o.ExportType().String() == "*url.urlSearchParams")
+	})
+	return native
 }
 
 // fetchSpecOf reads the plain object the JavaScript layer builds: {method,
@@ -799,11 +1008,20 @@ func fetchSpecOf(vm *goja.Runtime, v goja.Value) *fetchSpec {
 	if !ok {
 		throwTypeError(vm, "fetch: bad request")
 	}
-	str := func(name string) string {
-		s, _ := scriptString(o.Get(name))
-		return s
+	// Every string is measured before it is copied to Go: a script's
+	// string may be 32 Mi units. A UTF-16 unit is at least one UTF-8 byte,
+	// so a length past a byte cap is past it in bytes too.
+	str := func(name string, max int) string {
+		v, ok := o.Get(name).(goja.String)
+		if !ok {
+			return ""
+		}
+		if v.Length() > max {
+			throwTypeError(vm, fmt.Sprintf("fetch: the %s is longer than the %d characters allowed", strings.Replace(name, "url", "URL", 1), max))
+		}
+		return v.String()
 	}
-	spec := &fetchSpec{method: strings.ToUpper(str("method")), url: str("url"), redirect: str("redirect")}
+	spec := &fetchSpec{method: strings.ToUpper(str("method", 256)), url: str("url", maxFetchURLLength), redirect: str("redirect", 16)}
 	if spec.method == "" {
 		spec.method = http.MethodGet
 	}
@@ -817,14 +1035,23 @@ func fetchSpecOf(vm *goja.Runtime, v goja.Value) *fetchSpec {
 		if n > 10000 {
 			throwTypeError(vm, "fetch: too many headers")
 		}
+		units := 0
 		for i := int64(0); i < n; i++ {
 			pair, ok := hs.Get(strconv.FormatInt(i, 10)).(*goja.Object)
 			if !ok {
 				continue
 			}
-			name, _ := scriptString(pair.Get("0"))
-			value, _ := scriptString(pair.Get("1"))
-			spec.headers = append(spec.headers, [2]string{name, value})
+			name, _ := pair.Get("0").(goja.String)
+			value, _ := pair.Get("1").(goja.String)
+			if name == nil || value == nil {
+				continue
+			}
+			if units += name.Length() + value.Length(); units > maxFetchHeaderBytes {
+				spec.headersTooLarge = true
+				spec.headers = nil
+				break
+			}
+			spec.headers = append(spec.headers, [2]string{name.String(), value.String()})
 		}
 	}
 	switch b := o.Get("body").(type) {
@@ -867,7 +1094,9 @@ func fetchErrorValue(vm *goja.Runtime, err error) goja.Value {
 		define(vm, o, "code", ne.code)
 		define(vm, o, "refused", false)
 	default:
-		define(vm, o, "message", err.Error())
+		// Not reached: do returns only the two above. Its text is not
+		// shown all the same, as it may quote the server.
+		define(vm, o, "message", "fetch failed")
 		define(vm, o, "code", "")
 		define(vm, o, "refused", false)
 	}

@@ -1,12 +1,14 @@
 package caddyhook
 
 import (
+	"bufio"
 	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dop251/goja"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -370,7 +373,13 @@ func TestFetchMetadataGuard(t *testing.T) {
 		{"[fd00:ec2::254]:80", true},
 		{"[::ffff:169.254.169.254]:80", false}, // the same address, named
 		{"100.100.100.200:80", true},
-		{"[64:ff9b::a9fe:a9fe]:80", true}, // 169.254.169.254 through NAT64
+		{"[64:ff9b::a9fe:a9fe]:80", true},       // 169.254.169.254 through NAT64
+		{"[fd00:ec2::23]:80", true},             // EKS Pod Identity
+		{"[64:ff9b:1::a9fe:a9fe]:80", true},     // NAT64 local-use prefix, /96 form
+		{"[64:ff9b:1:a9fe:a9:fe00::]:80", true}, // NAT64 local-use prefix, /48 form
+		{"[::ffff:0:a9fe:a9fe]:80", true},       // IPv4-translated (SIIT)
+		{"[::a9fe:a9fe]:80", true},              // IPv4-compatible
+		{"[fec0::1]:80", true},                  // deprecated site-local
 		{"0.0.0.0:80", true},
 		{"metadata.goog:80", true},
 	} {
@@ -516,6 +525,26 @@ func TestFetchAllowMatching(t *testing.T) {
 		{"https://api.example.com/v1/..;/admin", ""},
 		{"https://api.example.com/v1/%2e%2E;x/admin", ""},
 		{"https://api.example.com/v1/a;b", "https://api.example.com/v1/a;b"},
+		// Segments some server reads as "..".
+		{"https://api.example.com/v1/..%00/admin", ""},
+		{"https://api.example.com/v1/.%00./admin", ""},
+		{"https://api.example.com/v1/x%00", ""},
+		{"https://api.example.com/v1/..%20/admin", ""},
+		{"https://api.example.com/v1/.. /admin", ""},
+		{"https://api.example.com/v1/.../admin", ""},
+		{"https://api.example.com/v1/..%2e/admin", ""},
+		{"https://api.example.com/v1/%252e%252e/admin", ""},
+		{"https://api.example.com/v1/.%252e/admin", ""},
+		{"https://api.example.com/v1/%25%32%65%25%32%65/admin", ""},
+		{"https://api.example.com/v1/%c0%ae%c0%ae/admin", ""},
+		{"https://api.example.com/v1/%e0%80%ae%e0%80%ae/admin", ""},
+		{"https://api.example.com/v1/%252fadmin", ""},
+		{"https://api.example.com/v1/%2500", ""},
+		{"https://api.example.com/v1/...;x/admin", ""},
+		{"https://api.example.com/v1/..a/b", "https://api.example.com/v1/..a/b"},
+		{"https://api.example.com/v1/a.b.", "https://api.example.com/v1/a.b."},
+		{"https://api.example.com/v1/caf%C3%A9", "https://api.example.com/v1/caf%C3%A9"},
+		{"https://api.example.com/v1/a%20b", "https://api.example.com/v1/a%20b"},
 		{"https://api.example.com/v1/./x/../y", "https://api.example.com/v1/y"},
 		{`https://api.example.com/v1\x`, "https://api.example.com/v1/x"},
 		{"https://api.example.com/admin/../v1/x", "https://api.example.com/v1/x"},
@@ -706,5 +735,348 @@ func BenchmarkRunFetch(b *testing.B) {
 		if _, err := e.Run(context.Background(), in); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestFetchMethodCase: the methods that are never sent are refused in
+// any case, in do itself, whatever the layer above did.
+func TestFetchMethodCase(t *testing.T) {
+	srv := fetchService(t)
+	f, err := newFetcher([]string{srv.URL + "/v1/"}, nil, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"connect", "Connect", "trace", "TrAcK"} {
+		_, err := f.do(context.Background(), &fetchSpec{method: m, url: srv.URL + "/v1/echo"})
+		var fe *fetchError
+		if !errors.As(err, &fe) || !strings.Contains(fe.msg, "is not allowed") {
+			t.Errorf("method %s: err = %v, want refused", m, err)
+		}
+	}
+}
+
+// TestFetchSpeciesBody: a script that makes typed arrays' species answer
+// with a view whose buffer is not an ArrayBuffer gets its body read as
+// the bytes it gave, not a panic in Go.
+func TestFetchSpeciesBody(t *testing.T) {
+	act := compileAction(t, "a.js", `
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	const view = new Uint8Array([0, 104, 105]).subarray(1);
+	Object.defineProperty(view, 'buffer', { value: {} });
+	class Evil extends Uint8Array { constructor(n) { super(n); Object.defineProperty(this, 'buffer', { value: {} }); } }
+	Uint8Array.prototype.constructor = { [Symbol.species]: Evil };
+	ArrayBuffer.prototype.constructor = { [Symbol.species]: function () { return {}; } };
+	const r = [await new Response(new Uint8Array([104, 105])).text(), await new Response(view).text(),
+		await new Response(new Uint8Array([104, 105]).buffer).text(),
+		new Uint8Array(await new Response('hi').arrayBuffer()).length];
+	api.accessToken.setCustomClaim('https://t.example/r', r);
+};`)
+	e, err := NewEngine(Config{Actions: []*Script{act}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClaims(t, claimsOf(t, e), map[string]any{"r": []any{"hi", "hi", "hi", 2}})
+}
+
+// TestFetchNativeChecksTypes: the natives the layer calls throw a
+// TypeError, not a Go panic, when handed something else than they expect.
+func TestFetchNativeChecksTypes(t *testing.T) {
+	vm := newVM()
+	native := fetchNative(vm, nil)
+	for _, name := range []string{"utf8", "toBuffer"} {
+		fn, _ := goja.AssertFunction(native.Get(name))
+		_, err := fn(goja.Undefined(), vm.NewObject())
+		var ex *goja.Exception
+		if !errors.As(err, &ex) || !strings.Contains(ex.Error(), "TypeError") {
+			t.Errorf("%s({}): err = %v, want a TypeError", name, err)
+		}
+	}
+}
+
+// TestFetchRedirectReferer: a redirect sends no Referer, as Node's fetch
+// does: Go's would carry the previous URL, query and all, to the next
+// host. One the script set itself is kept.
+func TestFetchRedirectReferer(t *testing.T) {
+	referers := make(chan []string, 2)
+	land := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		referers <- r.Header.Values("Referer")
+	}))
+	t.Cleanup(land.Close)
+	hop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, land.URL+"/v1/land", http.StatusFound)
+	}))
+	t.Cleanup(hop.Close)
+	act := compileAction(t, "a.js", scriptURL(`
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	await fetch('BASE/v1/hop?api_key=QUERY-SECRET');
+	await fetch('BASE/v1/hop?api_key=QUERY-SECRET', { headers: { Referer: 'https://mine.example/' } });
+};`, hop))
+	e := fetchEngine(t, hop, nil, []*Script{act}, func(c *Config) { c.FetchAllow = []string{hop.URL + "/v1/", land.URL + "/v1/"} })
+	if _, err := e.Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-referers; len(got) != 0 {
+		t.Errorf("Referer after a redirect = %q, want none", got)
+	}
+	if got := <-referers; len(got) != 1 || got[0] != "https://mine.example/" {
+		t.Errorf("Referer the script set = %q, want it kept", got)
+	}
+}
+
+// rawServer answers each connection with the bytes replies holds for the
+// request's path, then closes it: responses no HTTP server library sends.
+func rawServer(t *testing.T, replies map[string]string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				req, err := http.ReadRequest(bufio.NewReader(conn))
+				if err != nil {
+					return
+				}
+				_, _ = io.WriteString(conn, replies[req.URL.Path])
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// TestFetchNetworkErrorText: what a server sent never reaches a script's
+// error, the exchange's error_description or the logs through Go's error
+// text; failures are named by class, with Node's codes.
+func TestFetchNetworkErrorText(t *testing.T) {
+	base := rawServer(t, map[string]string{
+		"/v1/header":   "HTTP/1.1 200 OK\r\nX-Upstream-Token RESPONSE-HEADER-SECRET\r\n\r\n",
+		"/v1/status":   "HTTP/1.1 2X0 STATUS-LINE-SECRET\r\n\r\n",
+		"/v1/location": "HTTP/1.1 302 Found\r\nLocation: http://[LOCATION-SECRET\r\nContent-Length: 0\r\n\r\n",
+		"/v1/closed":   "",
+	})
+	src := strings.ReplaceAll(`
+const axios = require('axios');
+const request = require('request');
+const nodeFetch = require('node-fetch');
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	const r = {};
+	for (const p of ['header', 'status', 'location', 'closed']) {
+		const u = 'BASE/v1/' + p;
+		r[p] = [
+			await fetch(u).catch(e => [e.message, e.cause.message, e.cause.code]),
+			await axios.get(u).catch(e => [e.message, e.code]),
+			await new Promise(res => request(u, e => res([e.message, e.code]))),
+			await nodeFetch(u).catch(e => [e.message, e.code]),
+		];
+	}
+	api.accessToken.setCustomClaim('https://t.example/r', r);
+	if (event.throw) await nodeFetch('BASE/v1/header');
+};`, "BASE", base)
+	act := compileAction(t, "a.js", strings.Replace(src, "event.throw", "true", 1))
+	core, logs := observer.New(zap.DebugLevel)
+	e, err := NewEngine(Config{Actions: []*Script{act}, FetchAllow: []string{base + "/v1/"}, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.Run(context.Background(), input())
+	proto := "the server's response is not valid HTTP"
+	wantError(t, err, 500, CodeServerError, "request to "+base+"/v1/header failed, reason: "+proto)
+	for _, l := range logs.All() {
+		if line := l.Message + fmt.Sprint(l.ContextMap()); strings.Contains(line, "SECRET") {
+			t.Errorf("log line holds what the server sent: %s", line)
+		}
+	}
+	// The claims are not returned with the error; run the collecting part
+	// alone.
+	act2 := compileAction(t, "a.js", strings.Replace(src, "event.throw", "false", 1))
+	e2, err := NewEngine(Config{Actions: []*Script{act2}, FetchAllow: []string{base + "/v1/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := claimsOf(t, e2)
+	j, _ := json.Marshal(got)
+	if strings.Contains(string(j), "SECRET") {
+		t.Errorf("a script's error holds what the server sent: %s", j)
+	}
+	class := func(msg, code string) []any {
+		return []any{
+			[]any{"fetch failed", msg, code},
+			[]any{msg, code},
+			[]any{msg, code},
+			[]any{"request to " + base + "/v1/" + "PATH" + " failed, reason: " + msg, code},
+		}
+	}
+	want := map[string]any{}
+	for p, c := range map[string][2]string{
+		"header":   {proto, "EPROTO"},
+		"status":   {proto, "EPROTO"},
+		"location": {"a redirect's Location is not a valid URL", "ERR_FETCH_REDIRECT"},
+		"closed":   {"the server closed the connection", "UND_ERR_SOCKET"},
+	} {
+		v := class(c[0], c[1])
+		v[3].([]any)[0] = strings.Replace(v[3].([]any)[0].(string), "PATH", p, 1)
+		want[p] = v
+	}
+	wantClaims(t, got, map[string]any{"r": want})
+}
+
+// TestShownURL: what an error message shows of a URL a script gave has no
+// query and nothing that may be a password, however the URL is written.
+func TestShownURL(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"https://api.example.com/v1/x?api_key=k", "https://api.example.com/v1/x"},
+		{"https://API.example.com:443/v1/../v2#f", "https://api.example.com/v2"},
+		{"https://user:hunter2@host.example/v1", "https://…@host.example/v1"},
+		{`https:\\user:hunter2@host.example/v1`, "https://…@host.example/v1"},
+		{"https:user:hunter2@host.example/v1", "https:…"},
+		{"https:/user:hunter2@host.example/v1", "https:…"},
+		{"https://user:hun/ter2@host.example/v1", "https:…"},
+		{"https://user:hun?ter2@host.example/v1", "https:…"},
+		{"https://user:hun#ter2@host.example/v1", "https:…"},
+		{"api.example.com/v1/x?api_key=k", "api.example.com/v1/x"},
+		{"user:hunter2@host.example/v1", "user:…"},
+		{"@hunter2", "…"},
+	} {
+		if got := shownURL(tc.in); got != tc.want {
+			t.Errorf("shownURL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestFetchErrorURLs: no error a layer builds from a URL or a header
+// shows the query, or a header's value.
+func TestFetchErrorURLs(t *testing.T) {
+	srv := fetchService(t)
+	act := compileAction(t, "a.js", scriptURL(`
+const nodeFetch = require('node-fetch');
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	const r = {};
+	r.parse = await fetch('api.example.com/v1/x?api_key=QUERY-SECRET').catch(e => e.message);
+	r.header = await fetch('BASE/v1/echo', { headers: { 'X-Key': 'HEADER-SECRET\nX: y' } }).catch(e => e.message);
+	r.name = await fetch('BASE/v1/echo', { headers: { 'Bearer HEADER-SECRET': 'x' } }).catch(e => e.message);
+	r.refused = await nodeFetch('BASE/admin?api_key=QUERY-SECRET').catch(e => e.message);
+	api.accessToken.setCustomClaim('https://t.example/r', r);
+};`, srv))
+	got := claimsOf(t, fetchEngine(t, srv, nil, []*Script{act}, nil))
+	wantClaims(t, got, map[string]any{"r": map[string]any{
+		"parse":   "Failed to parse URL from api.example.com/v1/x",
+		"header":  "Headers.append: invalid header value.",
+		"name":    "Headers.append: invalid header name.",
+		"refused": "fetch to " + srv.URL + "/admin is not allowed: add its URL prefix to fetch_allow",
+	}})
+	for _, src := range []string{
+		`await require('node-fetch')('BASE/v1/slow?api_key=QUERY-SECRET', { timeout: 50 });`,
+		`await require('node-fetch')('http://127.0.0.1:1/v1/x?api_key=QUERY-SECRET');`,
+		`await fetch('api.example.com/v1/x?api_key=QUERY-SECRET');`,
+		`await fetch('https://user:QUERY-SECRET@api.example.com/v1/x');`,
+	} {
+		act := compileAction(t, "a.js", scriptURL("exports.onExecuteCredentialsExchange = async () => { "+src+" };", srv))
+		e := fetchEngine(t, srv, nil, []*Script{act}, func(c *Config) { c.FetchAllow = append(c.FetchAllow, "http://127.0.0.1:1/v1/") })
+		_, err := e.Run(context.Background(), input())
+		var he *Error
+		if !errors.As(err, &he) || strings.Contains(he.Description, "SECRET") || he.Description == "" {
+			t.Errorf("%s: error = %v, want one without the secret", src, err)
+		}
+	}
+}
+
+// TestFetchSpecCaps: the URL and headers a script hands over are measured
+// before they are copied to Go, so a huge one costs nothing.
+func TestFetchSpecCaps(t *testing.T) {
+	vm := newVM()
+	var spec *fetchSpec
+	vm.Set("probe", func(c goja.FunctionCall) goja.Value { spec = fetchSpecOf(vm, c.Argument(0)); return goja.Undefined() })
+	if _, err := vm.RunString(`probe({ url: 'http://x/', headers: [['x-a', 'a'.repeat(40000)], ['x-b', 'b'.repeat(1 << 20)], ['x-c', 'c']] })`); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, h := range spec.headers {
+		n += len(h[0]) + len(h[1])
+	}
+	if n > maxFetchHeaderBytes {
+		t.Errorf("%d bytes of headers copied, want at most %d", n, maxFetchHeaderBytes)
+	}
+	_, err := vm.RunString(`probe({ url: 'http://x/?' + 'q'.repeat(1 << 20) })`)
+	if err == nil || !strings.Contains(err.Error(), "TypeError") {
+		t.Errorf("a 1 Mi-unit URL: err = %v, want a TypeError", err)
+	}
+
+	srv := fetchService(t)
+	act := compileAction(t, "a.js", scriptURL(`
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	api.accessToken.setCustomClaim('https://t.example/r', [
+		await fetch('BASE/v1/echo?' + 'q'.repeat(20000)).then(r => r.status, e => e.message),
+		await fetch('BASE/v1/echo', { headers: { 'x-big': 'b'.repeat(1 << 20) } }).then(r => r.status, e => e.message),
+	]);
+};`, srv))
+	got := claimsOf(t, fetchEngine(t, srv, nil, []*Script{act}, nil))
+	wantClaims(t, got, map[string]any{"r": []any{
+		fmt.Sprintf("fetch: the URL is longer than the %d characters allowed", maxFetchURLLength),
+		fmt.Sprintf("fetch to %s/v1/echo: the request headers are more than the %d bytes allowed", srv.URL, maxFetchHeaderBytes),
+	}})
+}
+
+// TestFetchInflightPerExchange: the cap on calls in flight counts one
+// exchange's calls; the calls an exchange left behind do not refuse those
+// of the next exchange served by the same runtime.
+func TestFetchInflightPerExchange(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/held" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+	act := compileAction(t, "a.js", scriptURL(`
+let first = true;
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	if (first) {
+		first = false;
+		for (let i = 0; i < 16; i++) fetch('BASE/v1/held').catch(() => {});
+		return;
+	}
+	api.accessToken.setCustomClaim('https://t.example/r', await fetch('BASE/v1/ok').then(r => r.status, e => e.message));
+};`, srv))
+	e := fetchEngine(t, srv, nil, []*Script{act}, nil)
+	if _, err := e.Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	wantClaims(t, claimsOf(t, e), map[string]any{"r": 200})
+}
+
+// TestFetchCloseIdle: closing the engine closes the connections its calls
+// left idle, rather than holding them for the idle time-out.
+func TestFetchCloseIdle(t *testing.T) {
+	closed := make(chan struct{}, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	act := compileAction(t, "a.js", scriptURL(`
+exports.onExecuteCredentialsExchange = async () => { await (await fetch('BASE/v1/x')).text(); };`, srv))
+	e := fetchEngine(t, srv, nil, []*Script{act}, nil)
+	if _, err := e.Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the idle connection is still open after Close")
 	}
 }

@@ -21,11 +21,22 @@ var _Object = I.Object, _defineProperty = I.defineProperty, _keys = I.keys, _cre
 	_ArrayBuffer = I.ArrayBuffer, _isView = I.isView, _Uint8Array = I.Uint8Array, _Date = I.Date, _floor = I.floor,
 	_iterator = I.iterator, _toStringTag = I.toStringTag, _Symbol = I.Symbol, _encodeURIComponent = I.encodeURIComponent,
 	lower = I.lower, upper = I.upper, sliceStr = I.sliceStr, indexOf = I.indexOf, replace = I.replace, test = I.test,
-	join = I.join, sort = I.sort, arrayValues = I.arrayValues, then = I.then, sliceAB = I.sliceAB, sliceU8 = I.sliceU8,
+	join = I.join, sort = I.sort, arrayValues = I.arrayValues, then = I.then,
 	toISO = I.toISO, callFn = I.callFn, applyFn = I.applyFn, setTimeout = I.setTimeout,
 	call = native.call, utf8 = native.utf8, bytes = native.bytes, base64 = native.base64,
-	toBuffer = native.toBuffer, isSearchParams = native.isSearchParams;
+	toBuffer = native.toBuffer, isSearchParams = native.isSearchParams, shown = native.shown;
 var S = _Symbol('state');
+
+// The getters of views and buffers, called on them directly: a view's own
+// "buffer" property, or a species a script set on the constructors, could
+// otherwise hand the layer something that is not an ArrayBuffer.
+function getter(o, name) { return I.getOwnPropertyDescriptor(o, name).get; }
+var TypedArrayProto = I.getPrototypeOf(_Uint8Array.prototype), DataViewProto = I.DataView.prototype,
+	taTag = getter(TypedArrayProto, _toStringTag), taBuffer = getter(TypedArrayProto, 'buffer'),
+	taOffset = getter(TypedArrayProto, 'byteOffset'), taLength = getter(TypedArrayProto, 'byteLength'),
+	dvBuffer = getter(DataViewProto, 'buffer'), dvOffset = getter(DataViewProto, 'byteOffset'),
+	dvLength = getter(DataViewProto, 'byteLength'), abLength = getter(_ArrayBuffer.prototype, 'byteLength'),
+	setU8 = TypedArrayProto.set;
 
 function push(a, v) { a[a.length] = v; }
 function hidden(o, name, value) { _defineProperty(o, name, { value: value, writable: true, configurable: true, enumerable: false }); }
@@ -114,12 +125,15 @@ hidden(AbortController.prototype, _toStringTag, 'AbortController');
 var tokenRE = /^[!#$%&'*+\-.^_\x60|~0-9A-Za-z]+$/, badValueRE = /[\0\r\n]/;
 function headerName(n) {
 	n = _String(n);
-	if (!test(tokenRE, n)) throw new _TypeError('Headers.append: "' + n + '" is an invalid header name.');
+	// Neither the name nor the value is quoted, unlike undici: a script
+	// that gets them wrong may have put a key in either, and the message
+	// can end up in error_description.
+	if (!test(tokenRE, n)) throw new _TypeError('Headers.append: invalid header name.');
 	return lower(n);
 }
 function headerValue(v) {
 	v = replace(_String(v), /^[\t\n\r ]+|[\t\n\r ]+$/g, '');
-	if (test(badValueRE, v)) throw new _TypeError('Headers.append: "' + v + '" is an invalid header value.');
+	if (test(badValueRE, v)) throw new _TypeError('Headers.append: invalid header value.');
 	return v;
 }
 class Headers {
@@ -194,13 +208,21 @@ function extractBody(body) {
 	if (body === undefined || body === null) return { data: null, type: null };
 	if (typeof body === 'string') return { data: body, type: 'text/plain;charset=UTF-8' };
 	if (isSearchParams(body)) return { data: _String(body), type: 'application/x-www-form-urlencoded;charset=UTF-8' };
-	if (body instanceof _ArrayBuffer) return { data: sliceAB(body, 0), type: null };
+	if (body instanceof _ArrayBuffer) return { data: copyAB(body), type: null };
 	if (_isView(body)) return { data: viewBytes(body), type: null };
 	return { data: _String(body), type: 'text/plain;charset=UTF-8' };
 }
-function viewBytes(v) { return sliceU8(new _Uint8Array(v.buffer, v.byteOffset, v.byteLength)).buffer; }
+// viewBytes and copyAB copy into a new ArrayBuffer without slice, whose
+// species a script may have changed.
+function viewBytes(v) {
+	var ta = callFn(taTag, v) !== undefined;
+	var len = callFn(ta ? taLength : dvLength, v);
+	return copyBytes(new _Uint8Array(callFn(ta ? taBuffer : dvBuffer, v), callFn(ta ? taOffset : dvOffset, v), len), len);
+}
+function copyAB(ab) { var len = callFn(abLength, ab); return copyBytes(new _Uint8Array(ab, 0, len), len); }
+function copyBytes(src, len) { var out = new _ArrayBuffer(len); callFn(setU8, new _Uint8Array(out), src); return out; }
 function bodyText(data) { return data === null ? '' : typeof data === 'string' ? data : utf8(data); }
-function bodyBytes(data) { return data === null ? new _ArrayBuffer(0) : typeof data === 'string' ? bytes(data) : sliceAB(data, 0); }
+function bodyBytes(data) { return data === null ? new _ArrayBuffer(0) : typeof data === 'string' ? bytes(data) : copyAB(data); }
 
 function consume(self) {
 	var st = self[S];
@@ -222,8 +244,10 @@ function mixBody(proto) {
 
 var redirectModes = { follow: true, manual: true, error: true };
 var upperMethods = { DELETE: true, GET: true, HEAD: true, OPTIONS: true, POST: true, PUT: true, PATCH: true };
+// Every message built from a URL shows it as Go's shownURL does: no
+// query, no credentials.
 function parseURL(u) {
-	if (!test(/^[a-zA-Z][a-zA-Z0-9+.\-]*:/, u)) throw new _TypeError('Failed to parse URL from ' + u);
+	if (!test(/^[a-zA-Z][a-zA-Z0-9+.\-]*:/, u)) throw new _TypeError('Failed to parse URL from ' + shown(u));
 	return u;
 }
 
@@ -416,7 +440,7 @@ function assign(target) {
 	return target;
 }
 function isBinary(v) { return v instanceof _ArrayBuffer || _isView(v); }
-function rawBody(v) { return v instanceof _ArrayBuffer ? sliceAB(v, 0) : viewBytes(v); }
+function rawBody(v) { return v instanceof _ArrayBuffer ? copyAB(v) : viewBytes(v); }
 function appendQuery(url, q) {
 	if (!q) return url;
 	var hash = indexOf(url, '#');
@@ -758,9 +782,9 @@ function nodeFetch(input, init) {
 			st.signal, function (err, res) {
 				if (!err) { resolve(responseOf(res)); return; }
 				if (err.aborted) { reject(new NodeFetchAbortError('The user aborted a request.')); return; }
-				if (err.code === 'ETIMEDOUT' && timeout) { reject(new FetchError('network timeout at: ' + st.url, 'request-timeout')); return; }
+				if (err.code === 'ETIMEDOUT' && timeout) { reject(new FetchError('network timeout at: ' + shown(st.url), 'request-timeout')); return; }
 				if (err.refused) { reject(new FetchError(err.message, 'system', err)); return; }
-				reject(new FetchError('request to ' + st.url + ' failed, reason: ' + err.message, 'system', err));
+				reject(new FetchError('request to ' + shown(st.url) + ' failed, reason: ' + err.message, 'system', err));
 			});
 	});
 }
@@ -855,7 +879,8 @@ func captureIntrinsics(vm *goja.Runtime) func() *goja.Object {
 	}
 	values := map[string]goja.Value{
 		"Object": get("Object"), "defineProperty": get("Object", "defineProperty"), "keys": get("Object", "keys"),
-		"create": get("Object", "create"), "Promise": get("Promise"), "Error": get("Error"),
+		"create": get("Object", "create"), "getOwnPropertyDescriptor": get("Object", "getOwnPropertyDescriptor"),
+		"getPrototypeOf": get("Object", "getPrototypeOf"), "Promise": get("Promise"), "Error": get("Error"),
 		"DOMException": get("DOMException"), // loads the lazy global, before any script
 		"TypeError":    get("TypeError"), "RangeError": get("RangeError"), "String": get("String"),
 		"parse": get("JSON", "parse"), "stringify": get("JSON", "stringify"), "isArray": get("Array", "isArray"),
@@ -874,14 +899,13 @@ func captureIntrinsics(vm *goja.Runtime) func() *goja.Object {
 	promise := values["Promise"]
 	return func() *goja.Object {
 		for name, path := range map[string][]string{
-			"ArrayBuffer": {"ArrayBuffer"}, "isView": {"ArrayBuffer", "isView"}, "Uint8Array": {"Uint8Array"},
+			"ArrayBuffer": {"ArrayBuffer"}, "isView": {"ArrayBuffer", "isView"}, "Uint8Array": {"Uint8Array"}, "DataView": {"DataView"},
 			"Date": {"Date"}, "iterator": {"Symbol", "iterator"}, "toStringTag": {"Symbol", "toStringTag"}, "Symbol": {"Symbol"},
 		} {
 			values[name] = get(path...)
 		}
 		for name, path := range map[string][]string{
 			"test": {"RegExp", "prototype", "test"}, "arrayValues": {"Array", "prototype", "values"},
-			"sliceAB": {"ArrayBuffer", "prototype", "slice"}, "sliceU8": {"Uint8Array", "prototype", "slice"},
 			"toISO": {"Date", "prototype", "toISOString"},
 		} {
 			methods[name] = get(path...)

@@ -206,8 +206,14 @@ func NewEngine(cfg Config) (*Engine, error) {
 }
 
 // Close drops the engine's idle runtimes; runs still under way finish, and
-// their runtimes are dropped too.
-func (e *Engine) Close() { e.pool.close() }
+// their runtimes are dropped too. The connections the scripts' calls left
+// idle are closed rather than held until their idle time-out.
+func (e *Engine) Close() {
+	e.pool.close()
+	if e.fetcher != nil {
+		e.fetcher.client.CloseIdleConnections()
+	}
+}
 
 // topLevelTimeout bounds the scripts' top level when it runs at config load.
 const topLevelTimeout = 2 * time.Second

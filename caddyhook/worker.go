@@ -33,12 +33,15 @@ type worker struct {
 	entries map[*Script]goja.Callable
 	// run is the exchange being served; nil between exchanges.
 	run *run
+	// fetchCalls counts the outbound calls in flight of the exchange
+	// being served; a new one for each exchange (fetch.go).
+	fetchCalls *atomic.Int32
 }
 
 // newWorker builds a runtime with everything but the scripts.
 func (e *Engine) newWorker() *worker {
 	vm := newVM()
-	w := &worker{eng: e, vm: vm, entries: map[*Script]goja.Callable{}}
+	w := &worker{eng: e, vm: vm, entries: map[*Script]goja.Callable{}, fetchCalls: new(atomic.Int32)}
 	// Backtracking regular expressions do not see vm.Interrupt; the guard
 	// bounds them by the deadline of the exchange being served
 	// (regexguard.go). It is bound to each exchange in serve.
@@ -72,6 +75,7 @@ func (w *worker) serve(r *run) (end func() (reusable bool)) {
 		w.vm.Interrupt(timeoutCause(r.ctx))
 	}
 	w.run = r
+	w.fetchCalls = new(atomic.Int32)
 	w.regex.bind(r.ctx, interrupt)
 	w.loop.begin()
 	// Stopped by the watchdog when the heap passes the memory limit; a
