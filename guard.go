@@ -58,16 +58,26 @@ func unhookedIn(body []byte, header http.Header) string {
 	if enc := header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") && len(body) > 0 {
 		return "the response is content-encoded (" + enc + ") and cannot be checked"
 	}
-	if _, ok := accessTokens(body); !ok {
+	named, ok := accessTokens(body)
+	if !ok {
 		return "the response's access_token is not a string"
 	}
 	// A set: the raw body, its JSON strings and its form values mostly
 	// hold the same tokens.
 	found := map[string]struct{}{}
+	// An access_token member is checked whatever its shape: a lenient
+	// resource server may read the claims of a token whose header is odd
+	// or empty (found by fuzzing: ".eyJ…." slipped past jwtShape).
+	for _, tok := range named {
+		found[tok] = struct{}{}
+	}
 	add := func(s string) {
 		// All matches: the answer is at most 1 MiB, and a cap here would
 		// let a token after many repeated ones go unseen.
 		for _, tok := range jwtShape.FindAllString(s, -1) {
+			found[tok] = struct{}{}
+		}
+		for _, tok := range payloadShape.FindAllString(s, -1) {
 			found[tok] = struct{}{}
 		}
 	}
@@ -99,8 +109,13 @@ func unhookedIn(body []byte, header http.Header) string {
 }
 
 // jwtShape matches a compact JWS whose header is a JSON object: what a
-// resource server would accept as a JWT access token.
-var jwtShape = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*`)
+// resource server would accept as a JWT access token. payloadShape matches
+// one whose claims are a JSON object, whatever its header, which a
+// resource server that only decodes the payload would read.
+var (
+	jwtShape     = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*`)
+	payloadShape = regexp.MustCompile(`[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*`)
+)
 
 // maxCheckedTokens bounds the distinct tokens decoded for one answer; an
 // answer with more is blocked.
