@@ -27,7 +27,11 @@ func (r *run) runAction(s *Script) error {
 		return eerr
 	}
 	var denied *Error
-	ret, err := fn(goja.Undefined(), event, r.api(log, &denied))
+	// returned is set when this action's run is over; its api may still be
+	// called later in the exchange (from a timer), and must not act then.
+	var returned bool
+	defer func() { returned = true }()
+	ret, err := fn(goja.Undefined(), event, r.api(log, &denied, &returned))
 	if denied != nil {
 		return denied
 	}
@@ -61,6 +65,9 @@ func (r *run) runAction(s *Script) error {
 	}
 	return nil
 }
+
+// errActionReturned is thrown by the api of an action whose run is over.
+const errActionReturned = loopError("this api belongs to an action that has returned; await what it starts")
 
 // checkActionSecrets refuses secrets for a script that is not one of the
 // actions: they would never be seen, which is a configuration mistake.
@@ -163,7 +170,7 @@ func (r *run) grantedScope() []string {
 
 // api builds the api object of one action. *denied receives the first
 // api.access.deny.
-func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
+func (r *run) api(log *zap.Logger, denied **Error, returned *bool) *goja.Object {
 	vm := r.vm
 	api := vm.NewObject()
 	str := func(v goja.Value, what string) string {
@@ -180,9 +187,18 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 		panic(vm.NewGoError(err))
 	}
 
+	// live refuses a call from a script that kept this api: after the
+	// exchange, or after this action's run, whose result is already taken.
+	live := func() {
+		r.ensureLive()
+		if *returned {
+			panic(vm.NewGoError(errActionReturned))
+		}
+	}
+
 	accessToken := vm.NewObject()
 	define(vm, accessToken, "setCustomClaim", func(call goja.FunctionCall) goja.Value {
-		r.ensureLive()
+		live()
 		name := str(call.Argument(0), "the claim name")
 		raw, ok, err := r.toJSON(call.Argument(1), MaxClaimsSize)
 		switch {
@@ -203,6 +219,11 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 	access := vm.NewObject()
 	define(vm, access, "deny", func(call goja.FunctionCall) goja.Value {
 		r.ensureLive()
+		if *returned {
+			// After the action's run: nothing reads *denied any more, but
+			// a denial must never be lost, so it fails the exchange.
+			defer func() { r.fail(*denied) }()
+		}
 		if *denied != nil {
 			return api
 		}
@@ -226,7 +247,7 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 
 	transaction := vm.NewObject()
 	define(vm, transaction, "addTargetScope", func(call goja.FunctionCall) goja.Value {
-		r.ensureLive()
+		live()
 		s := str(call.Argument(0), "the scope")
 		if !validScope(s) {
 			throwTypeError(vm, fmt.Sprintf("%q is not a valid scope", capText(s, 64)))
@@ -241,7 +262,7 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 		return api
 	})
 	define(vm, transaction, "removeTargetScope", func(call goja.FunctionCall) goja.Value {
-		r.ensureLive()
+		live()
 		s := str(call.Argument(0), "the scope")
 		out := r.scope[:0:0]
 		for _, v := range r.scope {
@@ -253,7 +274,7 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 		return api
 	})
 	define(vm, transaction, "setTargetScopes", func(call goja.FunctionCall) goja.Value {
-		r.ensureLive()
+		live()
 		raw, _, err := r.toJSON(call.Argument(0), maxResultJSON)
 		if _, tooLarge := err.(errJSONTooLarge); tooLarge {
 			overLimit(scopeLimitError(fmt.Sprintf("the scopes given to setTargetScopes are more than %d bytes", maxResultJSON)))
@@ -272,7 +293,7 @@ func (r *run) api(log *zap.Logger, denied **Error) *goja.Object {
 		return api
 	})
 	define(vm, transaction, "clearTargetScopes", func(goja.FunctionCall) goja.Value {
-		r.ensureLive()
+		live()
 		r.scope = []string{}
 		return api
 	})

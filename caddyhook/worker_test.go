@@ -385,3 +385,32 @@ func TestKeptCbRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestLateApiCalls: an action's api called after its run is over, from a
+// timer while a later action still runs, refuses to add claims, and a late
+// deny is never lost: it fails the exchange. (Found by review: late grants
+// took effect and late denials did not.)
+func TestLateApiCalls(t *testing.T) {
+	first := compileAction(t, "first.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
+		setTimeout(() => {
+			try { api.accessToken.setCustomClaim('late', 'landed'); } catch (e) {}
+			if (event.request.body.deny) api.access.deny('invalid_request', 'late');
+		}, 5);
+	};`)
+	second := compileAction(t, "second.js", `exports.onExecuteCredentialsExchange = async () => { await new Promise((r) => setTimeout(r, 60)); };`)
+	e, err := NewEngine(Config{Actions: []*Script{first, second}, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Run(context.Background(), input())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res.Claims["late"]; ok {
+		t.Fatal("a claim set after its action returned reached the token")
+	}
+	in := input()
+	in.Request.Body = map[string]any{"deny": true}
+	_, err = e.Run(context.Background(), in)
+	wantError(t, err, 400, CodeInvalidRequest, "late")
+}
