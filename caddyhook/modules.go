@@ -265,6 +265,15 @@ func (m *modules) versioned(id string) (string, error) {
 	path := filepath.ToSlash(dir)
 	if hasSub {
 		path += "/" + sub
+	} else {
+		// require tries the path as a file before the folder: a name.js or
+		// name.json beside the package would load instead of the version
+		// just checked.
+		for _, ext := range []string{".js", ".json"} {
+			if _, err := os.Stat(dir + ext); err == nil {
+				return "", unavailable("modules_dir has %s%s beside the package %s, which require would load instead", name, ext, name)
+			}
+		}
 	}
 	return path, nil
 }

@@ -46,6 +46,9 @@ func versionedModulesDir(t *testing.T) string {
 		"node_modules/ms/nested/nested.js":      ``,
 		"node_modules/ms/lib/helper.js":         `exports.helper = true;`,
 		"node_modules/@acme/util/lib/deep/a.js": `exports.deep = true;`,
+		"node_modules/shadow/package.json":      `{"name": "shadow", "version": "2.0.0"}`,
+		"node_modules/shadow/index.js":          `module.exports = 'checked';`,
+		"node_modules/shadow.js":                `module.exports = 'UNCHECKED';`,
 	})
 	writeFiles(t, outside, map[string]string{
 		"escape/package.json": `{"name": "escape", "version": "1.0.0"}`,
@@ -84,6 +87,7 @@ func TestVersionedRequires(t *testing.T) {
 		"numeric@1.0.0":                       "modules_dir has numeric without a version in its package.json",
 		"nopkg@1.0.0":                         "modules_dir has nopkg without a package.json",
 		"missing@1.0.0":                       "modules_dir has no package missing",
+		"shadow@2.0.0":                        "modules_dir has shadow.js beside the package shadow, which require would load instead",
 		"huge@1.0.0":                          "modules_dir has huge 9999",
 		// Out of modules_dir: through a symlink, or by path tricks.
 		"escape@1.0.0":              "modules_dir has escape without a package.json",
