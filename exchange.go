@@ -337,13 +337,15 @@ func validLanguageTag(tag string) bool {
 }
 
 // grantScopes is the client's configured grant; nil, which makes the
-// upstream's scope the grant, when none is configured. An empty list counts
-// as none, since JSON's omitempty cannot tell the two apart.
+// upstream's scope the grant, when none is configured. An empty list, as a
+// clients_file or JSON config may give ("grant_scopes": []), is a grant of
+// nothing: read as "none configured" it would widen the grant to whatever
+// the upstream issued.
 func grantScopes(info ClientInfo) []string {
-	if len(info.GrantScopes) == 0 {
+	if info.GrantScopes == nil {
 		return nil
 	}
-	return info.GrantScopes
+	return append([]string{}, info.GrantScopes...)
 }
 
 // resign writes the hook's scope and claims into the upstream's claims and

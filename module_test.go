@@ -689,7 +689,7 @@ func TestScopeAsTheHookSeesIt(t *testing.T) {
 func TestGrantScopes(t *testing.T) {
 	up := newTestUpstream(t)
 	clients := filepath.Join(t.TempDir(), "clients.json")
-	if err := os.WriteFile(clients, []byte(`{"from-file":{"grant_scopes":["read:a","write:b"]},"svc":{"grant_scopes":["write:b"]}}`), 0o644); err != nil {
+	if err := os.WriteFile(clients, []byte(`{"from-file":{"grant_scopes":["read:a","write:b"]},"svc":{"grant_scopes":["write:b"]},"none":{"grant_scopes":[]}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	h := provision(t, &Handler{
@@ -704,6 +704,7 @@ func TestGrantScopes(t *testing.T) {
 		{"svc", `"read:a write:b"`},       // the client block wins over the file
 		{"from-file", `"read:a write:b"`}, // the clients_file entry
 		{"unknown", `"read:a"`},           // the upstream's scope is the grant
+		{"none", ``},                      // an empty grant grants nothing
 	} {
 		tok := up.token(t, func(c map[string]any) { c["client_id"] = tc.client })
 		rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(tok)}, formRequest(ccForm))
