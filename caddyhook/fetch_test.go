@@ -638,7 +638,8 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 }
 
 // TestFetchModulesWinOverModulesDir: request, axios and node-fetch are the
-// built-in ones even when modules_dir holds packages of those names.
+// built-in ones even when modules_dir holds packages of those names, and
+// with a webtask-style version pinned.
 func TestFetchModulesWinOverModulesDir(t *testing.T) {
 	dir := t.TempDir()
 	for _, name := range []string{"axios", "request", "node-fetch"} {
@@ -652,10 +653,11 @@ func TestFetchModulesWinOverModulesDir(t *testing.T) {
 	}
 	hook := compileHook(t, `module.exports = function (c, s, a, ctx, cb) {
 		cb(null, { 'https://t.example/types': [typeof require('axios').get, typeof require('request').post, typeof require('node-fetch').Headers,
-			require('axios') === require('axios'), typeof fetch, typeof AbortSignal.timeout] });
+			require('axios') === require('axios'), typeof fetch, typeof AbortSignal.timeout,
+			require('request@2.88.0') === require('request'), require('axios@1.6.0') === require('axios')] });
 	};`)
 	got := claimsOf(t, engine(t, hook, func(c *Config) { c.ModulesDir = dir }))
-	wantClaims(t, got, map[string]any{"types": []any{"function", "function", "function", true, "function", "function"}})
+	wantClaims(t, got, map[string]any{"types": []any{"function", "function", "function", true, "function", "function", true, true}})
 }
 
 // TestFetchBodies: each kind of body fetch takes is sent as Node sends it,

@@ -132,6 +132,14 @@ func (m *modules) enable(vm *goja.Runtime, local map[string]func() goja.Value) g
 		if build, ok := local[name]; ok {
 			return build()
 		}
+		// Webtask scripts pin versions: require('request@2.88.0') gets the
+		// built-in request as require('request') does, whatever version
+		// it names (the built-in is what runs either way).
+		if i := strings.IndexByte(name, '@'); i > 0 && !strings.ContainsRune(name[i:], '/') {
+			if build, ok := local[name[:i]]; ok {
+				return build()
+			}
+		}
 		bare := strings.TrimPrefix(name, "node:")
 		switch {
 		case builtinModules[bare]:
