@@ -9,6 +9,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/dop251/goja"
+	"github.com/google/uuid"
 )
 
 // Node's globals that goja lacks and that scripts written for Node 22 (and
@@ -42,6 +43,7 @@ var nodeArch = map[string]string{"amd64": "x64", "386": "ia32", "arm64": "arm64"
 var nodeGlobals = map[string]string{
 	"process": "process", "TextEncoder": "text", "TextDecoder": "text",
 	"atob": "base64", "btoa": "base64", "DOMException": "base64",
+	"crypto": "crypto", "performance": "performance", "structuredClone": "clone",
 }
 
 // installNodeGlobals installs the globals above in vm. It runs once per
@@ -117,6 +119,28 @@ func (b *globalsBuilder) group(group string) *goja.Object {
 			return vm.NewArray(int64(d/time.Second), int64(d%time.Second))
 		})
 		set("uptime", func(goja.FunctionCall) goja.Value { return vm.ToValue(time.Since(b.start).Seconds()) })
+	case "performance":
+		set("now", func(goja.FunctionCall) goja.Value {
+			return vm.ToValue(float64(time.Since(b.start)) / float64(time.Millisecond))
+		})
+		define(vm, natives, "timeOrigin", float64(b.start.UnixMicro())/1000)
+		define(vm, natives, "DOMException", b.group("base64").Get("DOMException"))
+	case "crypto":
+		set("randomUUID", func(goja.FunctionCall) goja.Value { return vm.ToValue(uuid.NewString()) })
+		set("fill", func(c goja.FunctionCall) goja.Value { return fillRandom(vm, c.Argument(0)) })
+		set("digest", func(c goja.FunctionCall) goja.Value {
+			name, _ := scriptString(c.Argument(0))
+			return digest(vm, b.isView, name, c.Argument(1))
+		})
+		// Ours, not the global a script may have replaced.
+		define(vm, natives, "DOMException", b.group("base64").Get("DOMException"))
+	case "clone":
+		set("kind", func(c goja.FunctionCall) goja.Value { return vm.ToValue(cloneKind(b.isView, c.Argument(0))) })
+		set("copyBuffer", func(c goja.FunctionCall) goja.Value { return copyBuffer(vm, c.Argument(0), c.Argument(1).ToInteger()) })
+		define(vm, natives, "maxEntries", maxArrayLength)
+		define(vm, natives, "maxDepth", maxInputDepth)
+		define(vm, natives, "maxBytes", maxBufferBytes)
+		define(vm, natives, "DOMException", b.group("base64").Get("DOMException"))
 	}
 	build, _ := goja.AssertFunction(b.builders.Get(group))
 	v, err := build(goja.Undefined(), natives)
@@ -314,6 +338,222 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 				return r;
 			}
 			return { __proto__: null, atob, btoa, DOMException };
+		},
+		performance(n) {
+			const { DOMException } = n;
+			// Marks are kept for measure, at most maxMarks of them (the
+			// oldest goes first): the runtime, and so the marks, outlive
+			// the exchange that made them.
+			const maxMarks = 256;
+			const marks = new Map();
+			const entry = (name, entryType, startTime, duration) => ({ name, entryType, startTime, duration, detail: null });
+			const time = (m) => {
+				if (m === undefined || typeof m === 'number') return m;
+				const name = '' + m;
+				const t = marks.get(name);
+				if (t === undefined) throw new DOMException('The "' + name + '" performance mark has not been set', 'SyntaxError');
+				return t;
+			};
+			const performance = {
+				timeOrigin: n.timeOrigin,
+				now() { return n.now(); },
+				mark(name, options = undefined) {
+					name = '' + name;
+					const startTime = options !== null && typeof options === 'object' && options.startTime !== undefined ? +options.startTime : n.now();
+					marks.delete(name);
+					if (marks.size >= maxMarks) marks.delete(marks.keys().next().value);
+					marks.set(name, startTime);
+					return entry(name, 'mark', startTime, 0);
+				},
+				measure(name, start = undefined, end = undefined) {
+					name = '' + name;
+					let s, e;
+					if (start !== null && typeof start === 'object') {
+						s = time(start.start);
+						e = time(start.end);
+						if (e === undefined && start.duration !== undefined) e = (s || 0) + +start.duration;
+					} else {
+						s = time(start);
+						e = time(end);
+					}
+					if (s === undefined) s = 0;
+					if (e === undefined) e = n.now();
+					return entry(name, 'measure', s, e - s);
+				},
+				clearMarks(name = undefined) { if (name === undefined) marks.clear(); else marks.delete('' + name); },
+				clearMeasures() {},
+				getEntries() { return []; },
+				getEntriesByName() { return []; },
+				getEntriesByType() { return []; },
+				toJSON() { return { timeOrigin: n.timeOrigin }; },
+				[Symbol.toStringTag]: 'Performance',
+			};
+			return { __proto__: null, performance };
+		},
+		crypto(n) {
+			const { DOMException } = n;
+			let crypto;
+			// As in Node, the methods work only on crypto itself.
+			const check = (self) => {
+				if (self !== crypto) throw nodeError(TypeError, 'ERR_INVALID_THIS', 'Value of "this" must be of type Crypto');
+			};
+			const unrecognized = () => new DOMException('Unrecognized algorithm name', 'NotSupportedError');
+			const subtle = {
+				async digest(algorithm, data) {
+					if (arguments.length < 2) throw nodeError(TypeError, 'ERR_MISSING_ARGS', 'The "algorithm" and "data" arguments must be specified');
+					const name = algorithm !== null && typeof algorithm === 'object' ? algorithm.name : algorithm;
+					if (typeof name !== 'string') throw unrecognized();
+					const r = n.digest(name.toUpperCase(), data);
+					if (r === 1) throw unrecognized();
+					if (r === 2) throw nodeError(TypeError, 'ERR_INVALID_ARG_TYPE', "Failed to execute 'digest' on 'SubtleCrypto': 2nd argument is not instance of ArrayBuffer, Buffer, TypedArray, or DataView.");
+					return r;
+				},
+				[Symbol.toStringTag]: 'SubtleCrypto',
+			};
+			// The rest of Web Crypto is not offered: each method rejects,
+			// naming itself, rather than being absent, so that a script
+			// fails with a clear error whatever it checks first.
+			for (const method of ['encrypt', 'decrypt', 'sign', 'verify', 'generateKey', 'deriveKey', 'deriveBits',
+				'importKey', 'exportKey', 'wrapKey', 'unwrapKey']) {
+				hide(subtle, method, {
+					async [method]() { throw new DOMException('crypto.subtle.' + method + ' is not supported by this runtime (only digest is)', 'NotSupportedError'); },
+				}[method]);
+			}
+			crypto = {
+				subtle,
+				getRandomValues(typedArray) {
+					check(this);
+					if (arguments.length === 0) throw missing('typedArray');
+					const r = n.fill(typedArray);
+					if (r === 1) throw new DOMException('The data argument must be an integer-type TypedArray', 'TypeMismatchError');
+					if (r === 2) throw new DOMException('The requested length exceeds 65,536 bytes', 'QuotaExceededError');
+					return typedArray;
+				},
+				randomUUID() { check(this); return n.randomUUID(); },
+				[Symbol.toStringTag]: 'Crypto',
+			};
+			return { __proto__: null, crypto };
+		},
+		clone(n) {
+			const { DOMException, kind, copyBuffer, maxEntries, maxDepth, maxBytes } = n;
+			// What the clone reads and builds through: taken when the group
+			// is built, so that a script's later changes do not reach them.
+			const apply = Reflect.apply, keys = Object.keys, defineProperty = Object.defineProperty;
+			const hasOwn = Object.prototype.hasOwnProperty, fnToString = Function.prototype.toString, toObject = Object;
+			const SafeMap = Map, SafeSet = Set, SafeDate = Date, SafeRegExp = RegExp;
+			const mapGet = Map.prototype.get, mapSet = Map.prototype.set, mapHas = Map.prototype.has, mapForEach = Map.prototype.forEach;
+			const setAdd = Set.prototype.add, setForEach = Set.prototype.forEach, getTime = Date.prototype.getTime;
+			// goja's WeakMap and WeakSet look like plain objects to Go; their
+			// prototype gives them away, unless a script changed it.
+			const getPrototypeOf = Object.getPrototypeOf, weak = [WeakMap.prototype, WeakSet.prototype];
+			const getter = (o, k) => Object.getOwnPropertyDescriptor(o, k).get;
+			const reSource = getter(RegExp.prototype, 'source'), reFlags = getter(RegExp.prototype, 'flags');
+			const taProto = Object.getPrototypeOf(U8.prototype);
+			const taTag = getter(taProto, Symbol.toStringTag), taBuffer = getter(taProto, 'buffer'),
+				taOffset = getter(taProto, 'byteOffset'), taLength = getter(taProto, 'length');
+			const DV = g.DataView, dvBuffer = getter(DV.prototype, 'buffer'), dvOffset = getter(DV.prototype, 'byteOffset'),
+				dvLength = getter(DV.prototype, 'byteLength'), abLength = getter(g.ArrayBuffer.prototype, 'byteLength');
+			const views = { __proto__: null };
+			for (const name of ['Int8Array', 'Uint8Array', 'Uint8ClampedArray', 'Int16Array', 'Uint16Array', 'Int32Array',
+				'Uint32Array', 'Float32Array', 'Float64Array', 'BigInt64Array', 'BigUint64Array']) views[name] = g[name];
+			const boxed = { __proto__: null, Number: Number.prototype.valueOf, String: String.prototype.valueOf, Boolean: Boolean.prototype.valueOf };
+			const errors = { __proto__: null, Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError };
+
+			const cannot = (what) => new DOMException(what + ' could not be cloned.', 'DataCloneError');
+			const tooLarge = () => new DOMException('The value is too large or too deeply nested to be cloned', 'DataCloneError');
+			const text = (s) => s.length > 100 ? s.slice(0, 97) + '...' : s;
+			const put = (o, k, value) => defineProperty(o, k, { __proto__: null, value, writable: true, enumerable: true, configurable: true });
+
+			// structuredClone walks the value breadth-first through a work
+			// list, not by recursion, so that nesting costs neither the Go
+			// nor the JavaScript stack (whose overflow no script can catch);
+			// entries (objects, properties, Map and Set items), nesting and
+			// the bytes of copied ArrayBuffers are bounded. Strings are
+			// shared, not copied.
+			function structuredClone(value, options = undefined) {
+				if (arguments.length === 0) throw missing('value');
+				if (options !== undefined && options !== null) {
+					if (typeof options !== 'object') throw argType('"options" argument must be of type object', options);
+					const transfer = options.transfer;
+					if (transfer !== undefined && transfer !== null && transfer.length > 0) throw new DOMException('Transferring is not supported by this runtime', 'DataCloneError');
+				}
+				const memory = new SafeMap();
+				const work = [];
+				let entries = 0, bytes = 0;
+				const count = (n, depth) => {
+					if ((entries += n) > maxEntries || depth > maxDepth) throw tooLarge();
+				};
+				function shell(v, depth) {
+					const t = typeof v;
+					if (t === 'symbol') throw cannot(text(apply(Symbol.prototype.toString, v, [])));
+					if ((t !== 'object' && t !== 'function') || v === null) return v;
+					if (apply(mapHas, memory, [v])) return apply(mapGet, memory, [v]);
+					count(1, depth);
+					const k = kind(v);
+					if (k === 'proxy') throw cannot('#<Object>');
+					if (t === 'function') throw cannot(text(apply(fnToString, v, [])));
+					let out;
+					switch (k) {
+						case 'Object': {
+							const p = getPrototypeOf(v);
+							if (p === weak[0] || p === weak[1]) throw cannot('#<' + p[Symbol.toStringTag] + '>');
+							out = {};
+							work.push(v, out, depth, 0);
+							break;
+						}
+						case 'Array': out = []; out.length = v.length; work.push(v, out, depth, 0); break;
+						case 'Map': out = new SafeMap(); work.push(v, out, depth, 1); break;
+						case 'Set': out = new SafeSet(); work.push(v, out, depth, 2); break;
+						case 'Date': out = new SafeDate(apply(getTime, v, [])); break;
+						case 'RegExp': out = new SafeRegExp(apply(reSource, v, []), apply(reFlags, v, [])); break;
+						case 'Number': case 'String': case 'Boolean': out = toObject(apply(boxed[k], v, [])); break;
+						case 'ArrayBuffer':
+							out = copyBuffer(v, maxBytes - bytes);
+							if (out === null) throw tooLarge();
+							bytes += apply(abLength, out, []);
+							break;
+						case 'view': {
+							const tag = apply(taTag, v, []);
+							if (tag === undefined) {
+								out = new DV(shell(apply(dvBuffer, v, []), depth + 1), apply(dvOffset, v, []), apply(dvLength, v, []));
+							} else {
+								out = new views[tag](shell(apply(taBuffer, v, []), depth + 1), apply(taOffset, v, []), apply(taLength, v, []));
+							}
+							break;
+						}
+						case 'Error': {
+							// As V8: the class from the name, if a standard one;
+							// message, stack and cause, own or not.
+							const name = v.name;
+							out = new (typeof name === 'string' && errors[name] || errors.Error)();
+							apply(mapSet, memory, [v, out]);
+							if (apply(hasOwn, v, ['message'])) hide(out, 'message', '' + v.message);
+							const stack = v.stack;
+							if (typeof stack === 'string') hide(out, 'stack', stack);
+							if (apply(hasOwn, v, ['cause'])) hide(out, 'cause', shell(v.cause, depth + 1));
+							return out;
+						}
+						default: throw cannot('#<' + k + '>');
+					}
+					apply(mapSet, memory, [v, out]);
+					return out;
+				}
+				const root = shell(value, 0);
+				while (work.length > 0) {
+					const mode = work.pop(), depth = work.pop() + 1, out = work.pop(), src = work.pop();
+					if (mode === 0) {
+						const ks = keys(src);
+						count(ks.length, depth);
+						for (let i = 0; i < ks.length; i++) put(out, ks[i], shell(src[ks[i]], depth));
+					} else if (mode === 1) {
+						apply(mapForEach, src, [(v, k) => { count(1, depth); apply(mapSet, out, [shell(k, depth), shell(v, depth)]); }]);
+					} else {
+						apply(setForEach, src, [(v) => { count(1, depth); apply(setAdd, out, [shell(v, depth)]); }]);
+					}
+				}
+				return root;
+			}
+			return { __proto__: null, structuredClone };
 		},
 	};
 })`, false)
