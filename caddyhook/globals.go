@@ -14,7 +14,9 @@ import (
 
 // Node's globals that goja lacks and that scripts written for Node 22 (and
 // for Auth0, which ran them on Node) use: global, process, TextEncoder,
-// TextDecoder, atob, btoa and DOMException here, installed by newVM; URL,
+// TextDecoder, atob, btoa, DOMException, crypto, performance and
+// structuredClone here, installed by newVM (their Go halves in
+// webglobals.go); URL,
 // URLSearchParams and Buffer, which are modules' exports, loaded lazily by
 // modules.enable through lazyGlobal.
 //
@@ -29,6 +31,22 @@ import (
 // nextTick queues a microtask (through the loop's queueMicrotask, looked up
 // when called), so unlike Node's it does not run ahead of promise jobs
 // already queued.
+//
+// crypto is Web Crypto as far as scripts use it: randomUUID,
+// getRandomValues (integer typed arrays of at most 65536 bytes) and
+// subtle.digest (SHA-1, SHA-256, SHA-384, SHA-512, resolving to an
+// ArrayBuffer). subtle's other methods are present but reject with a
+// NotSupportedError naming the method, so that a script using one fails
+// clearly rather than with "not a function". performance has now (ms since
+// the runtime's creation: a warm runtime serves many exchanges),
+// timeOrigin, and mark and measure returning their entries, which are not
+// kept (getEntries is always empty); at most 256 marks are remembered for
+// measure. structuredClone copies what V8 does (objects, arrays, Date,
+// RegExp, Map, Set, ArrayBuffer and views, Error, boxed primitives; cycles
+// and shared references kept) and throws a DataCloneError for the rest, a
+// Proxy included; it walks the value without recursion and within
+// maxArrayLength entries, maxInputDepth levels and maxBufferBytes of
+// copied buffers. transfer is refused.
 
 // nodeVersion is the Node release scripts are told they run on: Auth0's
 // newest runtime is Node 22.
@@ -51,8 +69,9 @@ var nodeGlobals = map[string]string{
 // takes is the capped one. Building all of them costs about as much as the
 // rest of a runtime's setup and most scripts use few or none, so each group
 // is built on the first read of one of its globals (global, which costs
-// nothing, at once).
-func installNodeGlobals(vm *goja.Runtime) {
+// nothing, at once). The builder it returns serves require('crypto')'s
+// webcrypto.
+func installNodeGlobals(vm *goja.Runtime) *globalsBuilder {
 	_ = vm.GlobalObject().DefineDataProperty("global", vm.GlobalObject(), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
 	// The intrinsics the globals rely on are taken now, before any script
 	// can replace them.
@@ -65,7 +84,12 @@ func installNodeGlobals(vm *goja.Runtime) {
 	for name, group := range nodeGlobals {
 		lazyGlobal(vm, name, func() goja.Value { return b.group(group).Get(name) })
 	}
+	return b
 }
+
+// webCrypto is the runtime's own Web Crypto object, the global crypto
+// before any script could replace it: Node 22's require('crypto').webcrypto.
+func (b *globalsBuilder) webCrypto() goja.Value { return b.group("crypto").Get("crypto") }
 
 // globalsBuilder builds the groups of one runtime's Node globals.
 type globalsBuilder struct {

@@ -118,9 +118,11 @@ func within(root, path string) bool {
 // returns require. Every require() in the runtime, in scripts and in
 // packages alike, goes through the gate below. local are the modules built
 // for this runtime alone (request, axios, node-fetch: installFetch); they
-// win over a package of the same name under modules_dir.
-func (m *modules) enable(vm *goja.Runtime, local map[string]func() goja.Value) goja.Value {
+// win over a package of the same name under modules_dir. webcrypto returns
+// the runtime's global crypto, which the crypto module exports too.
+func (m *modules) enable(vm *goja.Runtime, local map[string]func() goja.Value, webcrypto func() goja.Value) goja.Value {
 	rm := m.registry.Enable(vm)
+	cryptoLoaded := false
 	gate := func(call goja.FunctionCall) goja.Value {
 		name, ok := scriptString(call.Argument(0))
 		if !ok {
@@ -164,6 +166,15 @@ func (m *modules) enable(vm *goja.Runtime, local map[string]func() goja.Value) g
 				panic(vm.NewGoError(fmt.Errorf("module '%s' is not available (only packages under modules_dir can be required)", name)))
 			}
 			panic(vm.NewGoError(fmt.Errorf("loading module '%s': %s", name, cleanDescription(err.Error()))))
+		}
+		if name == "crypto" && !cryptoLoaded {
+			// Node 22's require('crypto').webcrypto is the global crypto: a
+			// getter, so that the module costs nothing more until it is read.
+			cryptoLoaded = true
+			if exports, ok := v.(*goja.Object); ok {
+				_ = exports.DefineAccessorProperty("webcrypto",
+					vm.ToValue(func(goja.FunctionCall) goja.Value { return webcrypto() }), nil, goja.FLAG_TRUE, goja.FLAG_TRUE)
+			}
 		}
 		return v
 	}

@@ -99,14 +99,20 @@ func (s *Script) entry(vm *goja.Runtime, exports goja.Value) (goja.Callable, err
 // the Auth0 error classes, with the built-ins that can allocate without
 // bound in one call capped (memguard.go).
 func newVM() *goja.Runtime {
+	vm, _ := newRuntime()
+	return vm
+}
+
+// newRuntime is newVM, also returning the builder of the runtime's Node
+// globals, for what else needs them (modules.enable).
+func newRuntime() (*goja.Runtime, *globalsBuilder) {
 	vm := goja.New()
 	vm.SetMaxCallStackSize(maxCallStackSize)
 	installAllocationCaps(vm)
 	if _, err := vm.RunProgram(prelude); err != nil {
 		panic("caddyhook: prelude failed: " + err.Error())
 	}
-	installNodeGlobals(vm)
-	return vm
+	return vm, installNodeGlobals(vm)
 }
 
 // maxCallStackSize ends runaway recursion long before it can exhaust the

@@ -40,7 +40,7 @@ type worker struct {
 
 // newWorker builds a runtime with everything but the scripts.
 func (e *Engine) newWorker() *worker {
-	vm := newVM()
+	vm, globals := newRuntime()
 	w := &worker{eng: e, vm: vm, entries: map[*Script]goja.Callable{}, fetchCalls: new(atomic.Int32)}
 	// Backtracking regular expressions do not see vm.Interrupt; the guard
 	// bounds them by the deadline of the exchange being served
@@ -52,7 +52,7 @@ func (e *Engine) newWorker() *worker {
 			r.fail(r.errorFromThrow(err, "an exception was thrown in a microtask"))
 		}
 	}
-	w.require = e.modules.enable(vm, installFetch(vm, e.fetcher, w))
+	w.require = e.modules.enable(vm, installFetch(vm, e.fetcher, w), globals.webCrypto)
 	jsonObj := vm.Get("JSON").ToObject(vm)
 	w.stringify, _ = goja.AssertFunction(jsonObj.Get("stringify"))
 	w.parse, _ = goja.AssertFunction(jsonObj.Get("parse"))
