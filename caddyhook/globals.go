@@ -161,7 +161,7 @@ func (b *globalsBuilder) group(group string) *goja.Object {
 	case "clone":
 		set("kind", func(c goja.FunctionCall) goja.Value { return vm.ToValue(cloneKind(b.isView, c.Argument(0))) })
 		set("copyBuffer", func(c goja.FunctionCall) goja.Value { return copyBuffer(vm, c.Argument(0), c.Argument(1).ToInteger()) })
-		define(vm, natives, "maxEntries", maxArrayLength)
+		define(vm, natives, "maxEntries", maxCloneEntries)
 		define(vm, natives, "maxDepth", maxInputDepth)
 		define(vm, natives, "maxBytes", maxBufferBytes)
 		define(vm, natives, "DOMException", b.group("base64").Get("DOMException"))

@@ -442,3 +442,106 @@ func TestGlobalsAtTopLevel(t *testing.T) {
 		t.Errorf("got %v", got)
 	}
 }
+
+// hexOf is a script helper: the hex of an ArrayBuffer.
+const hexOf = `const hex = (ab) => Array.from(new Uint8Array(ab), (b) => b.toString(16).padStart(2, '0')).join('');`
+
+func TestGlobalCrypto(t *testing.T) {
+	got := outOf(t, hexOf+`
+		out.uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(crypto.randomUUID()) && crypto.randomUUID() !== crypto.randomUUID();
+		out.tags = [Object.prototype.toString.call(crypto), Object.prototype.toString.call(crypto.subtle)];
+		const u8 = new Uint8Array(64);
+		out.same = crypto.getRandomValues(u8) === u8 && u8.some((b) => b !== 0);
+		out.types = [new Int8Array(2), new Uint8ClampedArray(2), new Int16Array(2), new Uint16Array(2), new Int32Array(2),
+			new Uint32Array(2), new BigInt64Array(2), new BigUint64Array(2)].map((a) => crypto.getRandomValues(a) === a);
+		out.quota = [crypto.getRandomValues(new Uint8Array(65536)).length, caught(() => crypto.getRandomValues(new Uint8Array(65537))),
+			caught(() => crypto.getRandomValues(new Uint32Array(16385)))];
+		out.mismatch = [new Float32Array(1), new Float64Array(1), new DataView(new ArrayBuffer(1)), new ArrayBuffer(1), [1], 'x', null]
+			.map((a) => caught(() => crypto.getRandomValues(a)));
+		out.missing = caught(() => crypto.getRandomValues());
+		const { getRandomValues, randomUUID } = crypto;
+		out.unbound = [caught(() => getRandomValues(new Uint8Array(1))), caught(() => randomUUID())];
+		out.bound = crypto.getRandomValues.bind(crypto)(new Uint8Array(2)).length;
+		const data = new TextEncoder().encode('abc');
+		const digest = crypto.subtle.digest('SHA-256', data);
+		out.promise = digest instanceof Promise;
+		const ab = await digest;
+		out.arrayBuffer = ab instanceof ArrayBuffer;
+		out.digests = await Promise.all(['SHA-1', 'sha-256', { name: 'SHA-384' }, 'Sha-512'].map(async (a) => hex(await crypto.subtle.digest(a, data))));
+		out.views = [hex(await crypto.subtle.digest('SHA-256', data.buffer)), hex(await crypto.subtle.digest('SHA-256', new DataView(data.buffer))),
+			hex(await crypto.subtle.digest('SHA-256', Buffer.from('abc')))].every((h) => h === out.digests[1]);
+		const rejected = async (p) => { try { await p; return 'resolved'; } catch (e) { return e.name + (e.code !== undefined ? ' ' + e.code : '') + ': ' + e.message; } };
+		out.digestBad = [await rejected(crypto.subtle.digest('SHA256', data)), await rejected(crypto.subtle.digest('MD5', data)),
+			await rejected(crypto.subtle.digest('SHA-256', 'abc')), await rejected(crypto.subtle.digest('SHA-256'))];
+		out.unsupported = await rejected(crypto.subtle.sign('HMAC', {}, data));
+		out.methods = ['encrypt', 'decrypt', 'verify', 'generateKey', 'deriveKey', 'deriveBits', 'importKey', 'exportKey', 'wrapKey', 'unwrapKey']
+			.every((m) => typeof crypto.subtle[m] === 'function' && crypto.subtle[m]() instanceof Promise);
+		const mod = require('crypto');
+		out.module = [mod.webcrypto === crypto, require('node:crypto').webcrypto === crypto, typeof mod.createHash, mod !== crypto];
+	`)
+	h := []any{
+		"a9993e364706816aba3e25717850c26c9cd0d89d",
+		"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+		"cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7",
+		"ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+	}
+	mismatch := "TypeMismatchError 17: The data argument must be an integer-type TypedArray"
+	quota := "QuotaExceededError 22: The requested length exceeds 65,536 bytes"
+	checkOut(t, got, map[string]any{
+		"uuid": true, "tags": []any{"[object Crypto]", "[object SubtleCrypto]"}, "same": true,
+		"types":    []any{true, true, true, true, true, true, true, true},
+		"quota":    []any{65536.0, quota, quota},
+		"mismatch": []any{mismatch, mismatch, mismatch, mismatch, mismatch, mismatch, mismatch},
+		"missing":  "TypeError ERR_MISSING_ARGS: The \"typedArray\" argument must be specified",
+		"unbound": []any{
+			"TypeError ERR_INVALID_THIS: Value of \"this\" must be of type Crypto",
+			"TypeError ERR_INVALID_THIS: Value of \"this\" must be of type Crypto",
+		},
+		"bound": 2.0, "promise": true, "arrayBuffer": true, "digests": h, "views": true,
+		"digestBad": []any{
+			"NotSupportedError 9: Unrecognized algorithm name",
+			"NotSupportedError 9: Unrecognized algorithm name",
+			"TypeError ERR_INVALID_ARG_TYPE: Failed to execute 'digest' on 'SubtleCrypto': 2nd argument is not instance of ArrayBuffer, Buffer, TypedArray, or DataView.",
+			"TypeError ERR_MISSING_ARGS: The \"algorithm\" and \"data\" arguments must be specified",
+		},
+		"unsupported": "NotSupportedError 9: crypto.subtle.sign is not supported by this runtime (only digest is)",
+		"methods":     true,
+		"module":      []any{true, true, "function", true},
+	})
+}
+
+func TestGlobalPerformance(t *testing.T) {
+	got := outOf(t, `
+		const t0 = performance.now();
+		let x = 0;
+		for (let i = 0; i < 10000; i++) x += i;
+		const t1 = performance.now();
+		out.now = typeof t0 === 'number' && t0 >= 0 && t1 >= t0 && t1 !== Math.trunc(t1);
+		out.origin = Math.abs(performance.timeOrigin + performance.now() - Date.now()) < 1000;
+		out.tag = Object.prototype.toString.call(performance);
+		const m = performance.mark('start');
+		out.mark = [m.name, m.entryType, m.duration, m.startTime <= performance.now()];
+		performance.mark('end', { startTime: m.startTime + 5 });
+		const d = performance.measure('span', 'start', 'end');
+		out.measure = [d.name, d.entryType, d.duration];
+		out.measureObject = Math.round(performance.measure('o', { start: 'start', duration: 2 }).duration * 1e6) / 1e6;
+		out.measureNow = performance.measure('all').startTime;
+		out.unknown = caught(() => performance.measure('x', 'never'));
+		performance.clearMarks('start');
+		out.cleared = caught(() => performance.measure('x', 'start'));
+		out.entries = [performance.getEntries().length, performance.getEntriesByName('span').length];
+		out.json = Object.keys(performance.toJSON());
+		out.symbol = caught(() => performance.mark(Symbol('s')));
+		for (let i = 0; i < 1000; i++) performance.mark('m' + i);
+		out.oldest = [caught(() => performance.measure('x', 'm0')), typeof performance.measure('x', 'm999').duration];
+	`)
+	checkOut(t, got, map[string]any{
+		"now": true, "origin": true, "tag": "[object Performance]", "mark": []any{"start", "mark", 0.0, true},
+		"measure": []any{"span", "measure", 5.0}, "measureObject": 2.0, "measureNow": 0.0,
+		"unknown": "SyntaxError 12: The \"never\" performance mark has not been set",
+		"cleared": "SyntaxError 12: The \"start\" performance mark has not been set",
+		"entries": []any{0.0, 0.0}, "json": []any{"timeOrigin"},
+		"symbol": "TypeError: Cannot convert a Symbol value to a string",
+		"oldest": []any{"SyntaxError 12: The \"m0\" performance mark has not been set", "number"},
+	})
+}

@@ -114,6 +114,11 @@ var objectKinds = map[reflect.Type]string{
 	reflect.TypeOf(""): "Symbol",
 }
 
+// maxCloneEntries bounds the objects, properties and Map and Set items one
+// structuredClone call makes: as many as the longest array a native call
+// may build. A variable so that tests can reach it in reasonable time.
+var maxCloneEntries = maxArrayLength
+
 // copyBuffer returns a copy of a genuine ArrayBuffer (cloneKind said it
 // is one), or null when it is longer than room bytes.
 func copyBuffer(vm *goja.Runtime, v goja.Value, room int64) goja.Value {
