@@ -545,3 +545,180 @@ func TestGlobalPerformance(t *testing.T) {
 		"oldest": []any{"SyntaxError 12: The \"m0\" performance mark has not been set", "number"},
 	})
 }
+
+func TestGlobalStructuredClone(t *testing.T) {
+	got := outOf(t, `
+		const shared = { s: 1 };
+		const src = { n: 1, s: 'x', b: true, u: undefined, z: null, big: 10n, neg: -0, nan: NaN, shared, again: shared,
+			arr: [1, , 3], date: new Date(86400000), re: /a+b/gi, map: new Map([[shared, 'k'], ['v', shared]]), set: new Set([1, shared]),
+			boxed: [new Number(2), new String('s'), new Boolean(false)], [Symbol('skipped')]: 1, ['__proto__']: { polluted: true } };
+		Object.defineProperty(src, 'hidden', { value: 1, enumerable: false });
+		src.self = src;
+		const c = structuredClone(src);
+		out.fresh = c !== src && c.map !== src.map && c.shared !== shared;
+		out.primitives = [c.n, c.s, c.b, 'u' in c && c.u === undefined, c.z, typeof c.big, Object.is(c.neg, -0), Number.isNaN(c.nan)];
+		out.sharing = [c.shared === c.again, c.self === c, c.map.get('v') === c.shared, [...c.map.keys()][0] === c.shared, c.set.has(c.shared)];
+		out.holes = [c.arr.length, 1 in c.arr, Array.isArray(c.arr)];
+		out.date = [c.date instanceof Date, c.date.getTime(), c.date !== src.date];
+		out.re = [String(c.re), c.re !== src.re, c.re.lastIndex];
+		out.boxed = c.boxed.map((b) => [typeof b, b.valueOf()]);
+		out.own = [Object.getOwnPropertySymbols(c).length, 'hidden' in c, Object.getPrototypeOf(c) === Object.prototype,
+			Object.prototype.hasOwnProperty.call(c, '__proto__'), ({}).polluted];
+		class Point { constructor() { this.x = 1; } get y() { return 2; } }
+		const p = structuredClone(new Point());
+		out.classInstance = [p instanceof Point, Object.getPrototypeOf(p) === Object.prototype, JSON.stringify(p)];
+		const ab = new ArrayBuffer(8);
+		const u8 = new Uint8Array(ab, 2, 4);
+		u8.set([1, 2, 3, 4]);
+		const views = structuredClone({ ab, u8, f64: new Float64Array([1.5]), dv: new DataView(ab, 1, 3), buf: Buffer.from('hi') });
+		out.buffers = [views.ab !== ab, views.u8.buffer === views.ab, views.u8.byteOffset, Array.from(views.u8), views.f64[0],
+			views.dv instanceof DataView, views.dv.byteLength, views.dv.buffer === views.ab, views.buf instanceof Uint8Array, Array.from(views.buf)];
+		u8[0] = 9;
+		out.copied = views.u8[0];
+		const e = new TypeError('bad', { cause: shared });
+		e.extra = 1;
+		const ec = structuredClone(e);
+		out.error = [ec instanceof TypeError, ec.name, ec.message, typeof ec.stack, ec.cause.s, 'extra' in ec];
+		class MyError extends Error {}
+		out.custom = [structuredClone(new MyError('m')) instanceof MyError, structuredClone(new MyError('m')).constructor === Error];
+		out.primitiveRoots = [structuredClone(1), structuredClone('s'), structuredClone(null), structuredClone(undefined) === undefined];
+		out.errors = [() => 1, function named() {}, Symbol('sym'), { f() {} }, [Symbol()], new Map([[1, () => 2]]), new WeakMap(), new WeakSet(),
+			Promise.resolve(), Object(Symbol()), Object(1n)].map((v) => caught(() => structuredClone(v)));
+		out.missing = caught(() => structuredClone());
+		out.options = [caught(() => structuredClone(1, 'x')), caught(() => structuredClone(ab, { transfer: [ab] })), structuredClone(1, { transfer: [] })];
+	`)
+	checkOut(t, got, map[string]any{
+		"fresh":          true,
+		"primitives":     []any{1.0, "x", true, true, nil, "bigint", true, true},
+		"sharing":        []any{true, true, true, true, true},
+		"holes":          []any{3.0, false, true},
+		"date":           []any{true, 86400000.0, true},
+		"re":             []any{"/a+b/gi", true, 0.0},
+		"boxed":          []any{[]any{"object", 2.0}, []any{"object", "s"}, []any{"object", false}},
+		"own":            []any{0.0, false, true, true, nil},
+		"classInstance":  []any{false, true, `{"x":1}`},
+		"buffers":        []any{true, true, 2.0, []any{1.0, 2.0, 3.0, 4.0}, 1.5, true, 3.0, true, true, []any{104.0, 105.0}},
+		"copied":         1.0,
+		"error":          []any{true, "TypeError", "bad", "string", 1.0, false},
+		"custom":         []any{false, true},
+		"primitiveRoots": []any{1.0, "s", nil, true},
+		"errors": []any{
+			"DataCloneError 25: () => 1 could not be cloned.",
+			"DataCloneError 25: function named() {} could not be cloned.",
+			"DataCloneError 25: Symbol(sym) could not be cloned.",
+			"DataCloneError 25: f() {} could not be cloned.",
+			"DataCloneError 25: Symbol() could not be cloned.",
+			"DataCloneError 25: () => 2 could not be cloned.",
+			"DataCloneError 25: #<WeakMap> could not be cloned.",
+			"DataCloneError 25: #<WeakSet> could not be cloned.",
+			"DataCloneError 25: #<Promise> could not be cloned.",
+			"DataCloneError 25: #<Symbol> could not be cloned.",
+			"DataCloneError 25: #<BigInt> could not be cloned.",
+		},
+		"missing": "TypeError ERR_MISSING_ARGS: The \"value\" argument must be specified",
+		"options": []any{
+			"TypeError ERR_INVALID_ARG_TYPE: The \"options\" argument must be of type object. Received type string ('x')",
+			"DataCloneError 25: Transferring is not supported by this runtime",
+			1.0,
+		},
+	})
+}
+
+// TestGlobalWebHostileArguments hands crypto, performance and
+// structuredClone the values scripts use to break natives: none may panic,
+// and each must throw (or reject) to the script.
+func TestGlobalWebHostileArguments(t *testing.T) {
+	got := outOf(t, `
+		const { proxy: revoked, revoke } = Proxy.revocable({}, {});
+		revoke();
+		const throwing = { get boom() { throw new Error('getter threw'); } };
+		const trapped = new Proxy({ a: 1 }, { ownKeys() { throw new Error('trap ran'); }, get() { throw new Error('trap ran'); } });
+		const liar = new Proxy(new Uint8Array(4), {});
+		const rejected = async (p) => { try { await p; return 'resolved'; } catch (e) { return e && (e.name + (e.code !== undefined ? ' ' + e.code : '') + ': ' + e.message); } };
+		const all = {
+			cloneRevoked: () => structuredClone(revoked),
+			cloneRevokedInside: () => structuredClone({ a: [revoked] }),
+			cloneProxy: () => structuredClone(trapped),
+			cloneProxyInMap: () => structuredClone(new Map([[1, trapped]])),
+			cloneProxyArray: () => structuredClone(new Proxy([1, 2], {})),
+			cloneProxyFunction: () => structuredClone(new Proxy(() => 1, {})),
+			cloneThrowingGetter: () => structuredClone(throwing),
+			cloneThrowingName: () => structuredClone(Object.defineProperty(new Error('e'), 'name', { get() { throw new Error('name threw'); } })),
+			cloneOptionsRevoked: () => structuredClone(1, revoked),
+			cloneTransferGetter: () => structuredClone(1, { get transfer() { throw new Error('transfer threw'); } }),
+			cloneLiarView: () => structuredClone(liar),
+			randomProxy: () => crypto.getRandomValues(liar),
+			randomRevoked: () => crypto.getRandomValues(revoked),
+			randomArrayLike: () => crypto.getRandomValues({ length: 2 ** 32, 0: 1 }),
+			markRevoked: () => performance.mark(revoked),
+			markOptionsGetter: () => performance.mark('m', { get startTime() { throw new Error('startTime threw'); } }),
+			measureRevoked: () => performance.measure('m', revoked),
+			measureSymbol: () => performance.measure('m', Symbol('s')),
+		};
+		for (const [k, f] of Object.entries(all)) out[k] = caught(f);
+		const async = {
+			digestRevokedAlgorithm: () => crypto.subtle.digest(revoked, new Uint8Array(1)),
+			digestThrowingName: () => crypto.subtle.digest({ get name() { throw new Error('name threw'); } }, new Uint8Array(1)),
+			digestSymbol: () => crypto.subtle.digest(Symbol('s'), new Uint8Array(1)),
+			digestProxyData: () => crypto.subtle.digest('SHA-256', liar),
+			digestRevokedData: () => crypto.subtle.digest('SHA-256', revoked),
+		};
+		for (const [k, f] of Object.entries(async)) out[k] = await rejected(f());
+	`)
+	for k, v := range got {
+		s, ok := v.(string)
+		if !ok || s == "" || s == "resolved" || strings.Contains(s, "goja") || strings.Contains(s, "0x") {
+			t.Errorf("%s: %#v, want an exception for the script", k, v)
+		}
+	}
+	proxy := "DataCloneError 25: #<Object> could not be cloned."
+	mismatch := "TypeMismatchError 17: The data argument must be an integer-type TypedArray"
+	checkOut(t, got, map[string]any{
+		"cloneRevoked": proxy, "cloneRevokedInside": proxy, "cloneProxy": proxy, "cloneProxyInMap": proxy,
+		"cloneProxyArray": proxy, "cloneProxyFunction": proxy, "cloneLiarView": proxy,
+		"cloneThrowingGetter": "Error: getter threw", "cloneThrowingName": "Error: name threw",
+		"cloneTransferGetter": "Error: transfer threw",
+		"randomProxy":         mismatch, "randomRevoked": mismatch, "randomArrayLike": mismatch,
+		"markOptionsGetter":  "Error: startTime threw",
+		"digestThrowingName": "Error: name threw",
+		"digestSymbol":       "NotSupportedError 9: Unrecognized algorithm name",
+		"digestProxyData":    "TypeError ERR_INVALID_ARG_TYPE: Failed to execute 'digest' on 'SubtleCrypto': 2nd argument is not instance of ArrayBuffer, Buffer, TypedArray, or DataView.",
+	})
+	if len(got) != 23 {
+		t.Errorf("%d results, want 23: %v", len(got), got)
+	}
+}
+
+// TestGlobalStructuredCloneCaps: nesting, entries and copied bytes are
+// bounded, and passing a bound throws to the script instead of exhausting
+// the stack or the heap.
+func TestGlobalStructuredCloneCaps(t *testing.T) {
+	defer func(n int) { maxCloneEntries = n }(maxCloneEntries)
+	maxCloneEntries = 100000
+	got := outOf(t, `
+		const nest = (n) => { let v = {}; for (let i = 0; i < n; i++) v = { v }; return v; };
+		const nestArrays = (n) => { let v = []; for (let i = 0; i < n; i++) v = [v]; return v; };
+		let d = 0;
+		for (let v = structuredClone(nest(9000)); v.v; v = v.v) d++;
+		out.deepFits = d;
+		out.tooDeep = caught(() => structuredClone(nest(20000)));
+		out.tooDeepArrays = caught(() => structuredClone(nestArrays(100000)));
+		const m = new Map(); let inner = m;
+		for (let i = 0; i < 20000; i++) { const next = new Map(); inner.set(i, next); inner = next; }
+		out.tooDeepMaps = caught(() => structuredClone(m));
+		out.manyFit = structuredClone(Array.from({ length: 50000 }, (_, i) => i)).length;
+		out.tooMany = caught(() => structuredClone(Array.from({ length: 100001 }, (_, i) => i)));
+		out.tooManyObjects = caught(() => structuredClone(Array.from({ length: 60000 }, () => ({}))));
+		out.tooManySet = caught(() => structuredClone(new Set(Array.from({ length: 100001 }, (_, i) => i))));
+		out.sparse = structuredClone(new Array(2 ** 32 - 1)).length;
+		const big = new ArrayBuffer(2 ** 25);
+		out.sharedBuffer = structuredClone([big, new Uint8Array(big), big]).length;
+		out.tooManyBytes = caught(() => structuredClone([big, big.slice(0), new ArrayBuffer(1)]));
+	`, func(c *Config) { c.Timeout = 60 * time.Second })
+	tooLarge := "DataCloneError 25: The value is too large or too deeply nested to be cloned"
+	checkOut(t, got, map[string]any{
+		"deepFits": 9000.0, "tooDeep": tooLarge, "tooDeepArrays": tooLarge, "tooDeepMaps": tooLarge,
+		"manyFit": 50000.0, "tooMany": tooLarge, "tooManyObjects": tooLarge, "tooManySet": tooLarge,
+		"sparse": 4294967295.0, "sharedBuffer": 3.0, "tooManyBytes": tooLarge,
+	})
+}
