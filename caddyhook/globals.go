@@ -464,6 +464,7 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 			// is built, so that a script's later changes do not reach them.
 			const apply = Reflect.apply, keys = Object.keys, defineProperty = Object.defineProperty;
 			const hasOwn = Object.prototype.hasOwnProperty, fnToString = Function.prototype.toString, toObject = Object;
+			const symToString = Symbol.prototype.toString, slice = String.prototype.slice, push = Array.prototype.push, pop = Array.prototype.pop;
 			const SafeMap = Map, SafeSet = Set, SafeDate = Date, SafeRegExp = RegExp;
 			const mapGet = Map.prototype.get, mapSet = Map.prototype.set, mapHas = Map.prototype.has, mapForEach = Map.prototype.forEach;
 			const setAdd = Set.prototype.add, setForEach = Set.prototype.forEach, getTime = Date.prototype.getTime;
@@ -485,7 +486,7 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 
 			const cannot = (what) => new DOMException(what + ' could not be cloned.', 'DataCloneError');
 			const tooLarge = () => new DOMException('The value is too large or too deeply nested to be cloned', 'DataCloneError');
-			const text = (s) => s.length > 100 ? s.slice(0, 97) + '...' : s;
+			const text = (s) => s.length > 100 ? apply(slice, s, [0, 97]) + '...' : s;
 			const put = (o, k, value) => defineProperty(o, k, { __proto__: null, value, writable: true, enumerable: true, configurable: true });
 
 			// structuredClone walks the value breadth-first through a work
@@ -509,7 +510,7 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 				};
 				function shell(v, depth) {
 					const t = typeof v;
-					if (t === 'symbol') throw cannot(text(apply(Symbol.prototype.toString, v, [])));
+					if (t === 'symbol') throw cannot(text(apply(symToString, v, [])));
 					if ((t !== 'object' && t !== 'function') || v === null) return v;
 					if (apply(mapHas, memory, [v])) return apply(mapGet, memory, [v]);
 					count(1, depth);
@@ -522,12 +523,12 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 							const p = getPrototypeOf(v);
 							if (p === weak[0] || p === weak[1]) throw cannot('#<' + p[Symbol.toStringTag] + '>');
 							out = {};
-							work.push(v, out, depth, 0);
+							apply(push, work, [v, out, depth, 0]);
 							break;
 						}
-						case 'Array': out = []; out.length = v.length; work.push(v, out, depth, 0); break;
-						case 'Map': out = new SafeMap(); work.push(v, out, depth, 1); break;
-						case 'Set': out = new SafeSet(); work.push(v, out, depth, 2); break;
+						case 'Array': out = []; out.length = v.length; apply(push, work, [v, out, depth, 0]); break;
+						case 'Map': out = new SafeMap(); apply(push, work, [v, out, depth, 1]); break;
+						case 'Set': out = new SafeSet(); apply(push, work, [v, out, depth, 2]); break;
 						case 'Date': out = new SafeDate(apply(getTime, v, [])); break;
 						case 'RegExp': out = new SafeRegExp(apply(reSource, v, []), apply(reFlags, v, [])); break;
 						case 'Number': case 'String': case 'Boolean': out = toObject(apply(boxed[k], v, [])); break;
@@ -564,7 +565,7 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 				}
 				const root = shell(value, 0);
 				while (work.length > 0) {
-					const mode = work.pop(), depth = work.pop() + 1, out = work.pop(), src = work.pop();
+					const mode = apply(pop, work, []), depth = apply(pop, work, []) + 1, out = apply(pop, work, []), src = apply(pop, work, []);
 					if (mode === 0) {
 						const ks = keys(src);
 						count(ks.length, depth);
