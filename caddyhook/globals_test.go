@@ -722,3 +722,19 @@ func TestGlobalStructuredCloneCaps(t *testing.T) {
 		"sparse": 4294967295.0, "sharedBuffer": 3.0, "tooManyBytes": tooLarge,
 	})
 }
+
+// TestGlobalStructuredCloneAfterBuiltinsReplaced: once built, structuredClone
+// uses the intrinsics it captured, whatever the script replaces afterwards.
+func TestGlobalStructuredCloneAfterBuiltinsReplaced(t *testing.T) {
+	got := outOf(t, `
+		const clone = structuredClone;
+		const m = new Map([[1, { b: 2 }]]), s = new Set(['x']), d = new Date(5);
+		const broken = () => { throw new Error('replaced builtin ran'); };
+		Object.defineProperty(Object.prototype, 'get', { get() { throw new Error('descriptor read'); }, configurable: true });
+		globalThis.Map = broken; globalThis.Set = broken; globalThis.Date = broken; Object.keys = broken; Reflect.apply = broken;
+		Array.prototype.push = broken; Array.prototype.pop = broken; Object.getPrototypeOf = broken; Object.defineProperty = broken;
+		const c = clone({ a: [1, { b: 2 }], m, s, d });
+		out.c = [JSON.stringify(c.a), [...c.m][0][1].b, [...c.s][0], c.d.getTime(), c.m !== m];
+	`)
+	checkOut(t, got, map[string]any{"c": []any{`[1,{"b":2}]`, 2.0, "x", 5.0, true}})
+}
