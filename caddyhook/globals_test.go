@@ -478,6 +478,11 @@ func TestGlobalCrypto(t *testing.T) {
 			.every((m) => typeof crypto.subtle[m] === 'function' && crypto.subtle[m]() instanceof Promise);
 		const mod = require('crypto');
 		out.module = [mod.webcrypto === crypto, require('node:crypto').webcrypto === crypto, typeof mod.createHash, mod !== crypto];
+		// The old polyfill: the global replaced by the module, whose
+		// webcrypto stays the runtime's own.
+		const web = crypto;
+		global.crypto = mod;
+		out.polyfill = [crypto === mod, mod.webcrypto === web];
 	`)
 	h := []any{
 		"a9993e364706816aba3e25717850c26c9cd0d89d",
@@ -507,6 +512,7 @@ func TestGlobalCrypto(t *testing.T) {
 		"unsupported": "NotSupportedError 9: crypto.subtle.sign is not supported by this runtime (only digest is)",
 		"methods":     true,
 		"module":      []any{true, true, "function", true},
+		"polyfill":    []any{true, true},
 	})
 }
 
