@@ -717,13 +717,17 @@ func failedText(s *Script) string {
 
 // hookArgs builds the hook's client, scope, audience and context.
 func (r *run) hookArgs(log *zap.Logger) ([]goja.Value, *Error) {
-	in := r.in
-	client, err := r.input(map[string]any{
-		"id": in.Client.ID, "name": in.Client.Name, "tenant": in.Client.Tenant, "metadata": orEmpty(in.Client.Metadata),
-	})
+	in, vm := r.in, r.vm
+	metadata, err := r.input(orEmpty(in.Client.Metadata))
 	if err != nil {
 		return nil, err
 	}
+	// Built member by member, in the order toJS would sort them: this runs
+	// on every exchange, and going through Go maps cost a fifth of a warm
+	// run.
+	client := r.record(
+		"id", vm.ToValue(validUTF8(in.Client.ID)), "metadata", metadata,
+		"name", vm.ToValue(validUTF8(in.Client.Name)), "tenant", vm.ToValue(validUTF8(in.Client.Tenant)))
 	scope := goja.Undefined()
 	if in.Scope != nil {
 		if scope, err = r.input(in.Scope); err != nil {
@@ -734,17 +738,44 @@ func (r *run) hookArgs(log *zap.Logger) ([]goja.Value, *Error) {
 	if err != nil {
 		return nil, err
 	}
-	webtask := r.vm.NewObject()
-	define(r.vm, webtask, "secrets", secrets)
-	define(r.vm, webtask, "storage", r.storage())
-	hookCtx, err := r.input(map[string]any{
-		"ip": in.Request.IP, "userAgent": in.Request.UserAgent, "hostname": in.Request.Hostname,
-		"body": body, "webtask": webtask,
-	})
-	if err != nil {
-		return nil, err
+	webtask := r.record("secrets", secrets)
+	// storage is built when a hook first reads it: most never do.
+	r.lazyMember(webtask, "storage", r.storage)
+	hookCtx := r.record(
+		"body", body, "hostname", vm.ToValue(validUTF8(in.Request.Hostname)), "ip", vm.ToValue(validUTF8(in.Request.IP)),
+		"userAgent", vm.ToValue(validUTF8(in.Request.UserAgent)), "webtask", webtask)
+	return []goja.Value{client, scope, vm.ToValue(validUTF8(in.Audience)), hookCtx}, nil
+}
+
+// record builds a plain object from name, value pairs, defining (never
+// setting) each member, as toJS does.
+func (r *run) record(pairs ...any) *goja.Object {
+	obj := r.vm.NewObject()
+	for i := 0; i+1 < len(pairs); i += 2 {
+		_ = obj.DefineDataProperty(pairs[i].(string), pairs[i+1].(goja.Value), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE)
 	}
-	return []goja.Value{client, scope, r.vm.ToValue(in.Audience), hookCtx}, nil
+	return obj
+}
+
+// lazyMember defines obj[name] as an enumerable accessor that builds the
+// value on first read and then becomes a plain data member, as if it had
+// always been one; a script may also overwrite it before reading it.
+func (r *run) lazyMember(obj *goja.Object, name string, build func() *goja.Object) {
+	vm := r.vm
+	settle := func(v goja.Value) {
+		_ = obj.DefineDataProperty(name, v, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE)
+	}
+	_ = obj.DefineAccessorProperty(name,
+		vm.ToValue(func(goja.FunctionCall) goja.Value {
+			v := build()
+			settle(v)
+			return v
+		}),
+		vm.ToValue(func(call goja.FunctionCall) goja.Value {
+			settle(call.Argument(0))
+			return goja.Undefined()
+		}),
+		goja.FLAG_TRUE, goja.FLAG_TRUE)
 }
 
 // runHook runs an Auth0 Hook and waits for its cb, or for the rejection of
