@@ -115,7 +115,8 @@ func TestSignerAlgorithms(t *testing.T) {
 		key       jwk.Key
 		alg, want string
 	}{
-		{rsaKey, "", "RS256"}, {rsaKey, "PS256", "PS256"}, {rsaKey, "RS512", "RS512"},
+		{rsaKey, "", "RS256"}, {rsaKey, "RS384", "RS384"}, {rsaKey, "RS512", "RS512"},
+		{rsaKey, "PS256", "PS256"}, {rsaKey, "PS384", "PS384"}, {rsaKey, "PS512", "PS512"},
 		{k256, "", "ES256"}, {k384, "", "ES384"}, {k521, "", "ES512"}, {ked, "", "EdDSA"},
 	}
 	for _, tc := range good {
@@ -139,6 +140,27 @@ func TestSignerAlgorithms(t *testing.T) {
 		_ = set.AddKey(s.PublicKey())
 		if _, err := jwt.Parse([]byte(signed), jwt.WithKeySet(set)); err != nil {
 			t.Errorf("%s: independent verification failed: %v", tc.want, err)
+		}
+		// Sign is written out by hand: jwx must read what it wrote, header
+		// and all, with and without typ.
+		for _, typ := range []string{"at+jwt", ""} {
+			signed, err := s.Sign(typ, []byte(`{"sub":"x"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, err := jws.Parse([]byte(signed))
+			if err != nil {
+				t.Fatalf("%s: jws.Parse: %v", tc.want, err)
+			}
+			h := msg.Signatures()[0].ProtectedHeaders()
+			if h.Algorithm().String() != tc.want || h.KeyID() != s.KeyID() || h.Type() != typ {
+				t.Errorf("%s: header alg %s kid %s typ %q", tc.want, h.Algorithm(), h.KeyID(), h.Type())
+			}
+			var alg jwa.SignatureAlgorithm
+			_ = alg.Accept(tc.want)
+			if payload, err := jws.Verify([]byte(signed), jws.WithKey(alg, s.PublicKey())); err != nil || string(payload) != `{"sub":"x"}` {
+				t.Errorf("%s: jws.Verify = %q, %v", tc.want, payload, err)
+			}
 		}
 		if priv, _ := jwk.IsPrivateKey(s.PublicKey()); priv {
 			t.Errorf("%s: PublicKey is private", tc.want)
