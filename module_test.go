@@ -171,7 +171,7 @@ func serve(t testing.TB, h *Handler, next caddyhttp.Handler, req *http.Request) 
 
 // issuedClaims returns the claims of the token in a successful token
 // response.
-func issuedClaims(t *testing.T, rec *httptest.ResponseRecorder) map[string]json.RawMessage {
+func issuedClaims(t testing.TB, rec *httptest.ResponseRecorder) map[string]json.RawMessage {
 	t.Helper()
 	var resp map[string]json.RawMessage
 	_ = json.Unmarshal(rec.Body.Bytes(), &resp)
