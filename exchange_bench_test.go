@@ -8,6 +8,7 @@ package credentialsexchange
 //	go test -run '^$' -bench 'Exchange|Resign|JWKS|ReadTokenRequest' -benchmem .
 //
 //	BenchmarkExchange/ES256 / BenchmarkExchangeBaseline/ES256   target <= 1.5
+//	  (BenchmarkExchangeRatio/ES256 measures both interleaved: x-baseline)
 //	BenchmarkResign/<alg>   / BenchmarkExchangeBaseline/Sign<alg>
 //
 // The starter hook and the verification alone are benchmarked in ./caddyhook
@@ -30,9 +31,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/lestrrat-go/jwx/v2/jwk"
@@ -230,6 +233,54 @@ func BenchmarkExchangeBaseline(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				sign()
 			}
+		})
+	}
+}
+
+// BenchmarkExchangeRatio measures BenchmarkExchange/<alg> and
+// BenchmarkExchangeBaseline/<alg> interleaved, one exchange then one bare
+// verify + sign per iteration, so that both see the same machine load (the
+// two cores are shared) and their ratio holds even when absolute times
+// drift. It reports the medians per operation of each (exchange-p50-ns,
+// baseline-p50-ns) and the ratio of their total times (x-baseline); ns/op is
+// the two together. Issue 9's target: x-baseline <= 1.5 for ES256.
+func BenchmarkExchangeRatio(b *testing.B) {
+	for _, alg := range benchAlgs {
+		b.Run(alg, func(b *testing.B) {
+			f := newExchangeFixture(b, alg)
+			verify, sign := f.bareVerify(b), f.bareSign(b)
+			tmpl := formRequest(ccForm)
+			w := &benchWriter{header: http.Header{}}
+			body := &rewindBody{}
+			exch, base := make([]time.Duration, b.N), make([]time.Duration, b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				r := *tmpl
+				r.Header = tmpl.Header.Clone()
+				body.Reset(f.form)
+				r.Body = body
+				w.reset()
+				if err := f.h.ServeHTTP(w, &r, f.next); err != nil || w.code != http.StatusOK {
+					b.Fatalf("exchange: %d %v", w.code, err)
+				}
+				t1 := time.Now()
+				verify()
+				sign()
+				exch[i], base[i] = t1.Sub(t0), time.Since(t1)
+			}
+			b.StopTimer()
+			var te, tb time.Duration
+			for i := range exch {
+				te += exch[i]
+				tb += base[i]
+			}
+			slices.Sort(exch)
+			slices.Sort(base)
+			b.ReportMetric(float64(exch[len(exch)/2].Nanoseconds()), "exchange-p50-ns")
+			b.ReportMetric(float64(base[len(base)/2].Nanoseconds()), "baseline-p50-ns")
+			b.ReportMetric(float64(te)/float64(tb), "x-baseline")
 		})
 	}
 }
