@@ -59,7 +59,8 @@ func BenchmarkRunStarterIsolated(b *testing.B) {
 	benchRun(b, s, func(c *Config) { c.IsolateRuns = true })
 }
 
-func benchRun(b *testing.B, s *Script, mods ...func(*Config)) {
+// benchEngine returns a warm engine running s (a hook, or nil) and an input.
+func benchEngine(b *testing.B, s *Script, mods ...func(*Config)) (*Engine, *Input) {
 	cfg := Config{Hook: s}
 	for _, mod := range mods {
 		mod(&cfg)
@@ -70,10 +71,15 @@ func benchRun(b *testing.B, s *Script, mods ...func(*Config)) {
 	}
 	in := input()
 	in.RequestedScopes = []string{"read:a"}
-	ctx := context.Background()
-	if _, err := e.Run(ctx, in); err != nil { // warms the pool
+	if _, err := e.Run(context.Background(), in); err != nil { // warms the pool
 		b.Fatal(err)
 	}
+	return e, in
+}
+
+func benchRun(b *testing.B, s *Script, mods ...func(*Config)) {
+	e, in := benchEngine(b, s, mods...)
+	ctx := context.Background()
 	// Per-run times for the median: two clock reads (tens of ns) per run
 	// are noise beside a run.
 	times := make([]time.Duration, b.N)
@@ -143,4 +149,44 @@ func BenchmarkRunStarterAndAction(b *testing.B) {
 		b.Fatal(err)
 	}
 	benchRun(b, s, func(c *Config) { c.Actions = []*Script{a} })
+}
+
+// BenchmarkRunActionRatio runs BenchmarkRunStarter's hook and
+// BenchmarkRunAction's action on two warm engines, interleaved one run each
+// per iteration so both see the same load on the shared cores. It reports
+// both medians (starter-p50-ns, action-p50-ns) and action-p50 / starter-p50
+// (x-starter); ns/op is the two runs together. Target: x-starter <= 2.
+func BenchmarkRunActionRatio(b *testing.B) {
+	hook, err := Compile("starter.js", []byte(starterHook), HookKind)
+	if err != nil {
+		b.Fatal(err)
+	}
+	act, err := Compile("action.js", []byte(typicalAction), ActionKind)
+	if err != nil {
+		b.Fatal(err)
+	}
+	starter, in := benchEngine(b, hook)
+	action, _ := benchEngine(b, nil, func(c *Config) { c.Actions = []*Script{act} })
+	ctx := context.Background()
+	st, at := make([]time.Duration, b.N), make([]time.Duration, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := starter.Run(ctx, in); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := action.Run(ctx, in); err != nil {
+			b.Fatal(err)
+		}
+		st[i], at[i] = t1.Sub(t0), time.Since(t1)
+	}
+	b.StopTimer()
+	slices.Sort(st)
+	slices.Sort(at)
+	sp, ap := st[len(st)/2], at[len(at)/2]
+	b.ReportMetric(float64(sp.Nanoseconds()), "starter-p50-ns")
+	b.ReportMetric(float64(ap.Nanoseconds()), "action-p50-ns")
+	b.ReportMetric(float64(ap)/float64(sp), "x-starter")
 }
