@@ -33,7 +33,7 @@ type testUpstream struct {
 	keyFile string // public key, PEM
 }
 
-func newTestUpstream(t *testing.T) *testUpstream {
+func newTestUpstream(t testing.TB) *testUpstream {
 	t.Helper()
 	raw, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -49,7 +49,7 @@ func newTestUpstream(t *testing.T) *testUpstream {
 	return &testUpstream{key: key, keyFile: path}
 }
 
-func (u *testUpstream) sign(t *testing.T, alg jwa.SignatureAlgorithm, key any, claims map[string]any) string {
+func (u *testUpstream) sign(t testing.TB, alg jwa.SignatureAlgorithm, key any, claims map[string]any) string {
 	t.Helper()
 	payload, _ := json.Marshal(claims)
 	hdr := jws.NewHeaders()
@@ -62,7 +62,7 @@ func (u *testUpstream) sign(t *testing.T, alg jwa.SignatureAlgorithm, key any, c
 	return string(out)
 }
 
-func (u *testUpstream) token(t *testing.T, mod func(map[string]any)) string {
+func (u *testUpstream) token(t testing.TB, mod func(map[string]any)) string {
 	claims := map[string]any{
 		"iss": "https://up.example/", "sub": "svc", "aud": "https://api.example.com",
 		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(), "jti": "j1",
@@ -85,14 +85,14 @@ func writeSigningKey(t *testing.T) string {
 	return p
 }
 
-func provision(t *testing.T, h *Handler) *Handler {
+func provision(t testing.TB, h *Handler) *Handler {
 	t.Helper()
 	return provisionWithStorage(t, h, t.TempDir())
 }
 
 // provisionWithStorage provisions h in a context whose storage is Caddy's
 // file_system module at root, as under caddy run with a storage option.
-func provisionWithStorage(t *testing.T, h *Handler, root string) *Handler {
+func provisionWithStorage(t testing.TB, h *Handler, root string) *Handler {
 	t.Helper()
 	ctx := storageContext(t, root)
 	if err := h.Provision(ctx); err != nil {
@@ -108,7 +108,7 @@ func provisionWithStorage(t *testing.T, h *Handler, root string) *Handler {
 // storageContext makes a Caddy context with file_system storage at root.
 // Caddy's ProvisionContext sets package globals, so call it from one
 // goroutine at a time.
-func storageContext(t *testing.T, root string) caddy.Context {
+func storageContext(t testing.TB, root string) caddy.Context {
 	t.Helper()
 	storage, _ := json.Marshal(map[string]string{"module": "file_system", "root": root})
 	base, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: storage})
@@ -120,7 +120,7 @@ func storageContext(t *testing.T, root string) caddy.Context {
 	return ctx
 }
 
-func writeScript(t *testing.T, src string) string {
+func writeScript(t testing.TB, src string) string {
 	p := filepath.Join(t.TempDir(), "hook.js")
 	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
@@ -160,7 +160,7 @@ func tokenResponse(tok string) string {
 	return string(b)
 }
 
-func serve(t *testing.T, h *Handler, next caddyhttp.Handler, req *http.Request) *httptest.ResponseRecorder {
+func serve(t testing.TB, h *Handler, next caddyhttp.Handler, req *http.Request) *httptest.ResponseRecorder {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	if err := h.ServeHTTP(rec, req, next); err != nil {
@@ -171,7 +171,7 @@ func serve(t *testing.T, h *Handler, next caddyhttp.Handler, req *http.Request) 
 
 // issuedClaims returns the claims of the token in a successful token
 // response.
-func issuedClaims(t *testing.T, rec *httptest.ResponseRecorder) map[string]json.RawMessage {
+func issuedClaims(t testing.TB, rec *httptest.ResponseRecorder) map[string]json.RawMessage {
 	t.Helper()
 	var resp map[string]json.RawMessage
 	_ = json.Unmarshal(rec.Body.Bytes(), &resp)
