@@ -231,6 +231,11 @@ func TestSoakMemoryBounded(t *testing.T) {
 	if end.rss > warm.rss+soakMaxRSSGrowth {
 		t.Errorf("RSS grew by %s between %d and %d exchanges, more than %s", mib(end.rss-warm.rss), soakWarm, soakTotal, mib(soakMaxRSSGrowth))
 	}
+	// The hook leaves two unref'd timers per exchange; dropped ones must
+	// not hold goroutines (heap they hold shows in the bound above).
+	if end.goroutines > warm.goroutines+2 {
+		t.Errorf("goroutines went from %d to %d between %d and %d exchanges", warm.goroutines, end.goroutines, soakWarm, soakTotal)
+	}
 	if end.heapInuse > warm.heapInuse+soakMaxHeapGrowth {
 		t.Errorf("live heap grew by %s between %d and %d exchanges, more than %s", mib(end.heapInuse-warm.heapInuse), soakWarm, soakTotal, mib(soakMaxHeapGrowth))
 	}
