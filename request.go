@@ -330,11 +330,21 @@ func formParams(values url.Values) map[string]any {
 func parseJSONObject(raw []byte) (obj map[string]any, dup string, err error) {
 	obj = map[string]any{}
 	err = eachMember(raw, func(name string, value json.RawMessage) error {
-		dec := json.NewDecoder(bytes.NewReader(value))
-		dec.UseNumber()
 		var v any
-		if err := dec.Decode(&v); err != nil {
-			return err
+		if len(value) > 0 && value[0] == '"' {
+			// Most members are strings: no decoder (and its buffer) for
+			// them; a string decodes the same either way.
+			var str string
+			if err := json.Unmarshal(value, &str); err != nil {
+				return err
+			}
+			v = str
+		} else {
+			dec := json.NewDecoder(bytes.NewReader(value))
+			dec.UseNumber()
+			if err := dec.Decode(&v); err != nil {
+				return err
+			}
 		}
 		if _, seen := obj[name]; seen && dup == "" {
 			dup = name

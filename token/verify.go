@@ -1,7 +1,6 @@
 package token
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -88,8 +87,9 @@ func (v *Verifier) Verify(ctx context.Context, compact string) (*Token, error) {
 		}
 	}
 
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	if err := dec.Decode(&tok.Claims); err != nil || tok.Claims == nil {
+	// Unmarshal, not a Decoder: no read buffer per token, and data after
+	// the object is refused rather than ignored.
+	if err := json.Unmarshal(payload, &tok.Claims); err != nil || tok.Claims == nil {
 		return nil, errors.New("token payload is not a JSON object")
 	}
 	if err := v.checkTimes(tok.Claims); err != nil {
