@@ -62,17 +62,6 @@ module.exports = function (client, scope, audience, context, cb) {
 	cb(null, access_token);
 };`
 
-// soakAction is examples/action.js: an async action that keeps a count in
-// api.cache, one key that is rewritten on every exchange.
-const soakAction = `
-exports.onExecuteCredentialsExchange = async (event, api) => {
-	const record = api.cache.get('issued');
-	const issued = record ? Number(record.value) + 1 : 1;
-	api.cache.set('issued', String(issued), { ttl: 60 * 60 * 1000 });
-	api.accessToken.setCustomClaim('https://example.com/requested_scope', event.transaction.requested_scopes.join(' '));
-	api.accessToken.setCustomClaim('https://example.com/issued_here', issued);
-};`
-
 // fixedUpstream answers every request with one of a few token responses in
 // turn; unlike scriptedUpstream it records nothing, so it holds no memory
 // and is safe for concurrent use.
@@ -164,9 +153,10 @@ func TestSoakMemoryBounded(t *testing.T) {
 		bodies[i] = []byte(tokenResponse(tok))
 	}
 	next := &fixedUpstream{bodies: bodies}
-	dir := t.TempDir()
-	action := filepath.Join(dir, "action.js")
-	if err := os.WriteFile(action, []byte(soakAction), 0o644); err != nil {
+	// examples/action.js: an async action that keeps a count in api.cache,
+	// one key rewritten on every exchange.
+	action, err := filepath.Abs(filepath.Join("examples", "action.js"))
+	if err != nil {
 		t.Fatal(err)
 	}
 	h := provision(t, &Handler{
