@@ -58,35 +58,19 @@ func (v *Verifier) Verify(ctx context.Context, compact string) (*Token, error) {
 	if strings.Count(compact, ".") != 2 {
 		return nil, ErrNotJWT
 	}
-	msg, err := jws.Parse([]byte(compact))
+	var (
+		tok     *Token
+		payload []byte
+		err     error
+	)
+	if v.Keys == nil {
+		tok, payload, err = parseUnverified(compact)
+	} else {
+		tok, payload, err = v.verifySignature(ctx, compact)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotJWT, err)
+		return nil, err
 	}
-	sigs := msg.Signatures()
-	if len(sigs) != 1 {
-		return nil, ErrNotJWT
-	}
-	hdr := sigs[0].ProtectedHeaders()
-	alg := hdr.Algorithm()
-	if !asymmetricAlgorithms[alg] {
-		return nil, fmt.Errorf("token algorithm %q is refused: only RSA, ECDSA and EdDSA signatures are accepted", alg)
-	}
-	if crit := hdr.Critical(); crit != nil {
-		// RFC 7515 §4.1.11: extensions listed in crit must be understood,
-		// and this verifier understands none (b64=false would even change
-		// what the signature covers).
-		return nil, fmt.Errorf("token header lists critical extensions %q that are not understood", crit)
-	}
-	tok := &Token{Alg: alg.String(), KeyID: hdr.KeyID(), Type: hdr.Type()}
-
-	payload := msg.Payload()
-	if v.Keys != nil {
-		payload, err = v.verifySignature(ctx, []byte(compact), alg, tok.KeyID)
-		if err != nil {
-			return nil, err
-		}
-	}
-
 	// Unmarshal, not a Decoder: no read buffer per token, and data after
 	// the object is refused rather than ignored.
 	if err := json.Unmarshal(payload, &tok.Claims); err != nil || tok.Claims == nil {
@@ -98,28 +82,90 @@ func (v *Verifier) Verify(ctx context.Context, compact string) (*Token, error) {
 	return tok, nil
 }
 
-func (v *Verifier) verifySignature(ctx context.Context, compact []byte, alg jwa.SignatureAlgorithm, kid string) ([]byte, error) {
-	keys, err := v.Keys.LookupKeys(ctx, kid)
+// checkHeader reads the facts of a parsed JWS that Verify depends on, and
+// refuses what it must: more than one signature, an algorithm that is not
+// asymmetric, critical extensions.
+func checkHeader(msg *jws.Message) (*Token, jwa.SignatureAlgorithm, error) {
+	sigs := msg.Signatures()
+	if len(sigs) != 1 {
+		return nil, "", ErrNotJWT
+	}
+	hdr := sigs[0].ProtectedHeaders()
+	alg := hdr.Algorithm()
+	if !asymmetricAlgorithms[alg] {
+		return nil, "", fmt.Errorf("token algorithm %q is refused: only RSA, ECDSA and EdDSA signatures are accepted", alg)
+	}
+	if crit := hdr.Critical(); crit != nil {
+		// RFC 7515 §4.1.11: extensions listed in crit must be understood,
+		// and this verifier understands none (b64=false would even change
+		// what the signature covers).
+		return nil, "", fmt.Errorf("token header lists critical extensions %q that are not understood", crit)
+	}
+	return &Token{Alg: alg.String(), KeyID: hdr.KeyID(), Type: hdr.Type()}, alg, nil
+}
+
+// parseUnverified reads a token without checking its signature, for
+// insecure_skip_verify; the header rules still apply.
+func parseUnverified(compact string) (*Token, []byte, error) {
+	msg, err := jws.Parse([]byte(compact))
 	if err != nil {
-		return nil, fmt.Errorf("looking up upstream keys: %w", err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrNotJWT, err)
 	}
-	tried := 0
-	for _, k := range keys {
-		if ka := k.Algorithm(); ka != nil && ka.String() != "" && ka.String() != alg.String() {
-			continue
-		}
-		if !keyAllows(k, alg) {
-			continue
-		}
-		tried++
-		if payload, err := jws.Verify(compact, jws.WithKey(alg, k)); err == nil {
-			return payload, nil
-		}
+	tok, _, err := checkHeader(msg)
+	if err != nil {
+		return nil, nil, err
 	}
-	if tried == 0 {
-		return nil, fmt.Errorf("no upstream key fits the token (kid %q, alg %s)", kid, alg)
+	return tok, msg.Payload(), nil
+}
+
+// verifySignature parses and verifies the token in one pass of jws.Verify:
+// the header is checked, and the keys chosen, in its key provider, which
+// sees the message jws.Verify parsed. (Parsing first with jws.Parse, as this
+// did, read every token twice.) The algorithm each key is tried with is the
+// header's, once checkHeader accepted it.
+func (v *Verifier) verifySignature(ctx context.Context, compact string) (*Token, []byte, error) {
+	var (
+		tok       *Token
+		alg       jwa.SignatureAlgorithm
+		headerErr error
+		lookupErr error
+		tried     int
+	)
+	provider := jws.KeyProviderFunc(func(ctx context.Context, sink jws.KeySink, _ *jws.Signature, msg *jws.Message) error {
+		if tok, alg, headerErr = checkHeader(msg); headerErr != nil {
+			return headerErr
+		}
+		keys, err := v.Keys.LookupKeys(ctx, tok.KeyID)
+		if err != nil {
+			lookupErr = fmt.Errorf("looking up upstream keys: %w", err)
+			return lookupErr
+		}
+		for _, k := range keys {
+			if ka := k.Algorithm(); ka != nil && ka.String() != "" && ka.String() != alg.String() {
+				continue
+			}
+			if !keyAllows(k, alg) {
+				continue
+			}
+			tried++
+			sink.Key(alg, k)
+		}
+		return nil
+	})
+	payload, err := jws.Verify([]byte(compact), jws.WithKeyProvider(provider), jws.WithContext(ctx))
+	switch {
+	case err == nil:
+		return tok, payload, nil
+	case headerErr != nil:
+		return nil, nil, headerErr
+	case lookupErr != nil:
+		return nil, nil, lookupErr
+	case tok == nil: // jws.Verify could not parse it
+		return nil, nil, fmt.Errorf("%w: %v", ErrNotJWT, err)
+	case tried == 0:
+		return nil, nil, fmt.Errorf("no upstream key fits the token (kid %q, alg %s)", tok.KeyID, alg)
 	}
-	return nil, fmt.Errorf("token signature does not verify against the upstream keys (kid %q, alg %s)", kid, alg)
+	return nil, nil, fmt.Errorf("token signature does not verify against the upstream keys (kid %q, alg %s)", tok.KeyID, alg)
 }
 
 func (v *Verifier) checkTimes(claims map[string]json.RawMessage) error {
