@@ -79,20 +79,16 @@ func fetchService(t *testing.T) *httptest.Server {
 	return srv
 }
 
-// fetchEngine is an engine whose scripts may call srv under /v1/.
+// fetchEngine is engine with actions, a longer time limit, and scripts
+// that may call srv under /v1/.
 func fetchEngine(t *testing.T, srv *httptest.Server, hook *Script, actions []*Script, mod func(*Config)) *Engine {
 	t.Helper()
-	log, _ := observed(t, zap.NewAtomicLevelAt(zap.ErrorLevel))
-	cfg := Config{Hook: hook, Actions: actions, Timeout: 5 * time.Second, Logger: log,
-		FetchAllow: []string{srv.URL + "/v1/"}}
-	if mod != nil {
-		mod(&cfg)
-	}
-	e, err := NewEngine(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return engine(t, hook, func(cfg *Config) {
+		cfg.Actions, cfg.Timeout, cfg.FetchAllow = actions, 5*time.Second, []string{srv.URL + "/v1/"}
+		if mod != nil {
+			mod(cfg)
+		}
+	})
 }
 
 // claimsOf runs e and returns the claims of the result as Go values.
