@@ -612,6 +612,10 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 	held.abort();
 	const settled = await Promise.allSettled(calls);
 	r.inflight = settled.map(s => s.reason.name === 'AbortError' ? 'aborted' : s.reason.message).slice(15);
+	// An aborted call's promise settles at once, but the call leaves the
+	// count only when its goroutine returns: wait for that.
+	const full = () => fetch('BASE/v1/x').then(() => false, e => e.message.startsWith('more than 16'));
+	for (let i = 0; i < 250 && await full(); i++) await new Promise(res => setTimeout(res, 20));
 	r.body = await fetch('BASE/v1/x', { method: 'POST', body: 'x'.repeat(1048577) }).catch(e => e.message);
 	r.loop = await fetch('BASE/v1/loop').catch(e => [e.message, e.cause.message, e.cause.code]);
 	r.redirectError = await fetch('BASE/v1/go', { redirect: 'error' }).catch(cause);
