@@ -231,14 +231,7 @@ func shownURL(s string) string {
 	if u, err := normalizeURL(s); err == nil {
 		return capText(loggable(u), 256)
 	}
-	// Backslashes read as slashes before the query, as normalizeURL does.
-	fixed := s
-	if i := strings.IndexAny(fixed, "?#"); i >= 0 {
-		fixed = strings.ReplaceAll(fixed[:i], `\`, "/") + fixed[i:]
-	} else {
-		fixed = strings.ReplaceAll(fixed, `\`, "/")
-	}
-	if u, err := url.Parse(fixed); err == nil && u.Scheme != "" && u.Host != "" && u.Opaque == "" {
+	if u, err := url.Parse(slashesBeforeQuery(s)); err == nil && u.Scheme != "" && u.Host != "" && u.Opaque == "" {
 		out := strings.ToLower(u.Scheme) + "://"
 		if u.User != nil {
 			out += "…@"
@@ -274,14 +267,7 @@ func normalizeURL(raw string) (*url.URL, error) {
 	if i := strings.IndexByte(raw, '#'); i >= 0 {
 		raw = raw[:i]
 	}
-	// WHATWG reads "\" as "/" before the query in special schemes; Go
-	// does not, and would take "https://a.com\@b.com/" to be host b.com.
-	end := len(raw)
-	if i := strings.IndexByte(raw, '?'); i >= 0 {
-		end = i
-	}
-	raw = strings.ReplaceAll(raw[:end], `\`, "/") + raw[end:]
-	u, err := url.Parse(raw)
+	u, err := url.Parse(slashesBeforeQuery(raw))
 	if err != nil {
 		return nil, errors.New("it cannot be parsed")
 	}
@@ -328,6 +314,17 @@ func normalizeURL(raw string) (*url.URL, error) {
 	out.RawQuery = u.RawQuery
 	out.ForceQuery = u.ForceQuery && u.RawQuery == ""
 	return out, nil
+}
+
+// slashesBeforeQuery reads "\" as "/" before the query or fragment, as
+// WHATWG does in special schemes; Go does not, and would take
+// "https://a.com\@b.com/" to be host b.com.
+func slashesBeforeQuery(s string) string {
+	end := len(s)
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		end = i
+	}
+	return strings.ReplaceAll(s[:end], `\`, "/") + s[end:]
 }
 
 // canonicalHost lower-cases a host, drops a trailing dot, and writes an IP
