@@ -449,7 +449,7 @@ func cleanPath(p string) (string, error) {
 		last := i == len(segs)-1
 		// Some servers (Tomcat, Jetty) read "..;x" as "..": a dot
 		// segment with parameters is refused rather than guessed at.
-		if name, _, params := strings.Cut(s, ";"); params && (isDotSegment(name) || dotLike(name)) {
+		if name, _, params := strings.Cut(s, ";"); params && dotLike(name) {
 			return "", errors.New("its path has a dot segment with parameters")
 		}
 		switch strings.ToLower(s) {
@@ -472,14 +472,6 @@ func cleanPath(p string) (string, error) {
 		}
 	}
 	return "/" + strings.Join(out, "/"), nil
-}
-
-func isDotSegment(s string) bool {
-	switch strings.ToLower(s) {
-	case ".", "%2e", "..", ".%2e", "%2e.", "%2e%2e":
-		return true
-	}
-	return false
 }
 
 // dotLike reports whether an escaped segment, decoded once or twice, is
