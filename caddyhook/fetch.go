@@ -884,7 +884,8 @@ var expiredContext, _ = context.WithDeadline(context.Background(), time.Unix(0, 
 // installFetch defines fetch and its classes as globals of vm, and returns
 // the request, axios and node-fetch modules, built on first require. It
 // must run before any script, so the JavaScript layers capture the
-// intrinsics. f may be nil: every call then fails naming fetch_allow.
+// intrinsics. Without fetch_allow prefixes every call fails naming the
+// directive.
 func installFetch(vm *goja.Runtime, f *fetcher, host fetchHost) map[string]func() goja.Value {
 	call := func(c goja.FunctionCall) goja.Value {
 		// The exchange's own counter, kept by the call: it is the one its
@@ -906,13 +907,12 @@ func installFetch(vm *goja.Runtime, f *fetcher, host fetchHost) map[string]func(
 		}
 		var refused error
 		switch {
-		case f == nil || len(f.allow) == 0:
-			u, err := normalizeURL(spec.url)
-			shown := shownURL(spec.url)
-			if err == nil {
-				shown = loggable(u)
+		case len(f.allow) == 0:
+			if u, err := normalizeURL(spec.url); err == nil {
+				refused = notAllowed(loggable(u))
+			} else {
+				refused = notAllowed(shownURL(spec.url))
 			}
-			refused = notAllowed(shown)
 		case inflight.Load() >= maxFetchInflight:
 			refused = &fetchError{"ERR_FETCH_TOO_MANY", fmt.Sprintf("more than %d outbound calls in flight at once", maxFetchInflight)}
 		}
