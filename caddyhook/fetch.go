@@ -896,15 +896,11 @@ func installFetch(vm *goja.Runtime, f *fetcher, host fetchHost) map[string]func(
 		if !ok {
 			throwTypeError(vm, "fetch: the callback must be a function")
 		}
+		// Every exchange's context has a deadline (Run, warmUp); one
+		// without would give the zero time, and the call would fail.
 		ctx := host.callContext()
-		deadline, hasDeadline := ctx.Deadline()
-		callCtx := context.WithoutCancel(ctx)
-		var cancel context.CancelFunc
-		if hasDeadline {
-			callCtx, cancel = context.WithDeadline(callCtx, deadline)
-		} else {
-			callCtx, cancel = context.WithCancel(callCtx)
-		}
+		deadline, _ := ctx.Deadline()
+		callCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 		var refused error
 		switch {
 		case len(f.allow) == 0:
@@ -932,7 +928,7 @@ func installFetch(vm *goja.Runtime, f *fetcher, host fetchHost) map[string]func(
 				// results, though the timer that ends the run may not have
 				// fired yet: the run ends with "hook timed out" whichever
 				// notices first.
-				if ctx.Err() != nil || (hasDeadline && !time.Now().Before(deadline)) {
+				if ctx.Err() != nil || !time.Now().Before(deadline) {
 					return timeoutCause(ctx)
 				}
 				if err != nil {
