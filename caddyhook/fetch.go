@@ -972,10 +972,18 @@ func fetchNative(vm *goja.Runtime, call func(goja.FunctionCall) goja.Value) *goj
 	define(vm, native, "bytes", func(c goja.FunctionCall) goja.Value {
 		return vm.ToValue(vm.NewArrayBuffer([]byte(c.Argument(0).String())))
 	})
-	// shown is what an error message may show of a URL (shownURL).
+	// shown is what an error message may show of a URL (shownURL). The
+	// string is cut before it is copied to Go, as in fetchSpecOf: it may
+	// be 32 Mi units.
 	define(vm, native, "shown", func(c goja.FunctionCall) goja.Value {
-		s, _ := scriptString(c.Argument(0))
-		return vm.ToValue(shownURL(capText(s, maxFetchURLLength)))
+		s, ok := c.Argument(0).(goja.String)
+		if !ok {
+			return vm.ToValue(shownURL(""))
+		}
+		if s.Length() > maxFetchURLLength {
+			s = s.Substring(0, maxFetchURLLength)
+		}
+		return vm.ToValue(shownURL(s.String()))
 	})
 	define(vm, native, "isSearchParams", func(c goja.FunctionCall) goja.Value {
 		o, ok := c.Argument(0).(*goja.Object)
