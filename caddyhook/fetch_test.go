@@ -318,9 +318,16 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 // TestFetchFireAndForget: a call the script does not await still reaches
 // the service after the exchange has ended.
 func TestFetchFireAndForget(t *testing.T) {
-	got := make(chan string, 1)
+	// The service answers only once Run has returned: were the exchange
+	// to wait for the call, the handler would give up instead.
+	got, ran := make(chan string, 1), make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(100 * time.Millisecond) // the exchange is over by now
+		select {
+		case <-ran:
+		case <-time.After(3 * time.Second):
+			got <- "the exchange waited for the call"
+			return
+		}
 		b, _ := io.ReadAll(r.Body)
 		got <- string(b)
 	}))
@@ -329,7 +336,9 @@ func TestFetchFireAndForget(t *testing.T) {
 exports.onExecuteCredentialsExchange = async (event, api) => {
 	fetch('BASE/v1/audit', { method: 'POST', body: 'audit entry' });
 };`, srv))
-	if _, err := fetchEngine(t, srv, nil, []*Script{act}, nil).Run(context.Background(), input()); err != nil {
+	_, err := fetchEngine(t, srv, nil, []*Script{act}, nil).Run(context.Background(), input())
+	close(ran)
+	if err != nil {
 		t.Fatal(err)
 	}
 	select {
