@@ -311,9 +311,36 @@ func normalizeURL(raw string) (*url.URL, error) {
 	if err != nil {
 		return nil, errors.New("it cannot be parsed")
 	}
-	out.RawQuery = u.RawQuery
+	out.RawQuery = escapeQuery(u.RawQuery)
 	out.ForceQuery = u.ForceQuery && u.RawQuery == ""
 	return out, nil
+}
+
+// escapeQuery percent-encodes the bytes of a query that WHATWG encodes in
+// special schemes (Node sends "?q=a b" as "?q=a%20b"), and Go would write
+// into the request line as they are: a raw space there makes the request
+// malformed (Go's server answers 400). Control bytes never get here:
+// url.Parse refuses them.
+func escapeQuery(q string) string {
+	const hex = "0123456789ABCDEF"
+	var b []byte
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		if c != ' ' && c != '"' && c != '\'' && c != '<' && c != '>' && c < 0x7f {
+			if b != nil {
+				b = append(b, c)
+			}
+			continue
+		}
+		if b == nil {
+			b = append(make([]byte, 0, len(q)+16), q[:i]...)
+		}
+		b = append(b, '%', hex[c>>4], hex[c&15])
+	}
+	if b == nil {
+		return q
+	}
+	return string(b)
 }
 
 // slashesBeforeQuery reads "\" as "/" before the query or fragment, as

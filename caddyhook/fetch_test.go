@@ -508,6 +508,8 @@ func TestFetchAllowMatching(t *testing.T) {
 		{"https://API.EXAMPLE.COM./v1/x", "https://api.example.com/v1/x"},
 		{"https://api.example.com:443/v1/x", "https://api.example.com/v1/x"},
 		{"https://api.example.com/v1#frag", "https://api.example.com/v1"},
+		// Encoded as WHATWG encodes a query; Go would send these bytes raw.
+		{`https://api.example.com/v1?q=a b"<>'é&r=%20`, "https://api.example.com/v1?q=a%20b%22%3C%3E%27%C3%A9&r=%20"},
 		{"https://api.example.com/v1x", ""},
 		{"https://api.example.com/v2", ""},
 		{"https://api.example.com/", ""},
