@@ -14,7 +14,7 @@ import (
 // they use, so a script replacing a global does not break them.
 var fetchLayers = goja.MustCompile("caddyhook:fetch", `(function (native, I) {
 'use strict';
-var _Object = I.Object, _defineProperty = I.defineProperty, _keys = I.keys, _create = I.create,
+var _defineProperty = I.defineProperty, _keys = I.keys, _create = I.create,
 	_Promise = I.Promise, _resolve = I.resolve, _reject = I.reject, _all = I.all,
 	_Error = I.Error, _DOMException = I.DOMException, _TypeError = I.TypeError, _RangeError = I.RangeError, _String = I.String,
 	_parse = I.parse, _stringify = I.stringify, _isArray = I.isArray,
@@ -878,7 +878,7 @@ func captureIntrinsics(vm *goja.Runtime) func() *goja.Object {
 		return v
 	}
 	values := map[string]goja.Value{
-		"Object": get("Object"), "defineProperty": get("Object", "defineProperty"), "keys": get("Object", "keys"),
+		"defineProperty": get("Object", "defineProperty"), "keys": get("Object", "keys"),
 		"create": get("Object", "create"), "getOwnPropertyDescriptor": get("Object", "getOwnPropertyDescriptor"),
 		"getPrototypeOf": get("Object", "getPrototypeOf"), "Promise": get("Promise"), "Error": get("Error"),
 		"DOMException": get("DOMException"), // loads the lazy global, before any script
