@@ -782,24 +782,14 @@ func decodeUTF8(in []byte, fatal, stream bool, max int) (out []uint16, rest []by
 		}
 		var need int
 		var cp rune
-		lower, upper := byte(0x80), byte(0xBF)
+		lower, upper := secondByteRange(b)
 		switch {
 		case b >= 0xC2 && b <= 0xDF:
 			need, cp = 1, rune(b&0x1F)
 		case b >= 0xE0 && b <= 0xEF:
 			need, cp = 2, rune(b&0x0F)
-			if b == 0xE0 {
-				lower = 0xA0
-			} else if b == 0xED {
-				upper = 0x9F
-			}
 		case b >= 0xF0 && b <= 0xF4:
 			need, cp = 3, rune(b&0x07)
-			if b == 0xF0 {
-				lower = 0x90
-			} else if b == 0xF4 {
-				upper = 0x8F
-			}
 		default:
 			if fatal {
 				return nil, nil, decodeInvalid
@@ -844,6 +834,23 @@ func decodeUTF8(in []byte, fatal, stream bool, max int) (out []uint16, rest []by
 		return nil, nil, decodeTooLong
 	}
 	return out, nil, decodeOK
+}
+
+// secondByteRange is the range WHATWG's UTF-8 decoder allows for the byte
+// after lead byte b, narrowed for the leads that would otherwise start an
+// overlong form, a surrogate or a code point past U+10FFFF.
+func secondByteRange(b byte) (lower, upper byte) {
+	switch b {
+	case 0xE0:
+		return 0xA0, 0xBF
+	case 0xED:
+		return 0x80, 0x9F
+	case 0xF0:
+		return 0x90, 0xBF
+	case 0xF4:
+		return 0x80, 0x8F
+	}
+	return 0x80, 0xBF
 }
 
 // decodeUTF16LE decodes in as WHATWG's UTF-16LE decoder does: a lone
