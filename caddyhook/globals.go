@@ -81,6 +81,14 @@ func installNodeGlobals(vm *goja.Runtime) *globalsBuilder {
 		uint8Array: vm.Get("Uint8Array"),
 		built:      map[string]*goja.Object{},
 	}
+	fn, err := vm.RunProgram(cloneIntrinsics)
+	if err != nil {
+		rethrow(vm, err)
+	}
+	take, _ := goja.AssertFunction(fn)
+	if b.cloneIntrinsics, err = take(goja.Undefined()); err != nil {
+		rethrow(vm, err)
+	}
 	for name, group := range nodeGlobals {
 		lazyGlobal(vm, name, func() goja.Value { return b.group(group).Get(name) })
 	}
@@ -98,7 +106,9 @@ type globalsBuilder struct {
 	isView     func(goja.FunctionCall) goja.Value
 	uint8Array goja.Value // the capped constructor
 	builders   *goja.Object
-	built      map[string]*goja.Object
+	// what structuredClone counts and remembers through (cloneIntrinsics)
+	cloneIntrinsics goja.Value
+	built           map[string]*goja.Object
 }
 
 // group returns the globals of group, building them (and, the first time,
@@ -161,6 +171,7 @@ func (b *globalsBuilder) group(group string) *goja.Object {
 	case "clone":
 		set("kind", func(c goja.FunctionCall) goja.Value { return vm.ToValue(cloneKind(b.isView, c.Argument(0))) })
 		set("copyBuffer", func(c goja.FunctionCall) goja.Value { return copyBuffer(vm, c.Argument(0), c.Argument(1).ToInteger()) })
+		define(vm, natives, "intrinsics", b.cloneIntrinsics)
 		define(vm, natives, "maxEntries", maxCloneEntries)
 		define(vm, natives, "maxDepth", maxInputDepth)
 		define(vm, natives, "maxBytes", maxBufferBytes)
@@ -460,14 +471,15 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 		},
 		clone(n) {
 			const { DOMException, kind, copyBuffer, maxEntries, maxDepth, maxBytes } = n;
-			// What the clone reads and builds through: taken when the group
-			// is built, so that a script's later changes do not reach them.
-			const apply = Reflect.apply, keys = Object.keys, defineProperty = Object.defineProperty;
+			// What the clone counts and remembers through, taken before any
+			// script ran (cloneIntrinsics); what it reads and builds through,
+			// taken now, so that a script's later changes do not reach them.
+			const { apply, keys, push, pop, SafeMap, mapGet, mapSet, mapHas, mapForEach, setForEach, abLength } = n.intrinsics;
+			const defineProperty = Object.defineProperty;
 			const hasOwn = Object.prototype.hasOwnProperty, fnToString = Function.prototype.toString, toObject = Object;
-			const symToString = Symbol.prototype.toString, slice = String.prototype.slice, push = Array.prototype.push, pop = Array.prototype.pop;
-			const SafeMap = Map, SafeSet = Set, SafeDate = Date, SafeRegExp = RegExp;
-			const mapGet = Map.prototype.get, mapSet = Map.prototype.set, mapHas = Map.prototype.has, mapForEach = Map.prototype.forEach;
-			const setAdd = Set.prototype.add, setForEach = Set.prototype.forEach, getTime = Date.prototype.getTime;
+			const symToString = Symbol.prototype.toString, slice = String.prototype.slice;
+			const SafeSet = Set, SafeDate = Date, SafeRegExp = RegExp;
+			const setAdd = Set.prototype.add, getTime = Date.prototype.getTime;
 			// goja's WeakMap and WeakSet look like plain objects to Go; their
 			// prototype gives them away, unless a script changed it.
 			const getPrototypeOf = Object.getPrototypeOf, weak = [WeakMap.prototype, WeakSet.prototype];
@@ -477,7 +489,7 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 			const taTag = getter(taProto, Symbol.toStringTag), taBuffer = getter(taProto, 'buffer'),
 				taOffset = getter(taProto, 'byteOffset'), taLength = getter(taProto, 'length');
 			const DV = g.DataView, dvBuffer = getter(DV.prototype, 'buffer'), dvOffset = getter(DV.prototype, 'byteOffset'),
-				dvLength = getter(DV.prototype, 'byteLength'), abLength = getter(g.ArrayBuffer.prototype, 'byteLength');
+				dvLength = getter(DV.prototype, 'byteLength');
 			const views = { __proto__: null };
 			for (const name of ['Int8Array', 'Uint8Array', 'Uint8ClampedArray', 'Int16Array', 'Uint16Array', 'Int32Array',
 				'Uint32Array', 'Float32Array', 'Float64Array', 'BigInt64Array', 'BigUint64Array']) views[name] = g[name];
@@ -580,6 +592,23 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 			}
 			return { __proto__: null, structuredClone };
 		},
+	};
+})`, false)
+
+// cloneIntrinsics takes, before any script runs, the intrinsics
+// structuredClone counts and remembers through, so that a script's changes,
+// before or after its first use, do not reach its caps on entries, nesting
+// and copied bytes. (What it only reads and builds through is taken when it
+// is built: a script that changed those first changes only its results, and
+// taking them all here would build most of the runtime's builtins for every
+// runtime.)
+var cloneIntrinsics = goja.MustCompile("caddyhook:clone-intrinsics", `(function () {
+	'use strict';
+	const { get, set, has, forEach } = Map.prototype;
+	return {
+		__proto__: null, apply: Reflect.apply, keys: Object.keys, push: Array.prototype.push, pop: Array.prototype.pop,
+		SafeMap: Map, mapGet: get, mapSet: set, mapHas: has, mapForEach: forEach, setForEach: Set.prototype.forEach,
+		abLength: Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, 'byteLength').get,
 	};
 })`, false)
 

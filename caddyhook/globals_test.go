@@ -743,3 +743,25 @@ func TestGlobalStructuredCloneAfterBuiltinsReplaced(t *testing.T) {
 	`)
 	checkOut(t, got, map[string]any{"c": []any{`[1,{"b":2}]`, 2.0, "x", 5.0, true}})
 }
+
+// TestGlobalStructuredCloneCapsAfterIntrinsicsReplaced: the intrinsics
+// structuredClone counts and remembers with are the runtime's own even when
+// a script replaced them before its first use, so that its caps hold: here
+// a Reflect.apply that forgets shared buffers and says they are empty
+// made one call copy a buffer once per reference, past maxBufferBytes and
+// without end.
+func TestGlobalStructuredCloneCapsAfterIntrinsicsReplaced(t *testing.T) {
+	got := outOf(t, `
+		const realApply = Reflect.apply, has = Map.prototype.has;
+		const byteLength = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, 'byteLength').get;
+		Reflect.apply = function (f, self, args) {
+			if (f === has) return false;
+			if (f === byteLength) return 0;
+			return realApply(f, self, args);
+		};
+		const big = new ArrayBuffer(2 ** 25);
+		out.copies = caught(() => { const c = structuredClone([big, big, big]); return c[0] !== c[1] ? 'copied ' + c.length : 'shared'; });
+		Reflect.apply = realApply;
+	`)
+	checkOut(t, got, map[string]any{"copies": "shared"})
+}
