@@ -643,7 +643,7 @@ func utf8Length(s goja.String) int {
 			n++
 		case c < 0x800:
 			n += 2
-		case utf16.IsSurrogate(rune(c)) && c < 0xDC00 && i+1 < l && isLowSurrogate(s.CharAt(i+1)):
+		case pairAt(s, i):
 			n += 4
 			i++
 		default:
@@ -653,7 +653,14 @@ func utf8Length(s goja.String) int {
 	return n
 }
 
+func isHighSurrogate(c uint16) bool { return c >= 0xD800 && c < 0xDC00 }
+
 func isLowSurrogate(c uint16) bool { return c >= 0xDC00 && c <= 0xDFFF }
+
+// pairAt says whether s has a surrogate pair, one character, at i.
+func pairAt(s goja.String, i int) bool {
+	return i+1 < s.Length() && isHighSurrogate(s.CharAt(i)) && isLowSurrogate(s.CharAt(i+1))
+}
 
 // appendUTF8 appends to b the UTF-8 encoding of s, whole characters only,
 // until b would pass room bytes; it returns b and the UTF-16 units read.
@@ -663,7 +670,7 @@ func appendUTF8(b []byte, s goja.String, room int) ([]byte, int) {
 	i := 0
 	for i < l {
 		c, units := rune(s.CharAt(i)), 1
-		if c >= 0xD800 && c < 0xDC00 && i+1 < l && isLowSurrogate(s.CharAt(i+1)) {
+		if pairAt(s, i) {
 			c, units = utf16.DecodeRune(c, rune(s.CharAt(i+1))), 2
 		} else if utf16.IsSurrogate(c) {
 			c = 0xFFFD
@@ -896,7 +903,7 @@ func decodeUTF16LE(in []byte, fatal, stream bool, max int) (out []uint16, rest [
 		if len(in) != n {
 			rest = in[n:]
 		}
-		if n >= 2 && utf16.IsSurrogate(rune(in[n-2])|rune(in[n-1])<<8) && in[n-1] < 0xDC {
+		if n >= 2 && isHighSurrogate(uint16(in[n-2])|uint16(in[n-1])<<8) {
 			n -= 2
 			rest = in[n:]
 		}
@@ -904,7 +911,7 @@ func decodeUTF16LE(in []byte, fatal, stream bool, max int) (out []uint16, rest [
 	for i := 0; i < n; i += 2 {
 		c := uint16(in[i]) | uint16(in[i+1])<<8
 		switch {
-		case c >= 0xD800 && c < 0xDC00 && i+3 < n && isLowSurrogate(uint16(in[i+2])|uint16(in[i+3])<<8):
+		case isHighSurrogate(c) && i+3 < n && isLowSurrogate(uint16(in[i+2])|uint16(in[i+3])<<8):
 			out = append(out, c, uint16(in[i+2])|uint16(in[i+3])<<8)
 			i += 2
 		case utf16.IsSurrogate(rune(c)):
