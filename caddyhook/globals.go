@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/dop251/goja"
 	"github.com/google/uuid"
@@ -675,12 +676,7 @@ func appendUTF8(b []byte, s goja.String, room int) ([]byte, int) {
 		} else if utf16.IsSurrogate(c) {
 			c = 0xFFFD
 		}
-		var w int
-		if c < 0x80 {
-			buf[0], w = byte(c), 1
-		} else {
-			w = encodeRune(buf[:], c)
-		}
+		w := utf8.EncodeRune(buf[:], c)
 		if len(b)+w > room {
 			break
 		}
@@ -688,19 +684,6 @@ func appendUTF8(b []byte, s goja.String, room int) ([]byte, int) {
 		i += units
 	}
 	return b, i
-}
-
-func encodeRune(p []byte, r rune) int {
-	switch {
-	case r < 0x800:
-		p[0], p[1] = byte(0xC0|r>>6), byte(0x80|r&0x3F)
-		return 2
-	case r < 0x10000:
-		p[0], p[1], p[2] = byte(0xE0|r>>12), byte(0x80|(r>>6)&0x3F), byte(0x80|r&0x3F)
-		return 3
-	}
-	p[0], p[1], p[2], p[3] = byte(0xF0|r>>18), byte(0x80|(r>>12)&0x3F), byte(0x80|(r>>6)&0x3F), byte(0x80|r&0x3F)
-	return 4
 }
 
 var typeBytes = reflect.TypeOf([]byte(nil))
