@@ -1,10 +1,10 @@
 package caddyhook
 
 import (
+	"bytes"
 	"encoding/base64"
 	"reflect"
 	"runtime"
-	"strings"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -965,7 +965,7 @@ func atob(vm *goja.Runtime, v goja.Value) goja.Value {
 	if len(data)%4 == 0 {
 		data = dropPadding(data)
 	}
-	if strings.IndexByte(string(data), '=') >= 0 {
+	if bytes.IndexByte(data, '=') >= 0 {
 		return vm.ToValue(1)
 	}
 	if len(data)%4 == 1 {
@@ -976,12 +976,13 @@ func atob(vm *goja.Runtime, v goja.Value) goja.Value {
 	}
 	// Non-strict decoding ignores the unused bits of the last character,
 	// as forgiving-base64 does.
-	out, err := base64.RawStdEncoding.DecodeString(string(data))
+	out := make([]byte, base64.RawStdEncoding.DecodedLen(len(data)))
+	n, err := base64.RawStdEncoding.Decode(out, data)
 	if err != nil {
 		return vm.ToValue(1)
 	}
-	u := make([]uint16, len(out))
-	for i, c := range out {
+	u := make([]uint16, n)
+	for i, c := range out[:n] {
 		u[i] = uint16(c)
 	}
 	return goja.StringFromUTF16(u)
