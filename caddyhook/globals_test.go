@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 // outOf runs a hook whose body builds `out` and returns what it built.
@@ -319,7 +318,7 @@ func TestGlobalAllocationCaps(t *testing.T) {
 }
 
 func TestGlobalConsoleMethods(t *testing.T) {
-	core, logs := observer.New(zap.DebugLevel)
+	log, logs := observed(t, zap.NewAtomicLevelAt(zap.DebugLevel))
 	s := compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
 		console.dir({ a: 1 }, { depth: 0 });
 		console.table([{ a: 1 }]);
@@ -337,7 +336,7 @@ func TestGlobalConsoleMethods(t *testing.T) {
 		for (let i = 0; i < 2000; i++) console.count('label' + i);
 		cb(null, {'https://t.example/out': threw});
 	};`)
-	res, err := engine(t, s, func(c *Config) { c.Logger = zap.New(core) }).Run(context.Background(), input())
+	res, err := engine(t, s, func(c *Config) { c.Logger = log }).Run(context.Background(), input())
 	if err != nil {
 		t.Fatal(err)
 	}
