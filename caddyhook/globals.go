@@ -568,7 +568,9 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 							if (apply(hasOwn, v, ['message'])) hide(out, 'message', '' + v.message);
 							const stack = v.stack;
 							if (typeof stack === 'string') hide(out, 'stack', stack);
-							if (apply(hasOwn, v, ['cause'])) hide(out, 'cause', shell(v.cause, depth + 1));
+							// The cause through the work list too: a chain of
+							// causes is nesting like any other.
+							if (apply(hasOwn, v, ['cause'])) apply(push, work, [v, out, depth, 3]);
 							return out;
 						}
 						default: throw cannot('#<' + k + '>');
@@ -585,8 +587,10 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 						for (let i = 0; i < ks.length; i++) put(out, ks[i], shell(src[ks[i]], depth));
 					} else if (mode === 1) {
 						apply(mapForEach, src, [(v, k) => { count(1, depth); apply(mapSet, out, [shell(k, depth), shell(v, depth)]); }]);
-					} else {
+					} else if (mode === 2) {
 						apply(setForEach, src, [(v) => { count(1, depth); apply(setAdd, out, [shell(v, depth)]); }]);
+					} else {
+						hide(out, 'cause', shell(src.cause, depth));
 					}
 				}
 				return root;

@@ -764,3 +764,26 @@ func TestGlobalStructuredCloneCapsAfterIntrinsicsReplaced(t *testing.T) {
 	`)
 	checkOut(t, got, map[string]any{"copies": "shared"})
 }
+
+// TestGlobalStructuredCloneCauseChain: an error's cause goes through the
+// work list like any nesting. Cloned by recursion, a chain of 5,000 causes
+// took the run past its time limit (each level's new Error captured a
+// stack as deep as the recursion) before it could overflow the stack.
+func TestGlobalStructuredCloneCauseChain(t *testing.T) {
+	got := outOf(t, `
+		let e = new Error('root');
+		for (let i = 0; i < 5000; i++) e = new Error('e' + i, { cause: e });
+		out.chain = caught(() => {
+			let c = structuredClone(e), n = 0;
+			for (; c.cause instanceof Error; c = c.cause) n++;
+			return [n, c.message];
+		});
+		let deep = new Error('root');
+		for (let i = 0; i < 20000; i++) deep = new Error('', { cause: deep });
+		out.tooDeep = caught(() => structuredClone(deep));
+	`)
+	checkOut(t, got, map[string]any{
+		"chain":   []any{5000.0, "root"},
+		"tooDeep": "DataCloneError 25: The value is too large or too deeply nested to be cloned",
+	})
+}
