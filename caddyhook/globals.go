@@ -1,12 +1,13 @@
 package caddyhook
 
 import (
+	"bytes"
 	"encoding/base64"
 	"reflect"
 	"runtime"
-	"strings"
 	"time"
 	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/dop251/goja"
 	"github.com/google/uuid"
@@ -81,6 +82,14 @@ func installNodeGlobals(vm *goja.Runtime) *globalsBuilder {
 		uint8Array: vm.Get("Uint8Array"),
 		built:      map[string]*goja.Object{},
 	}
+	fn, err := vm.RunProgram(cloneIntrinsics)
+	if err != nil {
+		rethrow(vm, err)
+	}
+	take, _ := goja.AssertFunction(fn)
+	if b.cloneIntrinsics, err = take(goja.Undefined()); err != nil {
+		rethrow(vm, err)
+	}
 	for name, group := range nodeGlobals {
 		lazyGlobal(vm, name, func() goja.Value { return b.group(group).Get(name) })
 	}
@@ -98,7 +107,9 @@ type globalsBuilder struct {
 	isView     func(goja.FunctionCall) goja.Value
 	uint8Array goja.Value // the capped constructor
 	builders   *goja.Object
-	built      map[string]*goja.Object
+	// what structuredClone counts and remembers through (cloneIntrinsics)
+	cloneIntrinsics goja.Value
+	built           map[string]*goja.Object
 }
 
 // group returns the globals of group, building them (and, the first time,
@@ -161,6 +172,7 @@ func (b *globalsBuilder) group(group string) *goja.Object {
 	case "clone":
 		set("kind", func(c goja.FunctionCall) goja.Value { return vm.ToValue(cloneKind(b.isView, c.Argument(0))) })
 		set("copyBuffer", func(c goja.FunctionCall) goja.Value { return copyBuffer(vm, c.Argument(0), c.Argument(1).ToInteger()) })
+		define(vm, natives, "intrinsics", b.cloneIntrinsics)
 		define(vm, natives, "maxEntries", maxCloneEntries)
 		define(vm, natives, "maxDepth", maxInputDepth)
 		define(vm, natives, "maxBytes", maxBufferBytes)
@@ -460,14 +472,15 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 		},
 		clone(n) {
 			const { DOMException, kind, copyBuffer, maxEntries, maxDepth, maxBytes } = n;
-			// What the clone reads and builds through: taken when the group
-			// is built, so that a script's later changes do not reach them.
-			const apply = Reflect.apply, keys = Object.keys, defineProperty = Object.defineProperty;
+			// What the clone counts and remembers through, taken before any
+			// script ran (cloneIntrinsics); what it reads and builds through,
+			// taken now, so that a script's later changes do not reach them.
+			const { apply, keys, push, pop, SafeMap, mapGet, mapSet, mapHas, mapForEach, setForEach, abLength } = n.intrinsics;
+			const defineProperty = Object.defineProperty;
 			const hasOwn = Object.prototype.hasOwnProperty, fnToString = Function.prototype.toString, toObject = Object;
-			const symToString = Symbol.prototype.toString, slice = String.prototype.slice, push = Array.prototype.push, pop = Array.prototype.pop;
-			const SafeMap = Map, SafeSet = Set, SafeDate = Date, SafeRegExp = RegExp;
-			const mapGet = Map.prototype.get, mapSet = Map.prototype.set, mapHas = Map.prototype.has, mapForEach = Map.prototype.forEach;
-			const setAdd = Set.prototype.add, setForEach = Set.prototype.forEach, getTime = Date.prototype.getTime;
+			const symToString = Symbol.prototype.toString, slice = String.prototype.slice;
+			const SafeSet = Set, SafeDate = Date, SafeRegExp = RegExp;
+			const setAdd = Set.prototype.add, getTime = Date.prototype.getTime;
 			// goja's WeakMap and WeakSet look like plain objects to Go; their
 			// prototype gives them away, unless a script changed it.
 			const getPrototypeOf = Object.getPrototypeOf, weak = [WeakMap.prototype, WeakSet.prototype];
@@ -477,7 +490,7 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 			const taTag = getter(taProto, Symbol.toStringTag), taBuffer = getter(taProto, 'buffer'),
 				taOffset = getter(taProto, 'byteOffset'), taLength = getter(taProto, 'length');
 			const DV = g.DataView, dvBuffer = getter(DV.prototype, 'buffer'), dvOffset = getter(DV.prototype, 'byteOffset'),
-				dvLength = getter(DV.prototype, 'byteLength'), abLength = getter(g.ArrayBuffer.prototype, 'byteLength');
+				dvLength = getter(DV.prototype, 'byteLength');
 			const views = { __proto__: null };
 			for (const name of ['Int8Array', 'Uint8Array', 'Uint8ClampedArray', 'Int16Array', 'Uint16Array', 'Int32Array',
 				'Uint32Array', 'Float32Array', 'Float64Array', 'BigInt64Array', 'BigUint64Array']) views[name] = g[name];
@@ -555,7 +568,9 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 							if (apply(hasOwn, v, ['message'])) hide(out, 'message', '' + v.message);
 							const stack = v.stack;
 							if (typeof stack === 'string') hide(out, 'stack', stack);
-							if (apply(hasOwn, v, ['cause'])) hide(out, 'cause', shell(v.cause, depth + 1));
+							// The cause through the work list too: a chain of
+							// causes is nesting like any other.
+							if (apply(hasOwn, v, ['cause'])) apply(push, work, [v, out, depth, 3]);
 							return out;
 						}
 						default: throw cannot('#<' + k + '>');
@@ -572,14 +587,33 @@ var globalsProgram = goja.MustCompile("caddyhook:globals", `(function (g, U8, no
 						for (let i = 0; i < ks.length; i++) put(out, ks[i], shell(src[ks[i]], depth));
 					} else if (mode === 1) {
 						apply(mapForEach, src, [(v, k) => { count(1, depth); apply(mapSet, out, [shell(k, depth), shell(v, depth)]); }]);
-					} else {
+					} else if (mode === 2) {
 						apply(setForEach, src, [(v) => { count(1, depth); apply(setAdd, out, [shell(v, depth)]); }]);
+					} else {
+						hide(out, 'cause', shell(src.cause, depth));
 					}
 				}
 				return root;
 			}
 			return { __proto__: null, structuredClone };
 		},
+	};
+})`, false)
+
+// cloneIntrinsics takes, before any script runs, the intrinsics
+// structuredClone counts and remembers through, so that a script's changes,
+// before or after its first use, do not reach its caps on entries, nesting
+// and copied bytes. (What it only reads and builds through is taken when it
+// is built: a script that changed those first changes only its results, and
+// taking them all here would build most of the runtime's builtins for every
+// runtime.)
+var cloneIntrinsics = goja.MustCompile("caddyhook:clone-intrinsics", `(function () {
+	'use strict';
+	const { get, set, has, forEach } = Map.prototype;
+	return {
+		__proto__: null, apply: Reflect.apply, keys: Object.keys, push: Array.prototype.push, pop: Array.prototype.pop,
+		SafeMap: Map, mapGet: get, mapSet: set, mapHas: has, mapForEach: forEach, setForEach: Set.prototype.forEach,
+		abLength: Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, 'byteLength').get,
 	};
 })`, false)
 
@@ -614,7 +648,7 @@ func utf8Length(s goja.String) int {
 			n++
 		case c < 0x800:
 			n += 2
-		case utf16.IsSurrogate(rune(c)) && c < 0xDC00 && i+1 < l && isLowSurrogate(s.CharAt(i+1)):
+		case pairAt(s, i):
 			n += 4
 			i++
 		default:
@@ -624,7 +658,14 @@ func utf8Length(s goja.String) int {
 	return n
 }
 
+func isHighSurrogate(c uint16) bool { return c >= 0xD800 && c < 0xDC00 }
+
 func isLowSurrogate(c uint16) bool { return c >= 0xDC00 && c <= 0xDFFF }
+
+// pairAt says whether s has a surrogate pair, one character, at i.
+func pairAt(s goja.String, i int) bool {
+	return i+1 < s.Length() && isHighSurrogate(s.CharAt(i)) && isLowSurrogate(s.CharAt(i+1))
+}
 
 // appendUTF8 appends to b the UTF-8 encoding of s, whole characters only,
 // until b would pass room bytes; it returns b and the UTF-16 units read.
@@ -634,17 +675,12 @@ func appendUTF8(b []byte, s goja.String, room int) ([]byte, int) {
 	i := 0
 	for i < l {
 		c, units := rune(s.CharAt(i)), 1
-		if c >= 0xD800 && c < 0xDC00 && i+1 < l && isLowSurrogate(s.CharAt(i+1)) {
+		if pairAt(s, i) {
 			c, units = utf16.DecodeRune(c, rune(s.CharAt(i+1))), 2
 		} else if utf16.IsSurrogate(c) {
 			c = 0xFFFD
 		}
-		var w int
-		if c < 0x80 {
-			buf[0], w = byte(c), 1
-		} else {
-			w = encodeRune(buf[:], c)
-		}
+		w := utf8.EncodeRune(buf[:], c)
 		if len(b)+w > room {
 			break
 		}
@@ -652,19 +688,6 @@ func appendUTF8(b []byte, s goja.String, room int) ([]byte, int) {
 		i += units
 	}
 	return b, i
-}
-
-func encodeRune(p []byte, r rune) int {
-	switch {
-	case r < 0x800:
-		p[0], p[1] = byte(0xC0|r>>6), byte(0x80|r&0x3F)
-		return 2
-	case r < 0x10000:
-		p[0], p[1], p[2] = byte(0xE0|r>>12), byte(0x80|(r>>6)&0x3F), byte(0x80|r&0x3F)
-		return 3
-	}
-	p[0], p[1], p[2], p[3] = byte(0xF0|r>>18), byte(0x80|(r>>12)&0x3F), byte(0x80|(r>>6)&0x3F), byte(0x80|r&0x3F)
-	return 4
 }
 
 var typeBytes = reflect.TypeOf([]byte(nil))
@@ -782,24 +805,14 @@ func decodeUTF8(in []byte, fatal, stream bool, max int) (out []uint16, rest []by
 		}
 		var need int
 		var cp rune
-		lower, upper := byte(0x80), byte(0xBF)
+		lower, upper := secondByteRange(b)
 		switch {
 		case b >= 0xC2 && b <= 0xDF:
 			need, cp = 1, rune(b&0x1F)
 		case b >= 0xE0 && b <= 0xEF:
 			need, cp = 2, rune(b&0x0F)
-			if b == 0xE0 {
-				lower = 0xA0
-			} else if b == 0xED {
-				upper = 0x9F
-			}
 		case b >= 0xF0 && b <= 0xF4:
 			need, cp = 3, rune(b&0x07)
-			if b == 0xF0 {
-				lower = 0x90
-			} else if b == 0xF4 {
-				upper = 0x8F
-			}
 		default:
 			if fatal {
 				return nil, nil, decodeInvalid
@@ -846,6 +859,23 @@ func decodeUTF8(in []byte, fatal, stream bool, max int) (out []uint16, rest []by
 	return out, nil, decodeOK
 }
 
+// secondByteRange is the range WHATWG's UTF-8 decoder allows for the byte
+// after lead byte b, narrowed for the leads that would otherwise start an
+// overlong form, a surrogate or a code point past U+10FFFF.
+func secondByteRange(b byte) (lower, upper byte) {
+	switch b {
+	case 0xE0:
+		return 0xA0, 0xBF
+	case 0xED:
+		return 0x80, 0x9F
+	case 0xF0:
+		return 0x90, 0xBF
+	case 0xF4:
+		return 0x80, 0x8F
+	}
+	return 0x80, 0xBF
+}
+
 // decodeUTF16LE decodes in as WHATWG's UTF-16LE decoder does: a lone
 // surrogate, or an odd byte at the end, becomes U+FFFD (or fails, when
 // fatal). When stream is true, an odd byte or a lead surrogate at the end
@@ -860,7 +890,7 @@ func decodeUTF16LE(in []byte, fatal, stream bool, max int) (out []uint16, rest [
 		if len(in) != n {
 			rest = in[n:]
 		}
-		if n >= 2 && utf16.IsSurrogate(rune(in[n-2])|rune(in[n-1])<<8) && in[n-1] < 0xDC {
+		if n >= 2 && isHighSurrogate(uint16(in[n-2])|uint16(in[n-1])<<8) {
 			n -= 2
 			rest = in[n:]
 		}
@@ -868,7 +898,7 @@ func decodeUTF16LE(in []byte, fatal, stream bool, max int) (out []uint16, rest [
 	for i := 0; i < n; i += 2 {
 		c := uint16(in[i]) | uint16(in[i+1])<<8
 		switch {
-		case c >= 0xD800 && c < 0xDC00 && i+3 < n && isLowSurrogate(uint16(in[i+2])|uint16(in[i+3])<<8):
+		case isHighSurrogate(c) && i+3 < n && isLowSurrogate(uint16(in[i+2])|uint16(in[i+3])<<8):
 			out = append(out, c, uint16(in[i+2])|uint16(in[i+3])<<8)
 			i += 2
 		case utf16.IsSurrogate(rune(c)):
@@ -939,7 +969,7 @@ func atob(vm *goja.Runtime, v goja.Value) goja.Value {
 	if len(data)%4 == 0 {
 		data = dropPadding(data)
 	}
-	if strings.IndexByte(string(data), '=') >= 0 {
+	if bytes.IndexByte(data, '=') >= 0 {
 		return vm.ToValue(1)
 	}
 	if len(data)%4 == 1 {
@@ -950,12 +980,13 @@ func atob(vm *goja.Runtime, v goja.Value) goja.Value {
 	}
 	// Non-strict decoding ignores the unused bits of the last character,
 	// as forgiving-base64 does.
-	out, err := base64.RawStdEncoding.DecodeString(string(data))
+	out := make([]byte, base64.RawStdEncoding.DecodedLen(len(data)))
+	n, err := base64.RawStdEncoding.Decode(out, data)
 	if err != nil {
 		return vm.ToValue(1)
 	}
-	u := make([]uint16, len(out))
-	for i, c := range out {
+	u := make([]uint16, n)
+	for i, c := range out[:n] {
 		u[i] = uint16(c)
 	}
 	return goja.StringFromUTF16(u)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 // outOf runs a hook whose body builds `out` and returns what it built.
@@ -30,6 +29,23 @@ func outOf(t *testing.T, body string, mods ...func(*Config)) map[string]any {
 		t.Fatalf("out is not an object")
 	}
 	return got
+}
+
+// checkThrown checks that each of the n results in got is the message of an
+// exception the script caught (not a promise that resolved, nor a Go
+// error leaking through), and that those in want are as given.
+func checkThrown(t *testing.T, got map[string]any, n int, want map[string]any) {
+	t.Helper()
+	for k, v := range got {
+		s, ok := v.(string)
+		if !ok || s == "" || s == "resolved" || strings.Contains(s, "goja") || strings.Contains(s, "0x") {
+			t.Errorf("%s: %#v, want an exception for the script", k, v)
+		}
+	}
+	checkOut(t, got, want)
+	if len(got) != n {
+		t.Errorf("%d results, want %d: %v", len(got), n, got)
+	}
 }
 
 func checkOut(t *testing.T, got, want map[string]any) {
@@ -273,21 +289,12 @@ func TestGlobalHostileArguments(t *testing.T) {
 		};
 		for (const [k, f] of Object.entries(all)) out[k] = caught(f);
 	`)
-	for k, v := range got {
-		s, ok := v.(string)
-		if !ok || s == "" || strings.Contains(s, "goja") || strings.Contains(s, "0x") {
-			t.Errorf("%s: %#v, want an exception for the script", k, v)
-		}
-	}
-	checkOut(t, got, map[string]any{
+	checkThrown(t, got, 22, map[string]any{
 		"encodeThrowing":  "Error: toString threw",
 		"encodeIntoProxy": "TypeError: The \"dest\" argument must be an instance of Uint8Array.",
 		"decodeProxy":     "TypeError ERR_INVALID_ARG_TYPE: The \"input\" argument must be an instance of ArrayBuffer or ArrayBufferView. Received an instance of Uint8Array",
 		"hrtimeProxy":     "Error: trap threw",
 	})
-	if len(got) != 22 {
-		t.Errorf("%d results, want 22: %v", len(got), got)
-	}
 }
 
 // TestGlobalAllocationCaps checks that no new global allocates more than the
@@ -311,7 +318,7 @@ func TestGlobalAllocationCaps(t *testing.T) {
 }
 
 func TestGlobalConsoleMethods(t *testing.T) {
-	core, logs := observer.New(zap.DebugLevel)
+	log, logs := observed(t, zap.NewAtomicLevelAt(zap.DebugLevel))
 	s := compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
 		console.dir({ a: 1 }, { depth: 0 });
 		console.table([{ a: 1 }]);
@@ -329,7 +336,7 @@ func TestGlobalConsoleMethods(t *testing.T) {
 		for (let i = 0; i < 2000; i++) console.count('label' + i);
 		cb(null, {'https://t.example/out': threw});
 	};`)
-	res, err := engine(t, s, func(c *Config) { c.Logger = zap.New(core) }).Run(context.Background(), input())
+	res, err := engine(t, s, func(c *Config) { c.Logger = log }).Run(context.Background(), input())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -671,15 +678,9 @@ func TestGlobalWebHostileArguments(t *testing.T) {
 		};
 		for (const [k, f] of Object.entries(async)) out[k] = await rejected(f());
 	`)
-	for k, v := range got {
-		s, ok := v.(string)
-		if !ok || s == "" || s == "resolved" || strings.Contains(s, "goja") || strings.Contains(s, "0x") {
-			t.Errorf("%s: %#v, want an exception for the script", k, v)
-		}
-	}
 	proxy := "DataCloneError 25: #<Object> could not be cloned."
 	mismatch := "TypeMismatchError 17: The data argument must be an integer-type TypedArray"
-	checkOut(t, got, map[string]any{
+	checkThrown(t, got, 23, map[string]any{
 		"cloneRevoked": proxy, "cloneRevokedInside": proxy, "cloneProxy": proxy, "cloneProxyInMap": proxy,
 		"cloneProxyArray": proxy, "cloneProxyFunction": proxy, "cloneLiarView": proxy,
 		"cloneThrowingGetter": "Error: getter threw", "cloneThrowingName": "Error: name threw",
@@ -690,9 +691,6 @@ func TestGlobalWebHostileArguments(t *testing.T) {
 		"digestSymbol":       "NotSupportedError 9: Unrecognized algorithm name",
 		"digestProxyData":    "TypeError ERR_INVALID_ARG_TYPE: Failed to execute 'digest' on 'SubtleCrypto': 2nd argument is not instance of ArrayBuffer, Buffer, TypedArray, or DataView.",
 	})
-	if len(got) != 23 {
-		t.Errorf("%d results, want 23: %v", len(got), got)
-	}
 }
 
 // TestGlobalStructuredCloneCaps: nesting, entries and copied bytes are
@@ -743,4 +741,49 @@ func TestGlobalStructuredCloneAfterBuiltinsReplaced(t *testing.T) {
 		out.c = [JSON.stringify(c.a), [...c.m][0][1].b, [...c.s][0], c.d.getTime(), c.m !== m];
 	`)
 	checkOut(t, got, map[string]any{"c": []any{`[1,{"b":2}]`, 2.0, "x", 5.0, true}})
+}
+
+// TestGlobalStructuredCloneCapsAfterIntrinsicsReplaced: the intrinsics
+// structuredClone counts and remembers with are the runtime's own even when
+// a script replaced them before its first use, so that its caps hold: here
+// a Reflect.apply that forgets shared buffers and says they are empty
+// made one call copy a buffer once per reference, past maxBufferBytes and
+// without end.
+func TestGlobalStructuredCloneCapsAfterIntrinsicsReplaced(t *testing.T) {
+	got := outOf(t, `
+		const realApply = Reflect.apply, has = Map.prototype.has;
+		const byteLength = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, 'byteLength').get;
+		Reflect.apply = function (f, self, args) {
+			if (f === has) return false;
+			if (f === byteLength) return 0;
+			return realApply(f, self, args);
+		};
+		const big = new ArrayBuffer(2 ** 25);
+		out.copies = caught(() => { const c = structuredClone([big, big, big]); return c[0] !== c[1] ? 'copied ' + c.length : 'shared'; });
+		Reflect.apply = realApply;
+	`)
+	checkOut(t, got, map[string]any{"copies": "shared"})
+}
+
+// TestGlobalStructuredCloneCauseChain: an error's cause goes through the
+// work list like any nesting. Cloned by recursion, a chain of 5,000 causes
+// took the run past its time limit (each level's new Error captured a
+// stack as deep as the recursion) before it could overflow the stack.
+func TestGlobalStructuredCloneCauseChain(t *testing.T) {
+	got := outOf(t, `
+		let e = new Error('root');
+		for (let i = 0; i < 5000; i++) e = new Error('e' + i, { cause: e });
+		out.chain = caught(() => {
+			let c = structuredClone(e), n = 0;
+			for (; c.cause instanceof Error; c = c.cause) n++;
+			return [n, c.message];
+		});
+		let deep = new Error('root');
+		for (let i = 0; i < 20000; i++) deep = new Error('', { cause: deep });
+		out.tooDeep = caught(() => structuredClone(deep));
+	`)
+	checkOut(t, got, map[string]any{
+		"chain":   []any{5000.0, "root"},
+		"tooDeep": "DataCloneError 25: The value is too large or too deeply nested to be cloned",
+	})
 }

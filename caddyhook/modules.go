@@ -123,6 +123,10 @@ func within(root, path string) bool {
 func (m *modules) enable(vm *goja.Runtime, local map[string]func() goja.Value, webcrypto func() goja.Value) goja.Value {
 	rm := m.registry.Enable(vm)
 	cryptoLoaded := false
+	// The versioned requires of this runtime that loaded, and the path each
+	// resolved to: a require in the handler does not read the package.json
+	// again on every exchange. (Its module is cached by the path anyway.)
+	versions := map[string]string{}
 	gate := func(call goja.FunctionCall) goja.Value {
 		name, ok := scriptString(call.Argument(0))
 		if !ok {
@@ -149,9 +153,12 @@ func (m *modules) enable(vm *goja.Runtime, local map[string]func() goja.Value, w
 		case nodeCoreModules[bare], strings.HasPrefix(name, "node:"), m.root == "":
 			panic(vm.NewGoError(fmt.Errorf("module '%s' is not available", name)))
 		}
-		target, err := m.versioned(name)
-		if err != nil {
-			panic(vm.NewGoError(err))
+		target, known := versions[name]
+		if !known {
+			var err error
+			if target, err = m.versioned(name); err != nil {
+				panic(vm.NewGoError(err))
+			}
 		}
 		v, err := rm.Require(target)
 		if err != nil {
@@ -166,6 +173,9 @@ func (m *modules) enable(vm *goja.Runtime, local map[string]func() goja.Value, w
 				panic(vm.NewGoError(fmt.Errorf("module '%s' is not available (only packages under modules_dir can be required)", name)))
 			}
 			panic(vm.NewGoError(fmt.Errorf("loading module '%s': %s", name, cleanDescription(err.Error()))))
+		}
+		if target != name {
+			versions[name] = target
 		}
 		if name == "crypto" && !cryptoLoaded {
 			// Node 22's require('crypto').webcrypto is the global crypto: a

@@ -223,20 +223,14 @@ func stringifyPrimitive(v goja.Value) string {
 	return ""
 }
 
-// stringArg reads a string argument as String() would: primitives as they
-// convert, objects through toString (which may throw, as a JavaScript
-// exception). A Symbol throws a TypeError.
+// stringArg reads a string argument as String() would (toJSString), with
+// undefined and null as "": objects through toString (which may throw, as
+// a JavaScript exception); a Symbol throws a TypeError.
 func stringArg(vm *goja.Runtime, v goja.Value) string {
-	switch v.(type) {
-	case nil:
-		return ""
-	case *goja.Symbol:
-		throwTypeError(vm, "Cannot convert a Symbol value to a string")
-	}
-	if goja.IsUndefined(v) || goja.IsNull(v) {
+	if isNullish(v) {
 		return ""
 	}
-	return v.ToString().String()
+	return toJSString(vm, v).String()
 }
 
 // separators reads querystring's optional sep and eq arguments.
