@@ -325,7 +325,7 @@ func (r *run) cacheObject() *goja.Object {
 	// (a warm runtime's script kept this api) nothing is recorded or
 	// spared, so the set cannot grow.
 	mine := map[string]bool{}
-	own := func(k string) bool { return r.live() && mine[k] }
+	own := func(k string) bool { return !r.ended && mine[k] }
 	record := func(e cacheEntry) *goja.Object {
 		o := vm.NewObject()
 		define(vm, o, "value", e.value)
@@ -385,7 +385,7 @@ func (r *run) cacheObject() *goja.Object {
 			}
 		}
 		e, code := c.set(k, v, ttl, expiresAt, own)
-		if code == "" && r.live() {
+		if code == "" && !r.ended {
 			mine[k] = true
 		}
 		return result(&e, code)

@@ -420,10 +420,6 @@ func newRun(ctx context.Context, e *Engine, in *Input, w *worker) *run {
 	}
 }
 
-// live reports whether the run's exchange is still under way; api calls
-// from a script that kept the objects of an exchange that ended fail.
-func (r *run) live() bool { return !r.ended }
-
 // fail records the first fault of the run.
 func (r *run) fail(e *Error) {
 	if r.fault == nil && e != nil {
