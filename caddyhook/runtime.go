@@ -369,19 +369,16 @@ func timeoutCause(ctx context.Context) *Error {
 }
 
 // run is the state of one exchange, served by a worker: the worker's
-// runtime and loop (copied here for brevity), and the exchange's result.
+// runtime, loop and JSON.stringify (copied here for brevity; the other
+// intrinsics are read from w), and the exchange's result.
 type run struct {
-	ctx            context.Context
-	eng            *Engine
-	in             *Input
-	w              *worker
-	vm             *goja.Runtime
-	loop           *loop
-	stringify      goja.Callable
-	parse          goja.Callable
-	errorCtor      *goja.Object
-	promiseCtor    *goja.Object
-	promiseResolve goja.Callable
+	ctx       context.Context
+	eng       *Engine
+	in        *Input
+	w         *worker
+	vm        *goja.Runtime
+	loop      *loop
+	stringify goja.Callable
 	// script is the script running now, and log its logger (console uses
 	// it).
 	script *Script
@@ -413,9 +410,7 @@ type run struct {
 
 func newRun(ctx context.Context, e *Engine, in *Input, w *worker) *run {
 	return &run{
-		ctx: ctx, eng: e, in: in, w: w, vm: w.vm, loop: w.loop,
-		stringify: w.stringify, parse: w.parse, errorCtor: w.errorCtor,
-		promiseCtor: w.promiseCtor, promiseResolve: w.promiseResolve,
+		ctx: ctx, eng: e, in: in, w: w, vm: w.vm, loop: w.loop, stringify: w.stringify,
 		log: e.cfg.Logger, scope: in.Scope, claims: map[string]json.RawMessage{},
 	}
 }
@@ -503,7 +498,7 @@ func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 	case int64:
 		return vm.ToValue(x), nil
 	case json.RawMessage:
-		out, err := r.parse(goja.Undefined(), vm.ToValue(string(x)))
+		out, err := r.w.parse(goja.Undefined(), vm.ToValue(string(x)))
 		if err != nil {
 			return nil, errBadInput("JSON the runtime cannot parse")
 		}
@@ -878,7 +873,7 @@ func (r *run) await(v goja.Value) (*goja.Promise, error) {
 	if !r.alive() {
 		return nil, timeoutCause(r.ctx)
 	}
-	res, err := r.promiseResolve(r.promiseCtor, v)
+	res, err := r.w.promiseResolve(r.w.promiseCtor, v)
 	if err != nil {
 		return nil, err
 	}

@@ -138,7 +138,7 @@ func (r *run) storage() *goja.Object {
 				// nothing was ever stored; hooks test for it with === null.
 				value := goja.Null()
 				if data != nil {
-					v, perr := r.parse(goja.Undefined(), vm.ToValue(string(data)))
+					v, perr := r.w.parse(goja.Undefined(), vm.ToValue(string(data)))
 					if perr != nil {
 						_, cerr := cb(goja.Undefined(), r.newError("the storage document is not valid JSON", 500))
 						return cerr
@@ -243,7 +243,7 @@ func storeDoc(ctx context.Context, st Storage, key string, data []byte, expect *
 
 // newError makes a JavaScript Error with a code, as webtask storage errors have.
 func (r *run) newError(msg string, code int) goja.Value {
-	e, err := r.vm.New(r.errorCtor, r.vm.ToValue(msg))
+	e, err := r.vm.New(r.w.errorCtor, r.vm.ToValue(msg))
 	if err != nil {
 		return r.vm.ToValue(msg)
 	}
