@@ -2,7 +2,6 @@ package caddyhook
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -96,17 +95,9 @@ func (r *run) event(s *Script, log *zap.Logger) (goja.Value, *Error) {
 	if requested == nil {
 		requested = []string{}
 	}
-	body, secrets, err := r.bodyAndSecrets(log)
+	body, secrets, err := r.bodyAndSecrets(log, s)
 	if err != nil {
 		return nil, err
-	}
-	if own := r.eng.cfg.ActionSecrets[s]; len(own) > 0 {
-		all := make(map[string]string, len(r.eng.cfg.Secrets)+len(own))
-		maps.Copy(all, r.eng.cfg.Secrets)
-		maps.Copy(all, own) // the action's own win
-		if secrets, err = r.input(all); err != nil {
-			return nil, err
-		}
 	}
 	request := map[string]any{
 		"ip": in.Request.IP, "method": in.Request.Method, "hostname": in.Request.Hostname,

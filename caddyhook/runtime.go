@@ -146,9 +146,13 @@ type Engine struct {
 	modules    *modules
 	cache      *ActionCache
 	storageKey string // the hook's storage document
-	pool       *pool
-	warnings   *claimWarnings
-	fetcher    *fetcher
+	// actionSecrets holds, for each action with secrets of its own, those
+	// merged over Config.Secrets (its own win), built once rather than on
+	// every exchange.
+	actionSecrets map[*Script]map[string]string
+	pool          *pool
+	warnings      *claimWarnings
+	fetcher       *fetcher
 }
 
 // NewEngine checks cfg, loads every script's top level once to check what it
@@ -198,6 +202,15 @@ func NewEngine(cfg Config) (*Engine, error) {
 		// The path is made absolute now, against the directory the
 		// configuration was loaded in.
 		e.storageKey = StorageKey(cfg.StorageNamespace, cfg.Hook.Name, cfg.StorageKey)
+	}
+	e.actionSecrets = map[*Script]map[string]string{}
+	for s, own := range cfg.ActionSecrets {
+		if len(own) > 0 {
+			all := make(map[string]string, len(cfg.Secrets)+len(own))
+			maps.Copy(all, cfg.Secrets)
+			maps.Copy(all, own) // the action's own win
+			e.actionSecrets[s] = all
+		}
 	}
 	if err := e.warmUp(); err != nil {
 		return nil, err
@@ -624,14 +637,18 @@ func isJSONNumber(s string) bool {
 }
 
 // bodyAndSecrets builds the two inputs hooks and actions both get: the
-// request body and a fresh copy of the secrets.
-func (r *run) bodyAndSecrets(log *zap.Logger) (body, secrets goja.Value, err *Error) {
+// request body and a fresh copy of s's secrets.
+func (r *run) bodyAndSecrets(log *zap.Logger, s *Script) (body, secrets goja.Value, err *Error) {
 	body, jerr := r.toJS(orEmpty(r.in.Request.Body))
 	if jerr != nil { // only the client controls the body: its invalid_request
 		log.Info("the request body cannot be given to the script", zap.String("reason", jerr.Error()))
 		return nil, nil, errorFor(CodeInvalidRequest, "the request body cannot be given to the hook")
 	}
-	if secrets, err = r.input(r.eng.cfg.Secrets); err != nil {
+	all, own := r.eng.actionSecrets[s]
+	if !own {
+		all = r.eng.cfg.Secrets
+	}
+	if secrets, err = r.input(all); err != nil {
 		return nil, nil, err
 	}
 	return body, secrets, nil
@@ -725,7 +742,7 @@ func (r *run) hookArgs(log *zap.Logger) ([]goja.Value, *Error) {
 			return nil, err
 		}
 	}
-	body, secrets, err := r.bodyAndSecrets(log)
+	body, secrets, err := r.bodyAndSecrets(log, r.script)
 	if err != nil {
 		return nil, err
 	}
