@@ -66,7 +66,7 @@ func (r *run) runAction(s *Script) error {
 }
 
 // errActionReturned is thrown by the api of an action whose run is over.
-const errActionReturned = loopError("this api belongs to an action that has returned; await what it starts")
+const errActionReturned = textError("this api belongs to an action that has returned; await what it starts")
 
 // checkActionSecrets refuses secrets for a script that is not one of the
 // actions: they would never be seen, which is a configuration mistake.

@@ -471,11 +471,6 @@ func define(vm *goja.Runtime, obj *goja.Object, name string, v any) {
 // encoding/json's own limit, so no request body that decoded can pass it.
 const maxInputDepth = 10000
 
-// errBadInput is why Go data could not be handed to a script.
-type errBadInput string
-
-func (e errBadInput) Error() string { return string(e) }
-
 // toJS builds a plain JavaScript value from Go data, as Node's JSON.parse
 // would hand it over: objects (keys sorted), arrays, strings, numbers
 // (json.Number too, with Infinity for one too large, as JSON.parse gives),
@@ -484,7 +479,7 @@ func (r *run) toJS(v any) (goja.Value, error) { return r.toJSDepth(v, 0) }
 
 func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 	if depth > maxInputDepth {
-		return nil, errBadInput(fmt.Sprintf("data nested more than %d deep", maxInputDepth))
+		return nil, textError(fmt.Sprintf("data nested more than %d deep", maxInputDepth))
 	}
 	vm := r.vm
 	switch x := v.(type) {
@@ -513,7 +508,7 @@ func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 	case json.RawMessage:
 		out, err := r.w.parse(goja.Undefined(), vm.ToValue(string(x)))
 		if err != nil {
-			return nil, errBadInput("JSON the runtime cannot parse")
+			return nil, textError("JSON the runtime cannot parse")
 		}
 		return out, nil
 	case []any:
@@ -542,7 +537,7 @@ func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 	// Anything else goes through encoding/json, as it always did.
 	b, err := json.Marshal(v)
 	if err != nil {
-		return nil, errBadInput(fmt.Sprintf("a %T cannot be encoded as JSON", v))
+		return nil, textError(fmt.Sprintf("a %T cannot be encoded as JSON", v))
 	}
 	return r.toJSDepth(json.RawMessage(b), depth)
 }
@@ -560,7 +555,7 @@ func toJSObject[V any](r *run, m map[string]V, depth int) (goja.Value, error) {
 			return nil, err
 		}
 		if err := obj.DefineDataProperty(validUTF8(k), jv, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE); err != nil {
-			return nil, errBadInput("an object member cannot be defined")
+			return nil, textError("an object member cannot be defined")
 		}
 	}
 	return obj, nil
@@ -589,11 +584,11 @@ func validUTF8(s string) string {
 // double, Infinity when it is too large and 0 when it is too small.
 func parseJSONNumber(s string) (float64, error) {
 	if !isJSONNumber(s) {
-		return 0, errBadInput("a number that is not a JSON number")
+		return 0, textError("a number that is not a JSON number")
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
-		return 0, errBadInput("a number that is not a JSON number")
+		return 0, textError("a number that is not a JSON number")
 	}
 	return f, nil // on ErrRange, ParseFloat gives ±Inf or ±0, as JSON.parse does
 }

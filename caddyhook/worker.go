@@ -138,7 +138,7 @@ func (r *run) ensureLive() {
 	}
 }
 
-const errExchangeEnded = loopError("this object belongs to an exchange that has ended")
+const errExchangeEnded = textError("this object belongs to an exchange that has ended")
 
 // pool keeps one engine's idle workers. The last one returned is the first
 // taken, so that a quiet handler keeps serving from the same warm runtime.
