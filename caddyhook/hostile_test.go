@@ -107,11 +107,11 @@ func hookEngine(t *testing.T, src string) *Engine {
 func actionEngine(t *testing.T, src string) *Engine {
 	t.Helper()
 	log, _ := observed(t, zap.NewAtomicLevelAt(zap.DebugLevel))
-	e, err := NewEngine(Config{Actions: []*Script{compileAction(t, "act.js", src)}, Logger: log, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return engine(t, nil, func(c *Config) {
+		c.Actions = []*Script{compileAction(t, "act.js", src)}
+		c.Logger = log
+		c.Timeout = 5 * time.Second
+	})
 }
 
 // TestHostileErrorValuesFailClosed passes every hostile value to every way a

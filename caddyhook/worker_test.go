@@ -204,10 +204,7 @@ func TestKeptCallbacksCannotReachLaterExchanges(t *testing.T) {
 		kept = api;
 		api.accessToken.setCustomClaim('n', event.client.client_id);
 	};`)
-	e, err := NewEngine(Config{Actions: []*Script{act}, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := actionsEngine(t, act)
 	first, err := e.Run(context.Background(), input())
 	if err != nil {
 		t.Fatal(err)
@@ -398,10 +395,7 @@ func TestLateApiCalls(t *testing.T) {
 		}, 5);
 	};`)
 	second := compileAction(t, "second.js", `exports.onExecuteCredentialsExchange = async () => { await new Promise((r) => setTimeout(r, 60)); };`)
-	e, err := NewEngine(Config{Actions: []*Script{first, second}, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := actionsEngine(t, first, second)
 	res, err := e.Run(context.Background(), input())
 	if err != nil {
 		t.Fatal(err)
