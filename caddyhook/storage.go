@@ -17,6 +17,13 @@ import (
 // MaxStorageSize is Auth0's limit on one hook's storage document.
 const MaxStorageSize = 500 * 1024
 
+// maxStorageInflight bounds the storage operations one exchange has under
+// way at once: each holds a goroutine, and a set the storage lock, until it
+// is done.
+const maxStorageInflight = 16
+
+const errTooManyStorageCalls = textError("too many storage operations under way at once")
+
 // Storage keeps context.webtask.storage documents. Caddy's storage modules
 // (certmagic.Storage) satisfy it, so every instance sharing a storage shares
 // the documents.
@@ -115,6 +122,7 @@ func (r *run) storage() *goja.Object {
 	key := r.eng.storageKey
 	st := r.eng.cfg.Storage
 	var lastSeen *string // etag of the last get, nil before any get
+	inflight := 0        // operations started and not yet called back
 
 	callback := func(v goja.Value) goja.Callable {
 		r.ensureLive() // a module may keep the storage of an exchange that ended
@@ -122,12 +130,26 @@ func (r *run) storage() *goja.Object {
 		if !ok {
 			throwTypeError(vm, "the callback argument must be a function")
 		}
+		if inflight >= maxStorageInflight {
+			panic(vm.NewGoError(errTooManyStorageCalls))
+		}
 		return cb
+	}
+	// async runs work off the loop, counted in inflight until its callback.
+	async := func(work func() func() error) {
+		inflight++
+		r.loop.async(func() func() error {
+			done := work()
+			return func() error {
+				inflight--
+				return done()
+			}
+		})
 	}
 	obj := vm.NewObject()
 	define(vm, obj, "get", func(call goja.FunctionCall) goja.Value {
 		cb := callback(call.Argument(0))
-		r.loop.async(func() func() error {
+		async(func() func() error {
 			data, err := loadDoc(r.ctx, st, key)
 			return func() error {
 				if err != nil {
@@ -175,7 +197,7 @@ func (r *run) storage() *goja.Object {
 			e := *lastSeen
 			expect = &e
 		}
-		r.loop.async(func() func() error {
+		async(func() func() error {
 			var status int
 			var err error
 			switch {
