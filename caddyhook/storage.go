@@ -136,10 +136,19 @@ func (r *run) storage() *goja.Object {
 		return cb
 	}
 	// async runs work off the loop, counted in inflight until its callback.
-	async := func(work func() func() error) {
+	// work gets the exchange's deadline but not its cancellation: like an
+	// outbound call, an operation the hook did not wait for (a set before
+	// cb) still finishes after the exchange ends; only its callback never
+	// runs.
+	async := func(work func(ctx context.Context) func() error) {
 		inflight++
+		ctx, cancel := context.WithoutCancel(r.ctx), context.CancelFunc(func() {})
+		if deadline, ok := r.ctx.Deadline(); ok { // Run's always has one
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+		}
 		r.loop.async(func() func() error {
-			done := work()
+			defer cancel()
+			done := work(ctx)
 			return func() error {
 				inflight--
 				return done()
@@ -149,8 +158,8 @@ func (r *run) storage() *goja.Object {
 	obj := vm.NewObject()
 	define(vm, obj, "get", func(call goja.FunctionCall) goja.Value {
 		cb := callback(call.Argument(0))
-		async(func() func() error {
-			data, err := loadDoc(r.ctx, st, key)
+		async(func(ctx context.Context) func() error {
+			data, err := loadDoc(ctx, st, key)
 			return func() error {
 				if err != nil {
 					_, cerr := cb(goja.Undefined(), r.newError(err.Error(), 500))
@@ -197,7 +206,7 @@ func (r *run) storage() *goja.Object {
 			e := *lastSeen
 			expect = &e
 		}
-		async(func() func() error {
+		async(func(ctx context.Context) func() error {
 			var status int
 			var err error
 			switch {
@@ -206,7 +215,7 @@ func (r *run) storage() *goja.Object {
 			case !ok:
 				status, err = 400, errors.New("storage data must be a JSON value")
 			default:
-				status, err = storeDoc(r.ctx, st, key, raw, expect)
+				status, err = storeDoc(ctx, st, key, raw, expect)
 			}
 			return func() error {
 				if err != nil {

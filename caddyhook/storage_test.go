@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 )
@@ -191,5 +192,50 @@ func TestStorageInFlightBounded(t *testing.T) {
 	}
 	if got := st.most.Load(); got > maxStorageInflight {
 		t.Fatalf("%d Loads under way at once", got)
+	}
+}
+
+// slowLockStorage takes 50 ms to lock, giving up when its context ends,
+// and hands on what is stored.
+type slowLockStorage struct {
+	Storage
+	stored chan []byte
+}
+
+func (s *slowLockStorage) Lock(ctx context.Context, _ string) error {
+	select {
+	case <-time.After(50 * time.Millisecond):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *slowLockStorage) Unlock(context.Context, string) error { return nil }
+
+func (s *slowLockStorage) Store(_ context.Context, _ string, v []byte) error {
+	s.stored <- v
+	return nil
+}
+
+// TestStorageSetNotAwaitedFinishes: a set the hook does not wait for is
+// still written after the exchange ends (within its deadline), as an
+// outbound call is; only its callback never runs.
+func TestStorageSetNotAwaitedFinishes(t *testing.T) {
+	st := &slowLockStorage{stored: make(chan []byte, 1)}
+	e := engine(t, compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
+		context.webtask.storage.set({ audit: 1 }, { force: 1 }, () => {});
+		cb(null, { scope });
+	};`), func(c *Config) { c.Storage = st })
+	if _, err := e.Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case v := <-st.stored:
+		if string(v) != `{"audit":1}` {
+			t.Fatalf("stored %s", v)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("a set the hook did not await was dropped when the exchange ended")
 	}
 }
