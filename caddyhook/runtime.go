@@ -273,6 +273,12 @@ func (e *Engine) warmUp() (err error) {
 	if r.fault != nil { // a microtask of the top level threw
 		return fmt.Errorf("running top level: %s", r.fault.Description)
 	}
+	if w.loop.pendingRef() {
+		// Every runtime's top level will leave the same: none is ever
+		// reused, which the operator should know.
+		e.cfg.Logger.Warn("the scripts' top level leaves timers or calls under way, so no runtime is reused: " +
+			"every exchange gets a fresh one and runs the top level again (unref() such timers to keep runtimes warm)")
+	}
 	return nil
 }
 

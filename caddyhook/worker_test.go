@@ -406,3 +406,28 @@ func TestLateApiCalls(t *testing.T) {
 	_, err = e.Run(context.Background(), in)
 	wantError(t, err, 400, CodeInvalidRequest, "late")
 }
+
+// TestTopLevelPendingWorkWarns: a top level that leaves a timer the
+// program waits for keeps every runtime from being reused; the operator is
+// told at load, and exchanges still succeed on fresh runtimes.
+func TestTopLevelPendingWorkWarns(t *testing.T) {
+	for src, warns := range map[string]bool{
+		`setInterval(() => {}, 60000);`:         true,
+		`setInterval(() => {}, 60000).unref();`: false,
+	} {
+		log, logs := observed(t, zap.NewAtomicLevelAt(zap.WarnLevel))
+		e := engine(t, compileHook(t, src+counterHook), func(c *Config) { c.Logger = log })
+		if got := logs.FilterMessageSnippet("no runtime is reused").Len() > 0; got != warns {
+			t.Errorf("%s: warned = %v, want %v", src, got, warns)
+		}
+		for want := 1; want <= 2; want++ {
+			claims, err := runMode(t, e, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, fresh := servedCount(t, claims), warns; fresh && got != 1 || !fresh && got != want {
+				t.Errorf("%s: exchange %d served as number %d", src, want, got)
+			}
+		}
+	}
+}
