@@ -2,7 +2,6 @@ package caddyhook
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -67,7 +66,7 @@ func (r *run) runAction(s *Script) error {
 }
 
 // errActionReturned is thrown by the api of an action whose run is over.
-const errActionReturned = loopError("this api belongs to an action that has returned; await what it starts")
+const errActionReturned = textError("this api belongs to an action that has returned; await what it starts")
 
 // checkActionSecrets refuses secrets for a script that is not one of the
 // actions: they would never be seen, which is a configuration mistake.
@@ -85,47 +84,43 @@ func checkActionSecrets(cfg Config) error {
 }
 
 // event builds the credentials-exchange event in Auth0's shape, reflecting
-// what the hook and earlier actions did to the token.
+// what the hook and earlier actions did to the token. As hookArgs does, it
+// is built member by member, in the order toJS would sort them: it runs for
+// every action of every exchange.
 func (r *run) event(s *Script, log *zap.Logger) (goja.Value, *Error) {
-	in := r.in
-	scope := r.scope
-	if scope == nil {
-		scope = []string{}
-	}
-	requested := in.RequestedScopes
-	if requested == nil {
-		requested = []string{}
-	}
-	body, secrets, err := r.bodyAndSecrets(log)
+	in, vm := r.in, r.vm
+	str := func(s string) goja.Value { return vm.ToValue(validUTF8(s)) }
+	body, secrets, err := r.bodyAndSecrets(log, s)
 	if err != nil {
 		return nil, err
 	}
-	if own := r.eng.cfg.ActionSecrets[s]; len(own) > 0 {
-		all := make(map[string]string, len(r.eng.cfg.Secrets)+len(own))
-		maps.Copy(all, r.eng.cfg.Secrets)
-		maps.Copy(all, own) // the action's own win
-		if secrets, err = r.input(all); err != nil {
+	// Each of these is a fresh object or array: a script changing one
+	// (target_scopes, say) does not change another.
+	inputs := make([]goja.Value, 6)
+	for i, v := range []any{
+		orEmpty(in.Client.Metadata), orEmpty(in.Request.GeoIP), r.claims,
+		r.scope, in.RequestedScopes, r.scope, // nil is [], as toJS gives it
+	} {
+		if inputs[i], err = r.input(v); err != nil {
 			return nil, err
 		}
 	}
-	request := map[string]any{
-		"ip": in.Request.IP, "method": in.Request.Method, "hostname": in.Request.Hostname,
-		"user_agent": in.Request.UserAgent, "body": body, "geoip": orEmpty(in.Request.GeoIP),
-	}
+	metadata, geoip, claims, scope, requested, target := inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5]
+	request := r.record("body", body, "geoip", geoip, "hostname", str(in.Request.Hostname), "ip", str(in.Request.IP))
 	if in.Request.Language != "" { // optional on Auth0, absent when not known
-		request["language"] = in.Request.Language
+		define(vm, request, "language", str(in.Request.Language))
 	}
-	return r.input(map[string]any{
-		"client": map[string]any{
-			"client_id": in.Client.ID, "name": in.Client.Name, "metadata": orEmpty(in.Client.Metadata),
-		},
-		"tenant":          map[string]any{"id": in.Client.Tenant},
-		"resource_server": map[string]any{"identifier": in.Audience},
-		"accessToken":     map[string]any{"scope": scope, "customClaims": r.claims},
-		"transaction":     map[string]any{"requested_scopes": requested, "target_scopes": scope},
-		"request":         request,
-		"secrets":         secrets,
-	})
+	define(vm, request, "method", str(in.Request.Method))
+	define(vm, request, "user_agent", str(in.Request.UserAgent))
+	return r.record(
+		"accessToken", r.record("customClaims", claims, "scope", scope),
+		"client", r.record("client_id", str(in.Client.ID), "metadata", metadata, "name", str(in.Client.Name)),
+		"request", request,
+		"resource_server", r.record("identifier", str(in.Audience)),
+		"secrets", secrets,
+		"tenant", r.record("id", str(in.Client.Tenant)),
+		"transaction", r.record("requested_scopes", requested, "target_scopes", target),
+	), nil
 }
 
 // grant is the set of scopes the actions' target scopes may end with: the
@@ -325,7 +320,7 @@ func (r *run) cacheObject() *goja.Object {
 	// (a warm runtime's script kept this api) nothing is recorded or
 	// spared, so the set cannot grow.
 	mine := map[string]bool{}
-	own := func(k string) bool { return r.live() && mine[k] }
+	own := func(k string) bool { return !r.ended && mine[k] }
 	record := func(e cacheEntry) *goja.Object {
 		o := vm.NewObject()
 		define(vm, o, "value", e.value)
@@ -385,7 +380,7 @@ func (r *run) cacheObject() *goja.Object {
 			}
 		}
 		e, code := c.set(k, v, ttl, expiresAt, own)
-		if code == "" && r.live() {
+		if code == "" && !r.ended {
 			mine[k] = true
 		}
 		return result(&e, code)

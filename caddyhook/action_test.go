@@ -22,13 +22,15 @@ func compileAction(t *testing.T, name, src string) *Script {
 	return s
 }
 
+// actionsEngine is engine for actions without a hook.
+func actionsEngine(t *testing.T, actions ...*Script) *Engine {
+	t.Helper()
+	return engine(t, nil, func(c *Config) { c.Actions = actions })
+}
+
 func runActions(t *testing.T, hook *Script, actions ...*Script) (*Result, error) {
 	t.Helper()
-	e, err := NewEngine(Config{Hook: hook, Actions: actions, Timeout: 2 * time.Second,
-		Secrets: map[string]string{"K": "v"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := engine(t, hook, func(c *Config) { c.Actions = actions; c.Secrets = map[string]string{"K": "v"} })
 	in := input()
 	in.RequestedScopes = []string{"read:a", "write:a"}
 	return e.Run(context.Background(), in)
@@ -112,10 +114,7 @@ func TestActionScopeOperations(t *testing.T) {
 		api.transaction.addTargetScope('r');
 		api.transaction.removeTargetScope('p');
 	};`)
-	e, err := NewEngine(Config{Actions: []*Script{act}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := actionsEngine(t, act)
 	in := input()
 	in.GrantScopes = []string{"p", "q", "r", "x"}
 	res, err := e.Run(context.Background(), in)
@@ -181,10 +180,7 @@ func TestActionCache(t *testing.T) {
 		out.missing = api.cache.get('nope') === undefined;
 		api.accessToken.setCustomClaim('https://t.example/cache', out);
 	};`)
-	e, err := NewEngine(Config{Actions: []*Script{act}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := actionsEngine(t, act)
 	run := func(n string) map[string]any {
 		in := input()
 		in.Request.Body = map[string]any{"n": n}
@@ -403,10 +399,7 @@ func TestActionCacheFullOfOwnWrites(t *testing.T) {
 			codes, code: r.code, first: api.cache.get(event.request.body.run + 1) !== undefined,
 		});
 	};`)
-	e, err := NewEngine(Config{Actions: []*Script{act}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := actionsEngine(t, act)
 	for _, run := range []string{"a", "b"} {
 		in := input()
 		in.Request.Body = map[string]any{"run": run}
@@ -493,10 +486,7 @@ func TestActionEventLanguage(t *testing.T) {
 	act := compileAction(t, "lang.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
 		api.accessToken.setCustomClaim('https://t.example/lang', 'language' in event.request ? event.request.language : 'absent');
 	};`)
-	e, err := NewEngine(Config{Actions: []*Script{act}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := actionsEngine(t, act)
 	for lang, want := range map[string]string{"de-CH": `"de-CH"`, "": `"absent"`} {
 		in := input()
 		in.Request.Language = lang
@@ -562,10 +552,7 @@ func TestKeptCacheSparesNothing(t *testing.T) {
 		kept = api;
 		for (let i = 0; i < 20; i++) api.cache.set('own' + i, 'v');
 	};`)
-	e, err := NewEngine(Config{Actions: []*Script{act}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := actionsEngine(t, act)
 	if _, err := e.Run(context.Background(), input()); err != nil {
 		t.Fatal(err)
 	}

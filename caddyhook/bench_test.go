@@ -40,10 +40,7 @@ const starterHook = `module.exports = function(client, scope, audience, context,
 // runtime from the engine's pool: building the arguments, cb, and claim
 // rules. Target: p50 at most 10 µs.
 func BenchmarkRunStarter(b *testing.B) {
-	s, err := Compile("starter.js", []byte(starterHook), HookKind)
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := benchScript(b, "starter.js", starterHook, HookKind)
 	benchRun(b, s)
 }
 
@@ -52,11 +49,17 @@ func BenchmarkRunStarter(b *testing.B) {
 // against BenchmarkRunStarter (what warm runtimes save) and
 // BenchmarkNewRuntime.
 func BenchmarkRunStarterIsolated(b *testing.B) {
-	s, err := Compile("starter.js", []byte(starterHook), HookKind)
+	s := benchScript(b, "starter.js", starterHook, HookKind)
+	benchRun(b, s, func(c *Config) { c.IsolateRuns = true })
+}
+
+// benchScript compiles src, failing the benchmark when it does not compile.
+func benchScript(b *testing.B, name, src string, kind Kind) *Script {
+	s, err := Compile(name, []byte(src), kind)
 	if err != nil {
 		b.Fatal(err)
 	}
-	benchRun(b, s, func(c *Config) { c.IsolateRuns = true })
+	return s
 }
 
 // benchEngine returns a warm engine running s (a hook, or nil) and an input.
@@ -99,22 +102,24 @@ func benchRun(b *testing.B, s *Script, mods ...func(*Config)) {
 // reportPercentiles adds the median and 99th percentile of times to the
 // benchmark's output.
 func reportPercentiles(b *testing.B, times []time.Duration) {
-	slices.Sort(times)
-	b.ReportMetric(float64(times[len(times)/2].Nanoseconds()), "p50-ns/op")
+	b.ReportMetric(float64(median(times).Nanoseconds()), "p50-ns/op")
 	b.ReportMetric(float64(times[len(times)*99/100].Nanoseconds()), "p99-ns/op")
+}
+
+// median sorts times and returns the middle one.
+func median(times []time.Duration) time.Duration {
+	slices.Sort(times)
+	return times[len(times)/2]
 }
 
 // BenchmarkRunAsync is an async hook that awaits a setImmediate before
 // calling cb: the event loop's turn on top of a warm run. Read it against
 // BenchmarkRunStarter.
 func BenchmarkRunAsync(b *testing.B) {
-	s, err := Compile("async.js", []byte(`module.exports = async function(client, scope, audience, context, cb) {
+	s := benchScript(b, "async.js", `module.exports = async function(client, scope, audience, context, cb) {
 		await new Promise(function (r) { setImmediate(r) });
 		cb(null, { scope: scope });
-	};`), HookKind)
-	if err != nil {
-		b.Fatal(err)
-	}
+	};`, HookKind)
 	benchRun(b, s)
 }
 
@@ -129,10 +134,7 @@ const typicalAction = `exports.onExecuteCredentialsExchange = async (event, api)
 // (setCustomClaim + addTargetScope), no hook. Target: p50 at most twice
 // BenchmarkRunStarter's.
 func BenchmarkRunAction(b *testing.B) {
-	a, err := Compile("action.js", []byte(typicalAction), ActionKind)
-	if err != nil {
-		b.Fatal(err)
-	}
+	a := benchScript(b, "action.js", typicalAction, ActionKind)
 	benchRun(b, nil, func(c *Config) { c.Actions = []*Script{a} })
 }
 
@@ -140,14 +142,8 @@ func BenchmarkRunAction(b *testing.B) {
 // action in one run, as a configuration with both runs them. Read it against
 // BenchmarkRunStarter + BenchmarkRunAction.
 func BenchmarkRunStarterAndAction(b *testing.B) {
-	s, err := Compile("starter.js", []byte(starterHook), HookKind)
-	if err != nil {
-		b.Fatal(err)
-	}
-	a, err := Compile("action.js", []byte(typicalAction), ActionKind)
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := benchScript(b, "starter.js", starterHook, HookKind)
+	a := benchScript(b, "action.js", typicalAction, ActionKind)
 	benchRun(b, s, func(c *Config) { c.Actions = []*Script{a} })
 }
 
@@ -157,14 +153,8 @@ func BenchmarkRunStarterAndAction(b *testing.B) {
 // both medians (starter-p50-ns, action-p50-ns) and action-p50 / starter-p50
 // (x-starter); ns/op is the two runs together. Target: x-starter <= 2.
 func BenchmarkRunActionRatio(b *testing.B) {
-	hook, err := Compile("starter.js", []byte(starterHook), HookKind)
-	if err != nil {
-		b.Fatal(err)
-	}
-	act, err := Compile("action.js", []byte(typicalAction), ActionKind)
-	if err != nil {
-		b.Fatal(err)
-	}
+	hook := benchScript(b, "starter.js", starterHook, HookKind)
+	act := benchScript(b, "action.js", typicalAction, ActionKind)
 	starter, in := benchEngine(b, hook)
 	action, _ := benchEngine(b, nil, func(c *Config) { c.Actions = []*Script{act} })
 	ctx := context.Background()
@@ -183,9 +173,7 @@ func BenchmarkRunActionRatio(b *testing.B) {
 		st[i], at[i] = t1.Sub(t0), time.Since(t1)
 	}
 	b.StopTimer()
-	slices.Sort(st)
-	slices.Sort(at)
-	sp, ap := st[len(st)/2], at[len(at)/2]
+	sp, ap := median(st), median(at)
 	b.ReportMetric(float64(sp.Nanoseconds()), "starter-p50-ns")
 	b.ReportMetric(float64(ap.Nanoseconds()), "action-p50-ns")
 	b.ReportMetric(float64(ap)/float64(sp), "x-starter")

@@ -92,6 +92,11 @@ func (p ClaimsPolicy) Check(name string) (ok bool, reason string) {
 		host = u.Hostname()
 	} else {
 		host, _, _ = strings.Cut(strings.TrimLeft(lower, "/"), "/")
+		// A bare host may carry a port ("auth0.com:443/claim"), which
+		// url.Parse reads as a scheme.
+		if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.Trim(host[i+1:], "0123456789") == "" {
+			host = host[:i]
+		}
 	}
 	if reservedHost(host) {
 		return false, "the namespace " + capText(host, 256) + " is reserved by Auth0"

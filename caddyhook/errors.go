@@ -41,6 +41,14 @@ func errorFor(code, description string) *Error {
 	return &Error{Status: http.StatusInternalServerError, Code: CodeServerError, Description: description}
 }
 
+// textError is an error that is only its text: the constant errors thrown
+// to scripts (errExchangeEnded, errTooManyTimers …) and the reasons Go data
+// cannot be handed to a script. Errors a caller tells apart keep a type of
+// their own (scopeLimitError, errJSONTooLarge).
+type textError string
+
+func (e textError) Error() string { return string(e) }
+
 // errTimedOut is the error for a run that passed its time limit.
 func errTimedOut() *Error { return errorFor(CodeServerError, "hook timed out") }
 

@@ -107,11 +107,11 @@ func hookEngine(t *testing.T, src string) *Engine {
 func actionEngine(t *testing.T, src string) *Engine {
 	t.Helper()
 	log, _ := observed(t, zap.NewAtomicLevelAt(zap.DebugLevel))
-	e, err := NewEngine(Config{Actions: []*Script{compileAction(t, "act.js", src)}, Logger: log, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return engine(t, nil, func(c *Config) {
+		c.Actions = []*Script{compileAction(t, "act.js", src)}
+		c.Logger = log
+		c.Timeout = 5 * time.Second
+	})
 }
 
 // TestHostileErrorValuesFailClosed passes every hostile value to every way a
@@ -148,42 +148,33 @@ func TestHostileErrorValuesFailClosed(t *testing.T) {
 		"async throw": `await null; throw V;`,
 		"async deny":  `await null; try { api.access.deny(V, V); } catch (e) {}`,
 	}
+	const (
+		hookHead = `function (client, scope, audience, context, cb) {
+					if (context.body.ok) return cb(null, { scope: ['ok'] });
+					`
+		actionHead = `function (event, api) {
+					if (event.request.body.ok) return;
+					`
+	)
+	kinds := []struct {
+		name, head string
+		bodies     map[string]string
+		engine     func(*testing.T, string) *Engine
+	}{
+		{"hook", "module.exports = " + hookHead, hooks, hookEngine},
+		{"async hook", "module.exports = async " + hookHead, asyncHooks, hookEngine},
+		{"action", "exports.onExecuteCredentialsExchange = " + actionHead, actions, actionEngine},
+		{"async action", "exports.onExecuteCredentialsExchange = async " + actionHead, asyncActions, actionEngine},
+	}
 	for vname, v := range hostileValues {
-		for how, body := range hooks {
-			t.Run("hook/"+how+"/"+vname, func(t *testing.T) {
-				src := `module.exports = function (client, scope, audience, context, cb) {
-					if (context.body.ok) return cb(null, { scope: ['ok'] });
-					` + strings.ReplaceAll(body, "V", v) + `
+		for _, k := range kinds {
+			for how, body := range k.bodies {
+				t.Run(k.name+"/"+how+"/"+vname, func(t *testing.T) {
+					src := k.head + strings.ReplaceAll(body, "V", v) + `
 				};`
-				failsThenRecovers(t, hookEngine(t, src), 500, CodeServerError)
-			})
-		}
-		for how, body := range asyncHooks {
-			t.Run("async hook/"+how+"/"+vname, func(t *testing.T) {
-				src := `module.exports = async function (client, scope, audience, context, cb) {
-					if (context.body.ok) return cb(null, { scope: ['ok'] });
-					` + strings.ReplaceAll(body, "V", v) + `
-				};`
-				failsThenRecovers(t, hookEngine(t, src), 500, CodeServerError)
-			})
-		}
-		for how, body := range actions {
-			t.Run("action/"+how+"/"+vname, func(t *testing.T) {
-				src := `exports.onExecuteCredentialsExchange = function (event, api) {
-					if (event.request.body.ok) return;
-					` + strings.ReplaceAll(body, "V", v) + `
-				};`
-				failsThenRecovers(t, actionEngine(t, src), 500, CodeServerError)
-			})
-		}
-		for how, body := range asyncActions {
-			t.Run("async action/"+how+"/"+vname, func(t *testing.T) {
-				src := `exports.onExecuteCredentialsExchange = async function (event, api) {
-					if (event.request.body.ok) return;
-					` + strings.ReplaceAll(body, "V", v) + `
-				};`
-				failsThenRecovers(t, actionEngine(t, src), 500, CodeServerError)
-			})
+					failsThenRecovers(t, k.engine(t, src), 500, CodeServerError)
+				})
+			}
 		}
 	}
 }

@@ -119,11 +119,7 @@ func (l *loop) callback(c goja.FunctionCall) (goja.Callable, []goja.Value) {
 	return fn, args
 }
 
-type loopError string
-
-func (e loopError) Error() string { return string(e) }
-
-const errTooManyTimers = loopError("too many timers and immediates scheduled at once")
+const errTooManyTimers = textError("too many timers and immediates scheduled at once")
 
 func (l *loop) count() int { return len(l.timers) + len(l.immediate) }
 

@@ -146,9 +146,13 @@ type Engine struct {
 	modules    *modules
 	cache      *ActionCache
 	storageKey string // the hook's storage document
-	pool       *pool
-	warnings   *claimWarnings
-	fetcher    *fetcher
+	// actionSecrets holds, for each action with secrets of its own, those
+	// merged over Config.Secrets (its own win), built once rather than on
+	// every exchange.
+	actionSecrets map[*Script]map[string]string
+	pool          *pool
+	warnings      *claimWarnings
+	fetcher       *fetcher
 }
 
 // NewEngine checks cfg, loads every script's top level once to check what it
@@ -198,6 +202,15 @@ func NewEngine(cfg Config) (*Engine, error) {
 		// The path is made absolute now, against the directory the
 		// configuration was loaded in.
 		e.storageKey = StorageKey(cfg.StorageNamespace, cfg.Hook.Name, cfg.StorageKey)
+	}
+	e.actionSecrets = map[*Script]map[string]string{}
+	for s, own := range cfg.ActionSecrets {
+		if len(own) > 0 {
+			all := make(map[string]string, len(cfg.Secrets)+len(own))
+			maps.Copy(all, cfg.Secrets)
+			maps.Copy(all, own) // the action's own win
+			e.actionSecrets[s] = all
+		}
 	}
 	if err := e.warmUp(); err != nil {
 		return nil, err
@@ -259,6 +272,12 @@ func (e *Engine) warmUp() (err error) {
 	}
 	if r.fault != nil { // a microtask of the top level threw
 		return fmt.Errorf("running top level: %s", r.fault.Description)
+	}
+	if w.loop.pendingRef() {
+		// Every runtime's top level will leave the same: none is ever
+		// reused, which the operator should know.
+		e.cfg.Logger.Warn("the scripts' top level leaves timers or calls under way, so no runtime is reused: " +
+			"every exchange gets a fresh one and runs the top level again (unref() such timers to keep runtimes warm)")
 	}
 	return nil
 }
@@ -369,19 +388,16 @@ func timeoutCause(ctx context.Context) *Error {
 }
 
 // run is the state of one exchange, served by a worker: the worker's
-// runtime and loop (copied here for brevity), and the exchange's result.
+// runtime, loop and JSON.stringify (copied here for brevity; the other
+// intrinsics are read from w), and the exchange's result.
 type run struct {
-	ctx            context.Context
-	eng            *Engine
-	in             *Input
-	w              *worker
-	vm             *goja.Runtime
-	loop           *loop
-	stringify      goja.Callable
-	parse          goja.Callable
-	errorCtor      *goja.Object
-	promiseCtor    *goja.Object
-	promiseResolve goja.Callable
+	ctx       context.Context
+	eng       *Engine
+	in        *Input
+	w         *worker
+	vm        *goja.Runtime
+	loop      *loop
+	stringify goja.Callable
 	// script is the script running now, and log its logger (console uses
 	// it).
 	script *Script
@@ -413,16 +429,10 @@ type run struct {
 
 func newRun(ctx context.Context, e *Engine, in *Input, w *worker) *run {
 	return &run{
-		ctx: ctx, eng: e, in: in, w: w, vm: w.vm, loop: w.loop,
-		stringify: w.stringify, parse: w.parse, errorCtor: w.errorCtor,
-		promiseCtor: w.promiseCtor, promiseResolve: w.promiseResolve,
+		ctx: ctx, eng: e, in: in, w: w, vm: w.vm, loop: w.loop, stringify: w.stringify,
 		log: e.cfg.Logger, scope: in.Scope, claims: map[string]json.RawMessage{},
 	}
 }
-
-// live reports whether the run's exchange is still under way; api calls
-// from a script that kept the objects of an exchange that ended fail.
-func (r *run) live() bool { return !r.ended }
 
 // fail records the first fault of the run.
 func (r *run) fail(e *Error) {
@@ -467,11 +477,6 @@ func define(vm *goja.Runtime, obj *goja.Object, name string, v any) {
 // encoding/json's own limit, so no request body that decoded can pass it.
 const maxInputDepth = 10000
 
-// errBadInput is why Go data could not be handed to a script.
-type errBadInput string
-
-func (e errBadInput) Error() string { return string(e) }
-
 // toJS builds a plain JavaScript value from Go data, as Node's JSON.parse
 // would hand it over: objects (keys sorted), arrays, strings, numbers
 // (json.Number too, with Infinity for one too large, as JSON.parse gives),
@@ -480,7 +485,7 @@ func (r *run) toJS(v any) (goja.Value, error) { return r.toJSDepth(v, 0) }
 
 func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 	if depth > maxInputDepth {
-		return nil, errBadInput(fmt.Sprintf("data nested more than %d deep", maxInputDepth))
+		return nil, textError(fmt.Sprintf("data nested more than %d deep", maxInputDepth))
 	}
 	vm := r.vm
 	switch x := v.(type) {
@@ -507,9 +512,9 @@ func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 	case int64:
 		return vm.ToValue(x), nil
 	case json.RawMessage:
-		out, err := r.parse(goja.Undefined(), vm.ToValue(string(x)))
+		out, err := r.w.parse(goja.Undefined(), vm.ToValue(string(x)))
 		if err != nil {
-			return nil, errBadInput("JSON the runtime cannot parse")
+			return nil, textError("JSON the runtime cannot parse")
 		}
 		return out, nil
 	case []any:
@@ -538,7 +543,7 @@ func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 	// Anything else goes through encoding/json, as it always did.
 	b, err := json.Marshal(v)
 	if err != nil {
-		return nil, errBadInput(fmt.Sprintf("a %T cannot be encoded as JSON", v))
+		return nil, textError(fmt.Sprintf("a %T cannot be encoded as JSON", v))
 	}
 	return r.toJSDepth(json.RawMessage(b), depth)
 }
@@ -556,7 +561,7 @@ func toJSObject[V any](r *run, m map[string]V, depth int) (goja.Value, error) {
 			return nil, err
 		}
 		if err := obj.DefineDataProperty(validUTF8(k), jv, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE); err != nil {
-			return nil, errBadInput("an object member cannot be defined")
+			return nil, textError("an object member cannot be defined")
 		}
 	}
 	return obj, nil
@@ -585,11 +590,11 @@ func validUTF8(s string) string {
 // double, Infinity when it is too large and 0 when it is too small.
 func parseJSONNumber(s string) (float64, error) {
 	if !isJSONNumber(s) {
-		return 0, errBadInput("a number that is not a JSON number")
+		return 0, textError("a number that is not a JSON number")
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
-		return 0, errBadInput("a number that is not a JSON number")
+		return 0, textError("a number that is not a JSON number")
 	}
 	return f, nil // on ErrRange, ParseFloat gives ±Inf or ±0, as JSON.parse does
 }
@@ -633,14 +638,18 @@ func isJSONNumber(s string) bool {
 }
 
 // bodyAndSecrets builds the two inputs hooks and actions both get: the
-// request body and a fresh copy of the secrets.
-func (r *run) bodyAndSecrets(log *zap.Logger) (body, secrets goja.Value, err *Error) {
+// request body and a fresh copy of s's secrets.
+func (r *run) bodyAndSecrets(log *zap.Logger, s *Script) (body, secrets goja.Value, err *Error) {
 	body, jerr := r.toJS(orEmpty(r.in.Request.Body))
 	if jerr != nil { // only the client controls the body: its invalid_request
 		log.Info("the request body cannot be given to the script", zap.String("reason", jerr.Error()))
 		return nil, nil, errorFor(CodeInvalidRequest, "the request body cannot be given to the hook")
 	}
-	if secrets, err = r.input(r.eng.cfg.Secrets); err != nil {
+	all, own := r.eng.actionSecrets[s]
+	if !own {
+		all = r.eng.cfg.Secrets
+	}
+	if secrets, err = r.input(all); err != nil {
 		return nil, nil, err
 	}
 	return body, secrets, nil
@@ -734,7 +743,7 @@ func (r *run) hookArgs(log *zap.Logger) ([]goja.Value, *Error) {
 			return nil, err
 		}
 	}
-	body, secrets, err := r.bodyAndSecrets(log)
+	body, secrets, err := r.bodyAndSecrets(log, r.script)
 	if err != nil {
 		return nil, err
 	}
@@ -882,7 +891,7 @@ func (r *run) await(v goja.Value) (*goja.Promise, error) {
 	if !r.alive() {
 		return nil, timeoutCause(r.ctx)
 	}
-	res, err := r.promiseResolve(r.promiseCtor, v)
+	res, err := r.w.promiseResolve(r.w.promiseCtor, v)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,13 @@ import (
 // MaxStorageSize is Auth0's limit on one hook's storage document.
 const MaxStorageSize = 500 * 1024
 
+// maxStorageInflight bounds the storage operations one exchange has under
+// way at once: each holds a goroutine, and a set the storage lock, until it
+// is done.
+const maxStorageInflight = 16
+
+const errTooManyStorageCalls = textError("too many storage operations under way at once")
+
 // Storage keeps context.webtask.storage documents. Caddy's storage modules
 // (certmagic.Storage) satisfy it, so every instance sharing a storage shares
 // the documents.
@@ -115,6 +122,7 @@ func (r *run) storage() *goja.Object {
 	key := r.eng.storageKey
 	st := r.eng.cfg.Storage
 	var lastSeen *string // etag of the last get, nil before any get
+	inflight := 0        // operations started and not yet called back
 
 	callback := func(v goja.Value) goja.Callable {
 		r.ensureLive() // a module may keep the storage of an exchange that ended
@@ -122,13 +130,36 @@ func (r *run) storage() *goja.Object {
 		if !ok {
 			throwTypeError(vm, "the callback argument must be a function")
 		}
+		if inflight >= maxStorageInflight {
+			panic(vm.NewGoError(errTooManyStorageCalls))
+		}
 		return cb
+	}
+	// async runs work off the loop, counted in inflight until its callback.
+	// work gets the exchange's deadline but not its cancellation: like an
+	// outbound call, an operation the hook did not wait for (a set before
+	// cb) still finishes after the exchange ends; only its callback never
+	// runs.
+	async := func(work func(ctx context.Context) func() error) {
+		inflight++
+		ctx, cancel := context.WithoutCancel(r.ctx), context.CancelFunc(func() {})
+		if deadline, ok := r.ctx.Deadline(); ok { // Run's always has one
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+		}
+		r.loop.async(func() func() error {
+			defer cancel()
+			done := work(ctx)
+			return func() error {
+				inflight--
+				return done()
+			}
+		})
 	}
 	obj := vm.NewObject()
 	define(vm, obj, "get", func(call goja.FunctionCall) goja.Value {
 		cb := callback(call.Argument(0))
-		r.loop.async(func() func() error {
-			data, err := loadDoc(r.ctx, st, key)
+		async(func(ctx context.Context) func() error {
+			data, err := loadDoc(ctx, st, key)
 			return func() error {
 				if err != nil {
 					_, cerr := cb(goja.Undefined(), r.newError(err.Error(), 500))
@@ -138,7 +169,7 @@ func (r *run) storage() *goja.Object {
 				// nothing was ever stored; hooks test for it with === null.
 				value := goja.Null()
 				if data != nil {
-					v, perr := r.parse(goja.Undefined(), vm.ToValue(string(data)))
+					v, perr := r.w.parse(goja.Undefined(), vm.ToValue(string(data)))
 					if perr != nil {
 						_, cerr := cb(goja.Undefined(), r.newError("the storage document is not valid JSON", 500))
 						return cerr
@@ -175,7 +206,7 @@ func (r *run) storage() *goja.Object {
 			e := *lastSeen
 			expect = &e
 		}
-		r.loop.async(func() func() error {
+		async(func(ctx context.Context) func() error {
 			var status int
 			var err error
 			switch {
@@ -184,7 +215,7 @@ func (r *run) storage() *goja.Object {
 			case !ok:
 				status, err = 400, errors.New("storage data must be a JSON value")
 			default:
-				status, err = storeDoc(r.ctx, st, key, raw, expect)
+				status, err = storeDoc(ctx, st, key, raw, expect)
 			}
 			return func() error {
 				if err != nil {
@@ -243,7 +274,7 @@ func storeDoc(ctx context.Context, st Storage, key string, data []byte, expect *
 
 // newError makes a JavaScript Error with a code, as webtask storage errors have.
 func (r *run) newError(msg string, code int) goja.Value {
-	e, err := r.vm.New(r.errorCtor, r.vm.ToValue(msg))
+	e, err := r.vm.New(r.w.errorCtor, r.vm.ToValue(msg))
 	if err != nil {
 		return r.vm.ToValue(msg)
 	}

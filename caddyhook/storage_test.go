@@ -5,8 +5,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 )
@@ -149,5 +152,90 @@ func TestWebtaskStorageGetEmptyIsNull(t *testing.T) {
 	}
 	if got := string(res.Claims["https://t.example/args"]); got != `2` {
 		t.Errorf("get's callback had %s arguments, want 2", got)
+	}
+}
+
+// blockingStorage holds every Load until its exchange ends, counting the
+// Loads under way at once.
+type blockingStorage struct {
+	Storage
+	now, most atomic.Int32
+}
+
+func (s *blockingStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	n := s.now.Add(1)
+	defer s.now.Add(-1)
+	for m := s.most.Load(); n > m && !s.most.CompareAndSwap(m, n); m = s.most.Load() {
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestStorageInFlightBounded: a hook cannot start storage operations
+// without limit (each holds a goroutine, and a set the storage lock, until
+// it is done): past maxStorageInflight under way, a call throws.
+func TestStorageInFlightBounded(t *testing.T) {
+	st := &blockingStorage{}
+	e := engine(t, compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
+		let started = 0, threw = null;
+		for (; started < 1000; started++) {
+			try { context.webtask.storage.get(() => {}); } catch (e) { threw = e.message; break; }
+		}
+		cb(null, { scope, started, threw });
+	};`), func(c *Config) { c.Storage = st })
+	res, err := e.Run(context.Background(), input())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(res.Claims["started"]), strconv.Itoa(maxStorageInflight); got != want {
+		t.Fatalf("storage operations started = %s, want %s (threw %s)", got, want, res.Claims["threw"])
+	}
+	if got := st.most.Load(); got > maxStorageInflight {
+		t.Fatalf("%d Loads under way at once", got)
+	}
+}
+
+// slowLockStorage takes 50 ms to lock, giving up when its context ends,
+// and hands on what is stored.
+type slowLockStorage struct {
+	Storage
+	stored chan []byte
+}
+
+func (s *slowLockStorage) Lock(ctx context.Context, _ string) error {
+	select {
+	case <-time.After(50 * time.Millisecond):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *slowLockStorage) Unlock(context.Context, string) error { return nil }
+
+func (s *slowLockStorage) Store(_ context.Context, _ string, v []byte) error {
+	s.stored <- v
+	return nil
+}
+
+// TestStorageSetNotAwaitedFinishes: a set the hook does not wait for is
+// still written after the exchange ends (within its deadline), as an
+// outbound call is; only its callback never runs.
+func TestStorageSetNotAwaitedFinishes(t *testing.T) {
+	st := &slowLockStorage{stored: make(chan []byte, 1)}
+	e := engine(t, compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
+		context.webtask.storage.set({ audit: 1 }, { force: 1 }, () => {});
+		cb(null, { scope });
+	};`), func(c *Config) { c.Storage = st })
+	if _, err := e.Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case v := <-st.stored:
+		if string(v) != `{"audit":1}` {
+			t.Fatalf("stored %s", v)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("a set the hook did not await was dropped when the exchange ended")
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 
 	"github.com/dop251/goja"
-	"go.uber.org/zap"
 )
 
 // worker is one warm JavaScript runtime: Node's globals, require, the
@@ -139,7 +138,7 @@ func (r *run) ensureLive() {
 	}
 }
 
-const errExchangeEnded = loopError("this object belongs to an exchange that has ended")
+const errExchangeEnded = textError("this object belongs to an exchange that has ended")
 
 // pool keeps one engine's idle workers. The last one returned is the first
 // taken, so that a quiet handler keeps serving from the same warm runtime.
@@ -191,10 +190,4 @@ func (p *pool) size() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.idle)
-}
-
-// logWorkerDropped says why a runtime was not returned to the pool, at
-// debug: the exchange's own outcome is logged where it is decided.
-func (e *Engine) logWorkerDropped(why string) {
-	e.cfg.Logger.Debug("runtime discarded; the next exchange gets a fresh one", zap.String("reason", why))
 }
