@@ -123,22 +123,8 @@ func newExchangeFixture(b *testing.B, alg string) *exchangeFixture {
 // handler's info line at every provisioning stays out of benchmark output.
 func provisionQuiet(b *testing.B, h *Handler) *Handler {
 	b.Helper()
-	storage, _ := json.Marshal(map[string]string{"module": "file_system", "root": b.TempDir()})
-	base, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: storage,
-		Logging: &caddy.Logging{Logs: map[string]*caddy.CustomLog{"default": {BaseLog: caddy.BaseLog{Level: "WARN"}}}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := caddy.NewContext(base)
-	b.Cleanup(cancel)
-	if err := h.Provision(ctx); err != nil {
-		b.Fatalf("provision: %v", err)
-	}
-	b.Cleanup(func() { _ = h.Cleanup() })
-	if err := h.Validate(); err != nil {
-		b.Fatalf("validate: %v", err)
-	}
-	return h
+	quiet := &caddy.Logging{Logs: map[string]*caddy.CustomLog{"default": {BaseLog: caddy.BaseLog{Level: "WARN"}}}}
+	return provisionIn(b, h, storageContextLogging(b, b.TempDir(), quiet))
 }
 
 // benchWriter is a ResponseWriter reused across iterations, as a server
