@@ -208,13 +208,20 @@ func formRequest(form url.Values) *http.Request {
 
 var ccForm = url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "client_secret": {"s"}}
 
-func TestUpstreamFailuresAre502(t *testing.T) {
-	up := newTestUpstream(t)
-	h := provision(t, &Handler{
+// provisionScopeHook provisions a handler in front of up whose hook grants
+// the requested scope and nothing else.
+func provisionScopeHook(t *testing.T, up *testUpstream) *Handler {
+	t.Helper()
+	return provision(t, &Handler{
 		Hook:        writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{scope:s})}`),
 		SigningKey:  writeSigningKey(t),
 		UpstreamKey: up.keyFile,
 	})
+}
+
+func TestUpstreamFailuresAre502(t *testing.T) {
+	up := newTestUpstream(t)
+	h := provisionScopeHook(t, up)
 	otherKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	pubJWK, _ := jwk.FromRaw(otherKey.Public())
 	pubBytes, _ := json.Marshal(pubJWK)
