@@ -107,7 +107,7 @@ func checkHeader(msg *jws.Message) (*Token, jwa.SignatureAlgorithm, error) {
 // parseUnverified reads a token without checking its signature, for
 // insecure_skip_verify; the header rules still apply.
 func parseUnverified(compact string) (*Token, []byte, error) {
-	msg, err := jws.Parse([]byte(compact))
+	msg, err := jws.Parse([]byte(compact), jws.WithCompact())
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrNotJWT, err)
 	}
@@ -152,7 +152,9 @@ func (v *Verifier) verifySignature(ctx context.Context, compact string) (*Token,
 		}
 		return nil
 	})
-	payload, err := jws.Verify([]byte(compact), jws.WithKeyProvider(provider), jws.WithContext(ctx))
+	// WithCompact: jwx otherwise also reads the JSON serialization, which
+	// the dot count above does not keep out.
+	payload, err := jws.Verify([]byte(compact), jws.WithCompact(), jws.WithKeyProvider(provider), jws.WithContext(ctx))
 	switch {
 	case err == nil:
 		return tok, payload, nil
