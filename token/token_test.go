@@ -277,6 +277,7 @@ func TestVerify(t *testing.T) {
 		"payload not an object":    up.sign(t, jwa.RS256, up.key, "k1", nil),
 		"unknown crit extension":   critToken(t, up.key),
 		"JSON serialization":       jsonSerialized(t, up.key),
+		"b64 false without crit":   b64Token(t, up.key),
 		// int64(1e19) overflows to the distant past; the nbf must not pass.
 		"nbf 1e19":   up.sign(t, jwa.RS256, up.key, "k1", map[string]any{"exp": future(), "nbf": json.RawMessage("1e19")}),
 		"exp 1e999":  up.sign(t, jwa.RS256, up.key, "k1", map[string]any{"exp": json.RawMessage("1e999")}),
@@ -296,7 +297,7 @@ func TestVerify(t *testing.T) {
 	if _, err := insecure.Verify(ctx, up.sign(t, jwa.RS256, other.key, "k1", map[string]any{"exp": future()})); err != nil {
 		t.Errorf("insecure verifier refused a well-formed token: %v", err)
 	}
-	for _, name := range []string{"alg none", "HS256 with JWK as secret", "expired", "unknown crit extension", "nbf 1e19", "JSON serialization"} {
+	for _, name := range []string{"alg none", "HS256 with JWK as secret", "expired", "unknown crit extension", "nbf 1e19", "JSON serialization", "b64 false without crit"} {
 		if _, err := insecure.Verify(ctx, refused[name]); err == nil {
 			t.Errorf("insecure verifier accepted %s", name)
 		}
@@ -320,6 +321,20 @@ func jsonSerialized(t *testing.T, key jwk.Key) string {
 		t.Fatalf("JSON serialization has %d dots: %s", strings.Count(s, "."), s)
 	}
 	return s
+}
+
+// b64Token signs a valid token with b64=false in its header but not in
+// crit, which jwx still honours: the signature covers the raw payload.
+func b64Token(t *testing.T, key jwk.Key) string {
+	payload, _ := json.Marshal(map[string]any{"sub": "a", "exp": future()})
+	hdr := jws.NewHeaders()
+	_ = hdr.Set(jws.KeyIDKey, "k1")
+	_ = hdr.Set("b64", false)
+	out, err := jws.Sign(payload, jws.WithKey(jwa.RS256, key, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }
 
 // critToken signs a token whose header lists an extension in crit.

@@ -84,7 +84,7 @@ func (v *Verifier) Verify(ctx context.Context, compact string) (*Token, error) {
 
 // checkHeader reads the facts of a parsed JWS that Verify depends on, and
 // refuses what it must: more than one signature, an algorithm that is not
-// asymmetric, critical extensions.
+// asymmetric, critical extensions, b64.
 func checkHeader(msg *jws.Message) (*Token, jwa.SignatureAlgorithm, error) {
 	sigs := msg.Signatures()
 	if len(sigs) != 1 {
@@ -100,6 +100,11 @@ func checkHeader(msg *jws.Message) (*Token, jwa.SignatureAlgorithm, error) {
 		// and this verifier understands none (b64=false would even change
 		// what the signature covers).
 		return nil, "", fmt.Errorf("token header lists critical extensions %q that are not understood", crit)
+	}
+	if _, ok := hdr.Get("b64"); ok {
+		// jwx honours b64 even outside crit (RFC 7797 §6 requires it
+		// there), and b64=false makes the signature cover the raw payload.
+		return nil, "", errors.New("token header has a b64 member")
 	}
 	return &Token{Alg: alg.String(), KeyID: hdr.KeyID(), Type: hdr.Type()}, alg, nil
 }
