@@ -329,16 +329,8 @@ func TestBypass(t *testing.T) {
 		judge    bypassJudge
 	}
 	clients := []oauthserver.Client{{ID: bypassClient, Secret: bypassSecret}}
-	stock, err := oauthserver.Start(oauthserver.Options{Clients: clients})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = stock.Close() })
-	lenient, err := oauthserver.Start(oauthserver.Options{Clients: clients, Lenient: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = lenient.Close() })
+	stock := startOAuthServer(t, oauthserver.Options{Clients: clients})
+	lenient := startOAuthServer(t, oauthserver.Options{Clients: clients, Lenient: true})
 
 	sites := []*upstreamSite{{name: "stock", upstream: stock}, {name: "lenient", upstream: lenient}}
 	cfg := globalOptions(t)
@@ -420,16 +412,8 @@ func TestBypass(t *testing.T) {
 // really does test a server that parses differently.
 func TestBypassLenientUpstream(t *testing.T) {
 	clients := []oauthserver.Client{{ID: bypassClient, Secret: bypassSecret}}
-	lenient, err := oauthserver.Start(oauthserver.Options{Clients: clients, Lenient: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = lenient.Close() })
-	stock, err := oauthserver.Start(oauthserver.Options{Clients: clients})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = stock.Close() })
+	lenient := startOAuthServer(t, oauthserver.Options{Clients: clients, Lenient: true})
+	stock := startOAuthServer(t, oauthserver.Options{Clients: clients})
 
 	// Rows by name, and whether each upstream alone issues a token for it.
 	want := map[string][2]bool{ // {stock, lenient}

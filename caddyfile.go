@@ -313,12 +313,9 @@ func positiveArg[T int64 | caddy.Duration](d *caddyfile.Dispenser, dst *T, what 
 
 // unmarshalAction reads action <file.js> [{ secret <NAME> <value>... }].
 func (h *Handler) unmarshalAction(d *caddyfile.Dispenser) error {
-	if !d.NextArg() {
-		return d.ArgErr()
-	}
-	path := d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
+	var path string
+	if err := oneArg(d, &path); err != nil {
+		return err
 	}
 	if _, err := compileFile(path, caddyhook.ActionKind); err != nil {
 		return d.Errf("action: %v", err)
@@ -343,12 +340,9 @@ func (h *Handler) unmarshalAction(d *caddyfile.Dispenser) error {
 }
 
 func (h *Handler) unmarshalClient(d *caddyfile.Dispenser) error {
-	if !d.NextArg() {
-		return d.ArgErr()
-	}
-	id := d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
+	var id string
+	if err := oneArg(d, &id); err != nil {
+		return err
 	}
 	if _, dup := h.Clients[id]; dup {
 		return d.Errf("client %s already specified", id)

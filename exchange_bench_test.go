@@ -119,26 +119,32 @@ func newExchangeFixture(b *testing.B, alg string) *exchangeFixture {
 	return f
 }
 
+// exchanger returns a function that serves one client credentials exchange
+// through f.h and fails b unless it answers 200. Each request is a fresh
+// copy of one template, as a server makes one per request; the writer and
+// body are reused, as a server reuses its own.
+func (f *exchangeFixture) exchanger(b *testing.B) func() {
+	tmpl := formRequest(ccForm)
+	w := &benchWriter{header: http.Header{}}
+	body := &rewindBody{}
+	return func() {
+		r := *tmpl
+		r.Header = tmpl.Header.Clone()
+		body.Reset(f.form)
+		r.Body = body
+		w.reset()
+		if err := f.h.ServeHTTP(w, &r, f.next); err != nil || w.code != http.StatusOK {
+			b.Fatalf("exchange: %d %v", w.code, err)
+		}
+	}
+}
+
 // provisionQuiet is provision with Caddy's default log at WARN, so that the
 // handler's info line at every provisioning stays out of benchmark output.
 func provisionQuiet(b *testing.B, h *Handler) *Handler {
 	b.Helper()
-	storage, _ := json.Marshal(map[string]string{"module": "file_system", "root": b.TempDir()})
-	base, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: storage,
-		Logging: &caddy.Logging{Logs: map[string]*caddy.CustomLog{"default": {BaseLog: caddy.BaseLog{Level: "WARN"}}}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := caddy.NewContext(base)
-	b.Cleanup(cancel)
-	if err := h.Provision(ctx); err != nil {
-		b.Fatalf("provision: %v", err)
-	}
-	b.Cleanup(func() { _ = h.Cleanup() })
-	if err := h.Validate(); err != nil {
-		b.Fatalf("validate: %v", err)
-	}
-	return h
+	quiet := &caddy.Logging{Logs: map[string]*caddy.CustomLog{"default": {BaseLog: caddy.BaseLog{Level: "WARN"}}}}
+	return provisionIn(b, h, storageContextLogging(b, b.TempDir(), quiet))
 }
 
 // benchWriter is a ResponseWriter reused across iterations, as a server
@@ -178,20 +184,11 @@ func BenchmarkExchange(b *testing.B) {
 	for _, alg := range benchAlgs {
 		b.Run(alg, func(b *testing.B) {
 			f := newExchangeFixture(b, alg)
-			tmpl := formRequest(ccForm)
-			w := &benchWriter{header: http.Header{}}
-			body := &rewindBody{}
+			exchange := f.exchanger(b)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				r := *tmpl
-				r.Header = tmpl.Header.Clone()
-				body.Reset(f.form)
-				r.Body = body
-				w.reset()
-				if err := f.h.ServeHTTP(w, &r, f.next); err != nil || w.code != http.StatusOK {
-					b.Fatalf("exchange: %d %v", w.code, err)
-				}
+				exchange()
 			}
 		})
 	}
@@ -249,22 +246,13 @@ func BenchmarkExchangeRatio(b *testing.B) {
 		b.Run(alg, func(b *testing.B) {
 			f := newExchangeFixture(b, alg)
 			verify, sign := f.bareVerify(b), f.bareSign(b)
-			tmpl := formRequest(ccForm)
-			w := &benchWriter{header: http.Header{}}
-			body := &rewindBody{}
+			exchange := f.exchanger(b)
 			exch, base := make([]time.Duration, b.N), make([]time.Duration, b.N)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				t0 := time.Now()
-				r := *tmpl
-				r.Header = tmpl.Header.Clone()
-				body.Reset(f.form)
-				r.Body = body
-				w.reset()
-				if err := f.h.ServeHTTP(w, &r, f.next); err != nil || w.code != http.StatusOK {
-					b.Fatalf("exchange: %d %v", w.code, err)
-				}
+				exchange()
 				t1 := time.Now()
 				verify()
 				sign()

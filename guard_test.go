@@ -114,11 +114,7 @@ func TestResponseGuard(t *testing.T) {
 // has its answer checked, and that other requests there are left alone.
 func TestGuardOnPathsHoldingTheTokenPath(t *testing.T) {
 	up := newTestUpstream(t)
-	h := provision(t, &Handler{
-		Hook:        writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{scope:s})}`),
-		SigningKey:  writeSigningKey(t),
-		UpstreamKey: up.keyFile,
-	})
+	h := provisionScopeHook(t, up)
 	ccAnswer := tokenResponse(testJWT(map[string]any{"sub": "svc", "client_id": "svc"}))
 	post := httptest.NewRequest(http.MethodPost, "/api/oauth/token", strings.NewReader("anything"))
 	if rec := serve(t, h, &scriptedUpstream{status: 200, body: ccAnswer}, post); rec.Code != http.StatusBadGateway {

@@ -94,7 +94,12 @@ func provision(t testing.TB, h *Handler) *Handler {
 // file_system module at root, as under caddy run with a storage option.
 func provisionWithStorage(t testing.TB, h *Handler, root string) *Handler {
 	t.Helper()
-	ctx := storageContext(t, root)
+	return provisionIn(t, h, storageContext(t, root))
+}
+
+// provisionIn provisions and validates h in ctx, cleaning it up after t.
+func provisionIn(t testing.TB, h *Handler, ctx caddy.Context) *Handler {
+	t.Helper()
 	if err := h.Provision(ctx); err != nil {
 		t.Fatalf("provision: %v", err)
 	}
@@ -110,8 +115,15 @@ func provisionWithStorage(t testing.TB, h *Handler, root string) *Handler {
 // goroutine at a time.
 func storageContext(t testing.TB, root string) caddy.Context {
 	t.Helper()
+	return storageContextLogging(t, root, nil)
+}
+
+// storageContextLogging is storageContext with Caddy's logging set to logs
+// (nil: Caddy's default).
+func storageContextLogging(t testing.TB, root string, logs *caddy.Logging) caddy.Context {
+	t.Helper()
 	storage, _ := json.Marshal(map[string]string{"module": "file_system", "root": root})
-	base, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: storage})
+	base, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: storage, Logging: logs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,13 +208,20 @@ func formRequest(form url.Values) *http.Request {
 
 var ccForm = url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "client_secret": {"s"}}
 
-func TestUpstreamFailuresAre502(t *testing.T) {
-	up := newTestUpstream(t)
-	h := provision(t, &Handler{
+// provisionScopeHook provisions a handler in front of up whose hook grants
+// the requested scope and nothing else.
+func provisionScopeHook(t *testing.T, up *testUpstream) *Handler {
+	t.Helper()
+	return provision(t, &Handler{
 		Hook:        writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{scope:s})}`),
 		SigningKey:  writeSigningKey(t),
 		UpstreamKey: up.keyFile,
 	})
+}
+
+func TestUpstreamFailuresAre502(t *testing.T) {
+	up := newTestUpstream(t)
+	h := provisionScopeHook(t, up)
 	otherKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	pubJWK, _ := jwk.FromRaw(otherKey.Public())
 	pubBytes, _ := json.Marshal(pubJWK)

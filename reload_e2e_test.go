@@ -20,6 +20,18 @@ import (
 	"github.com/caddyhook/caddyhook/internal/oauthserver"
 )
 
+// startOAuthServer starts the test OAuth server with opts and closes it
+// after t.
+func startOAuthServer(t testing.TB, opts oauthserver.Options) *oauthserver.Server {
+	t.Helper()
+	upstream, err := oauthserver.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = upstream.Close() })
+	return upstream
+}
+
 // reloadHook keeps module state and leaves unref'd timers behind, as the
 // soak's hook does: a reload must drop the old handler's warm runtimes with
 // whatever their loops still hold.
@@ -40,13 +52,9 @@ module.exports = function (client, scope, audience, context, cb) {
 // registers runs with the memory watchdog. Whatever a handler starts and
 // its Cleanup does not stop shows as goroutines above the baseline.
 func TestReloadsLeaveNoGoroutines(t *testing.T) {
-	upstream, err := oauthserver.Start(oauthserver.Options{Clients: []oauthserver.Client{
+	upstream := startOAuthServer(t, oauthserver.Options{Clients: []oauthserver.Client{
 		{ID: "svc-billing", Secret: "billing-secret"},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = upstream.Close() })
 	dir := t.TempDir()
 	hook := filepath.Join(dir, "hook.js")
 	if err := os.WriteFile(hook, []byte(reloadHook), 0o600); err != nil {

@@ -15,13 +15,9 @@ import (
 // same hook file: module state persists within each site's handler, is
 // never shared between the two, and starts again after a config reload.
 func TestWarmRuntimesPerHandler(t *testing.T) {
-	upstream, err := oauthserver.Start(oauthserver.Options{Clients: []oauthserver.Client{
+	upstream := startOAuthServer(t, oauthserver.Options{Clients: []oauthserver.Client{
 		{ID: "svc-billing", Secret: "billing-secret"},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = upstream.Close() })
 	hook := filepath.Join(t.TempDir(), "counter.js")
 	if err := os.WriteFile(hook, []byte(`
 let served = 0; // module state: once per runtime, as on Auth0

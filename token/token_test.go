@@ -276,6 +276,8 @@ func TestVerify(t *testing.T) {
 		"JWE-shaped":               "a.b.c.d.e",
 		"payload not an object":    up.sign(t, jwa.RS256, up.key, "k1", nil),
 		"unknown crit extension":   critToken(t, up.key),
+		"JSON serialization":       jsonSerialized(t, up.key),
+		"b64 false without crit":   b64Token(t, up.key),
 		// int64(1e19) overflows to the distant past; the nbf must not pass.
 		"nbf 1e19":   up.sign(t, jwa.RS256, up.key, "k1", map[string]any{"exp": future(), "nbf": json.RawMessage("1e19")}),
 		"exp 1e999":  up.sign(t, jwa.RS256, up.key, "k1", map[string]any{"exp": json.RawMessage("1e999")}),
@@ -295,11 +297,44 @@ func TestVerify(t *testing.T) {
 	if _, err := insecure.Verify(ctx, up.sign(t, jwa.RS256, other.key, "k1", map[string]any{"exp": future()})); err != nil {
 		t.Errorf("insecure verifier refused a well-formed token: %v", err)
 	}
-	for _, name := range []string{"alg none", "HS256 with JWK as secret", "expired", "unknown crit extension", "nbf 1e19"} {
+	for _, name := range []string{"alg none", "HS256 with JWK as secret", "expired", "unknown crit extension", "nbf 1e19", "JSON serialization", "b64 false without crit"} {
 		if _, err := insecure.Verify(ctx, refused[name]); err == nil {
 			t.Errorf("insecure verifier accepted %s", name)
 		}
 	}
+}
+
+// jsonSerialized signs a valid token in the JWS JSON serialization, with an
+// unprotected header member holding two dots, so that it passes Verify's
+// dot count: jwx parses either serialization unless told which, and an
+// access token must be a compact JWS.
+func jsonSerialized(t *testing.T, key jwk.Key) string {
+	payload, _ := json.Marshal(map[string]any{"sub": "a", "exp": future()})
+	hdr := jws.NewHeaders()
+	_ = hdr.Set(jws.KeyIDKey, "k1")
+	out, err := jws.Sign(payload, jws.WithJSON(), jws.WithKey(jwa.RS256, key, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(out), `"payload"`, `"header":{"x":"a.b.c"},"payload"`, 1)
+	if strings.Count(s, ".") != 2 {
+		t.Fatalf("JSON serialization has %d dots: %s", strings.Count(s, "."), s)
+	}
+	return s
+}
+
+// b64Token signs a valid token with b64=false in its header but not in
+// crit, which jwx still honours: the signature covers the raw payload.
+func b64Token(t *testing.T, key jwk.Key) string {
+	payload, _ := json.Marshal(map[string]any{"sub": "a", "exp": future()})
+	hdr := jws.NewHeaders()
+	_ = hdr.Set(jws.KeyIDKey, "k1")
+	_ = hdr.Set("b64", false)
+	out, err := jws.Sign(payload, jws.WithKey(jwa.RS256, key, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }
 
 // critToken signs a token whose header lists an extension in crit.

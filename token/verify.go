@@ -84,7 +84,7 @@ func (v *Verifier) Verify(ctx context.Context, compact string) (*Token, error) {
 
 // checkHeader reads the facts of a parsed JWS that Verify depends on, and
 // refuses what it must: more than one signature, an algorithm that is not
-// asymmetric, critical extensions.
+// asymmetric, critical extensions, b64.
 func checkHeader(msg *jws.Message) (*Token, jwa.SignatureAlgorithm, error) {
 	sigs := msg.Signatures()
 	if len(sigs) != 1 {
@@ -101,13 +101,18 @@ func checkHeader(msg *jws.Message) (*Token, jwa.SignatureAlgorithm, error) {
 		// what the signature covers).
 		return nil, "", fmt.Errorf("token header lists critical extensions %q that are not understood", crit)
 	}
+	if _, ok := hdr.Get("b64"); ok {
+		// jwx honours b64 even outside crit (RFC 7797 §6 requires it
+		// there), and b64=false makes the signature cover the raw payload.
+		return nil, "", errors.New("token header has a b64 member")
+	}
 	return &Token{Alg: alg.String(), KeyID: hdr.KeyID(), Type: hdr.Type()}, alg, nil
 }
 
 // parseUnverified reads a token without checking its signature, for
 // insecure_skip_verify; the header rules still apply.
 func parseUnverified(compact string) (*Token, []byte, error) {
-	msg, err := jws.Parse([]byte(compact))
+	msg, err := jws.Parse([]byte(compact), jws.WithCompact())
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrNotJWT, err)
 	}
@@ -152,7 +157,9 @@ func (v *Verifier) verifySignature(ctx context.Context, compact string) (*Token,
 		}
 		return nil
 	})
-	payload, err := jws.Verify([]byte(compact), jws.WithKeyProvider(provider), jws.WithContext(ctx))
+	// WithCompact: jwx otherwise also reads the JSON serialization, which
+	// the dot count above does not keep out.
+	payload, err := jws.Verify([]byte(compact), jws.WithCompact(), jws.WithKeyProvider(provider), jws.WithContext(ctx))
 	switch {
 	case err == nil:
 		return tok, payload, nil

@@ -9,22 +9,22 @@
 package main
 
 import (
-	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
+
+	"github.com/caddyhook/caddyhook/token"
 )
 
 func main() {
@@ -90,16 +90,21 @@ func main() {
 
 // fixtures generates an RSA key, and returns a token response carrying one
 // client credentials JWT signed with it (exp ten years ahead) and the key's
-// JWKS.
+// JWKS. The signing and the JWKS are the module's own (token.Signer).
 func fixtures(issuer string) (tokenResp, jwks []byte, err error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	raw, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, nil, err
 	}
-	b64 := base64.RawURLEncoding
-	const kid = "bench-upstream"
-
-	header, _ := json.Marshal(map[string]string{"alg": "RS256", "typ": "JWT", "kid": kid})
+	key, err := jwk.FromRaw(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = key.Set(jwk.KeyIDKey, "bench-upstream")
+	signer, err := token.NewSigner(key, "RS256")
+	if err != nil {
+		return nil, nil, err
+	}
 	now := time.Now()
 	claims, _ := json.Marshal(map[string]any{
 		"iss":       issuer,
@@ -111,25 +116,16 @@ func fixtures(issuer string) (tokenResp, jwks []byte, err error) {
 		"exp":       now.AddDate(10, 0, 0).Unix(),
 		"jti":       "bench-fixed-token",
 	})
-	signingInput := b64.EncodeToString(header) + "." + b64.EncodeToString(claims)
-	digest := sha256.Sum256([]byte(signingInput))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest[:])
+	accessToken, err := signer.Sign("JWT", claims)
 	if err != nil {
 		return nil, nil, err
 	}
 	tokenResp, _ = json.Marshal(map[string]any{
-		"access_token": signingInput + "." + b64.EncodeToString(sig),
+		"access_token": accessToken,
 		"token_type":   "Bearer",
 		"expires_in":   3600,
 		"scope":        "read:data write:data",
 	})
-	jwks, _ = json.Marshal(map[string]any{"keys": []map[string]string{{
-		"kty": "RSA",
-		"use": "sig",
-		"alg": "RS256",
-		"kid": kid,
-		"n":   b64.EncodeToString(key.N.Bytes()),
-		"e":   b64.EncodeToString(big.NewInt(int64(key.E)).Bytes()),
-	}}})
-	return tokenResp, jwks, nil
+	jwks, err = json.Marshal(map[string]any{"keys": []jwk.Key{signer.PublicKey()}})
+	return tokenResp, jwks, err
 }
