@@ -196,6 +196,8 @@ func (g *regexGuard) matchAll(call goja.FunctionCall) goja.Value {
 	}
 	if g.iterProto == nil {
 		g.iterProto = g.newIterProto()
+	}
+	if g.matchAllIter == nil { // the first matchAll of this exchange
 		g.matchAllIter = map[*goja.Object]*matchAllState{}
 	}
 	it := vm.NewObject()

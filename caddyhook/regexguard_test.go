@@ -487,3 +487,35 @@ func BenchmarkRuntimeSetup(b *testing.B) {
 		}
 	})
 }
+
+// TestRegexGuardMatchAllOnAWarmRuntime runs matchAll in two exchanges of one
+// runtime: bind lets the iterators of the first go, and the second must
+// still get working ones (a nil map made it a Go panic).
+func TestRegexGuardMatchAllOnAWarmRuntime(t *testing.T) {
+	vm := newVM()
+	g := installRegexGuard(vm, context.Background(), func() {})
+	const src = `globalThis.kept = 'a1b2'.matchAll(/\d/g); [...'a1b2'.matchAll(/\d/g)].join()`
+	for i := 0; i < 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		g.bind(ctx, func() {})
+		var v goja.Value
+		var err error
+		func() {
+			defer func() {
+				if x := recover(); x != nil {
+					err = fmt.Errorf("Go panic: %v", x)
+				}
+			}()
+			v, err = vm.RunString(src)
+		}()
+		cancel()
+		if err != nil || v.String() != "1,2" {
+			t.Fatalf("exchange %d: %v, %v", i+1, v, err)
+		}
+	}
+	// An iterator kept from an earlier exchange throws a TypeError.
+	g.bind(context.Background(), func() {})
+	if _, err := vm.RunString(`kept.next()`); err == nil {
+		t.Fatal("an iterator from an earlier exchange still works")
+	}
+}
