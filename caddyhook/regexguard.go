@@ -149,14 +149,16 @@ func installRegexGuard(vm *goja.Runtime, ctx context.Context, interrupt func()) 
 }
 
 // bind points the guard at the run a warm runtime now serves: its
-// deadline, and how to interrupt it. The subjects remembered from the last
-// run are let go, so an idle runtime does not hold a large string, and so
-// are the matchAll iterators of the last run: a warm runtime serves any
-// number of exchanges, and the map would grow with each. An iterator a
-// module kept from an earlier exchange throws a TypeError when used.
+// deadline, and how to interrupt it. The subjects and the RegExp remembered
+// from the last run are let go, so an idle runtime does not hold a large
+// string or an object of an exchange that has ended, and so are the
+// matchAll iterators of the last run: a warm runtime serves any number of
+// exchanges, and the map would grow with each. An iterator a module kept
+// from an earlier exchange throws a TypeError when used.
 func (g *regexGuard) bind(ctx context.Context, interrupt func()) {
 	g.ctx, g.interrupt = ctx, interrupt
 	g.utf16, g.points = textCache{}, textCache{}
+	g.lastRx, g.lastPattern = nil, nil
 	g.matchAllIter = nil
 }
 
