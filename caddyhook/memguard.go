@@ -517,7 +517,7 @@ func (c *allocCaps) toLocaleString(call goja.FunctionCall) goja.Value {
 		}
 		f, ok := goja.AssertFunction(item.ToObject(c.vm).Get("toLocaleString"))
 		if !ok {
-			panic(c.vm.NewTypeError("Property 'toLocaleString' of object " + item.String() + " is not a function"))
+			throwTypeError(c.vm, "Property 'toLocaleString' of object "+item.String()+" is not a function")
 		}
 		v, err := f(item)
 		if err != nil {

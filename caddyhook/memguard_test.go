@@ -387,6 +387,7 @@ var capCases = []string{
 	`[1.5, 'x', null, new Date(0).getTime(), [2, 3]].toLocaleString()`,
 	`(function () { var a = [1]; a.push(a); return a.toLocaleString(); })()`,
 	`(function () { try { [{toLocaleString: 5}].toLocaleString(); } catch (e) { return e.name; } })()`,
+	`(function () { try { [{toLocaleString: 5, toString() { return '100%d'; }}].toLocaleString(); } catch (e) { return e.message; } })()`,
 	`[1, 2, 3, 4].fill(0, 1, 3).join() + '|' + new Array(3).fill(7).join() + '|' + Array.prototype.fill.call({length: 2}, 1).length`,
 	`[3, 1, 2].sort().join() + '|' + [1, 2].map(function (x) { return x * 2; }).join() + '|' + [10, 9, 1].sort(function (a, b) { return a - b; }).join()`,
 	`[3, 1, 2].toSorted().join() + [1, 2].toReversed().join() + [1, 2, 3].toSpliced(1, 1, 'x').join() + [1, 2].with(0, 9).join()`,

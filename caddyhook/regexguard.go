@@ -184,7 +184,7 @@ func (g *regexGuard) matchAll(call goja.FunctionCall) goja.Value {
 	vm := g.vm
 	this, ok := call.This.(*goja.Object)
 	if !ok {
-		panic(vm.NewTypeError("Value is not an object: " + call.This.String()))
+		throwTypeError(vm, "Value is not an object: "+call.This.String())
 	}
 	s := toJSString(vm, call.Argument(0))
 	flags := toJSString(vm, orUndefined(this.Get("flags"))).String()
@@ -225,7 +225,7 @@ func (g *regexGuard) speciesConstructor(o *goja.Object) goja.Constructor {
 	if c != nil && !goja.IsUndefined(c) {
 		co, ok := c.(*goja.Object)
 		if !ok {
-			panic(vm.NewTypeError("Value is not an object: " + c.String()))
+			throwTypeError(vm, "Value is not an object: "+c.String())
 		}
 		c = co.GetSymbol(goja.SymSpecies)
 	}
@@ -233,7 +233,7 @@ func (g *regexGuard) speciesConstructor(o *goja.Object) goja.Constructor {
 		c = g.regexpCtor
 	}
 	if _, ok := c.(*goja.Object); !ok {
-		panic(vm.NewTypeError("Value is not an object: " + c.String()))
+		throwTypeError(vm, "Value is not an object: "+c.String())
 	}
 	ctor, ok := goja.AssertConstructor(c)
 	if !ok {
@@ -265,7 +265,7 @@ func (g *regexGuard) matchAllNext(call goja.FunctionCall) goja.Value {
 	it, _ := call.This.(*goja.Object)
 	st := g.matchAllIter[it]
 	if st == nil {
-		panic(vm.NewTypeError("Method RegExp String Iterator.prototype.next called on incompatible receiver " + call.This.String()))
+		throwTypeError(vm, "Method RegExp String Iterator.prototype.next called on incompatible receiver "+call.This.String())
 	}
 	if st.done {
 		return iterResult(vm, goja.Undefined(), true)

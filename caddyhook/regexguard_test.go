@@ -247,6 +247,8 @@ var regexCases = []string{
 	`[...'abab'.matchAll(/(?<=a)b/g)]`,
 	`'abab'.matchAll(/b/g)`,
 	`(function () { try { 'a'.matchAll(/a/); } catch (e) { return e.name; } })()`,
+	`(function () { try { RegExp.prototype[Symbol.matchAll].call('100%d', 'a'); } catch (e) { return e.message; } })()`,
+	`(function () { var r = /a/g; r.constructor = '100%d'; try { 'a'.matchAll(r); } catch (e) { return e.message; } })()`,
 	`(function () { var r = /a/g; r.lastIndex = 2; var it = 'aaaa'.matchAll(r); return [r.lastIndex, show(it)]; })()`,
 	`'a-b_c'.replace(/[-_]/g, '+')`,
 	`'John Smith'.replace(/(\w+)\s(\w+)/, '$2, $1')`,
