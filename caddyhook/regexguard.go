@@ -82,7 +82,8 @@ type regexGuard struct {
 	iterProto    *goja.Object // our %RegExpStringIteratorPrototype%, made on first use
 	matchAllIter map[*goja.Object]*matchAllState
 
-	patterns map[patternKey]*guardedPattern
+	patterns     map[patternKey]*guardedPattern
+	patternBytes int // the sources in patterns
 	// lastRx and lastPattern remember the RegExp matched last: the generic
 	// algorithms call exec on the same one once per match or position.
 	// RegExp.prototype.compile, the only way to change a RegExp's pattern,
@@ -632,18 +633,25 @@ func (g *regexGuard) readPattern(rx *goja.Object) *guardedPattern {
 	key := patternKey{source: patternSource(g.source(this)), flags: f}
 	p := g.patterns[key]
 	if p == nil {
-		if len(g.patterns) >= maxRunPatterns {
+		if len(g.patterns) >= maxRunPatterns || g.patternBytes+len(key.source) > maxRunPatternBytes {
 			clear(g.patterns)
+			g.patternBytes = 0
 		}
 		p = sharedPatterns.get(key)
 		g.patterns[key] = p
+		g.patternBytes += len(key.source)
 	}
 	return p
 }
 
-// maxRunPatterns bounds the patterns one run remembers; a script building
-// patterns in a loop only makes the guard look them up again.
-const maxRunPatterns = 256
+// maxRunPatterns and maxRunPatternBytes bound the patterns a runtime
+// remembers, over all the exchanges a warm runtime serves; when full it
+// starts over. A script building patterns in a loop, or from each
+// exchange's data, only makes the guard look them up again.
+const (
+	maxRunPatterns     = 256
+	maxRunPatternBytes = 1 << 20
+)
 
 type regexFlags uint8
 
@@ -718,12 +726,17 @@ func (p *guardedPattern) regexp2(sticky bool) (*regexp2.Regexp, func(), error) {
 // patternTable holds the analysis of every pattern seen, for all runs: the
 // analysis and the compiled copies depend only on the pattern.
 type patternTable struct {
-	mu sync.Mutex
-	m  map[patternKey]*guardedPattern
+	mu    sync.Mutex
+	m     map[patternKey]*guardedPattern
+	bytes int // the sources in m
 }
 
-// maxSharedPatterns bounds the table; when full it starts over.
-const maxSharedPatterns = 4096
+// maxSharedPatterns and maxSharedPatternBytes bound the table, which lives
+// as long as the process; when full it starts over.
+const (
+	maxSharedPatterns     = 4096
+	maxSharedPatternBytes = 4 << 20
+)
 
 var sharedPatterns = &patternTable{m: map[patternKey]*guardedPattern{}}
 
@@ -739,10 +752,12 @@ func (t *patternTable) get(key patternKey) *guardedPattern {
 	if q := t.m[key]; q != nil {
 		p = q
 	} else {
-		if len(t.m) >= maxSharedPatterns {
+		if len(t.m) >= maxSharedPatterns || t.bytes+len(key.source) > maxSharedPatternBytes {
 			clear(t.m)
+			t.bytes = 0
 		}
 		t.m[key] = p
+		t.bytes += len(key.source)
 	}
 	t.mu.Unlock()
 	return p

@@ -521,3 +521,31 @@ func TestRegexGuardMatchAllOnAWarmRuntime(t *testing.T) {
 		t.Fatal("an iterator from an earlier exchange still works")
 	}
 }
+
+// TestRegexGuardPatternCachesAreBounded builds large patterns on one
+// runtime: what the guard remembers of them, per runtime and for the
+// process, must stay bounded in bytes, not only in number.
+func TestRegexGuardPatternCachesAreBounded(t *testing.T) {
+	vm := newVM()
+	g := installRegexGuard(vm, context.Background(), func() {})
+	// 40 patterns of 256 KiB that need regexp2 (a backreference).
+	if _, err := vm.RunString(`var big = 'a'.repeat(1 << 18);
+		for (var i = 0; i < 40; i++) new RegExp('(' + i + ')\\1' + big, 'g').test('x')`); err != nil {
+		t.Fatal(err)
+	}
+	sourceBytes := func(m map[patternKey]*guardedPattern) (n int) {
+		for k := range m {
+			n += len(k.source)
+		}
+		return n
+	}
+	if n := sourceBytes(g.patterns); n > maxRunPatternBytes+1<<18+8 {
+		t.Errorf("the runtime remembers %d KiB of patterns", n>>10)
+	}
+	sharedPatterns.mu.Lock()
+	n := sourceBytes(sharedPatterns.m)
+	sharedPatterns.mu.Unlock()
+	if n > maxSharedPatternBytes+1<<18+8 {
+		t.Errorf("the process remembers %d KiB of patterns", n>>10)
+	}
+}
