@@ -40,7 +40,7 @@ func lazyError(vm *goja.Runtime, name string) func(msg string) goja.Value {
 		}
 		obj, err := ctor(nil, vm.ToValue(msg))
 		if err != nil {
-			panic(err)
+			rethrow(vm, err)
 		}
 		return obj
 	}
@@ -521,7 +521,7 @@ func (c *allocCaps) toLocaleString(call goja.FunctionCall) goja.Value {
 		}
 		v, err := f(item)
 		if err != nil {
-			panic(err)
+			rethrow(c.vm, err)
 		}
 		s := toJSString(c.vm, v)
 		if total += int64(s.Length()); total > maxStringLength {
@@ -683,7 +683,7 @@ func (a *jsonAccount) replace(call goja.FunctionCall) goja.Value {
 	if a.user != nil {
 		var err error
 		if v, err = a.user(call.This, key, v); err != nil {
-			panic(err)
+			rethrow(a.c.vm, err)
 		}
 	}
 	depth := a.depth[holder]
@@ -778,7 +778,7 @@ func (c *allocCaps) proxyConstructor(holder *goja.Object, name string, check fun
 		Construct: func(_ *goja.Object, args []goja.Value, newTarget *goja.Object) *goja.Object {
 			obj, err := construct(newTarget, check(append([]goja.Value(nil), args...))...)
 			if err != nil {
-				panic(err)
+				rethrow(vm, err)
 			}
 			return obj
 		},
@@ -787,7 +787,7 @@ func (c *allocCaps) proxyConstructor(holder *goja.Object, name string, check fun
 		traps.Apply = func(_ *goja.Object, this goja.Value, args []goja.Value) goja.Value {
 			v, err := fn(this, check(append([]goja.Value(nil), args...))...)
 			if err != nil {
-				panic(err)
+				rethrow(vm, err)
 			}
 			return v
 		}

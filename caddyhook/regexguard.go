@@ -192,10 +192,10 @@ func (g *regexGuard) matchAll(call goja.FunctionCall) goja.Value {
 	ctor := g.speciesConstructor(this)
 	matcher, err := ctor(nil, this, vm.ToValue(flags))
 	if err != nil {
-		panic(err)
+		rethrow(vm, err)
 	}
 	if err := matcher.Set("lastIndex", toLength(this.Get("lastIndex"))); err != nil {
-		panic(err)
+		rethrow(vm, err)
 	}
 	if g.iterProto == nil {
 		g.iterProto = g.newIterProto()
@@ -205,7 +205,7 @@ func (g *regexGuard) matchAll(call goja.FunctionCall) goja.Value {
 	}
 	it := vm.NewObject()
 	if err := it.SetPrototype(g.iterProto); err != nil {
-		panic(err)
+		rethrow(vm, err)
 	}
 	g.matchAllIter[it] = &matchAllState{matcher: matcher, s: s, global: strings.Contains(flags, "g"), fullUnicode: strings.Contains(flags, "u")}
 	return it
@@ -250,7 +250,7 @@ func (g *regexGuard) newIterProto() *goja.Object {
 	arrayIter := g.arrayIterFn(goja.FunctionCall{This: vm.NewArray()}).ToObject(vm)
 	proto := vm.NewObject()
 	if err := proto.SetPrototype(arrayIter.Prototype().Prototype()); err != nil {
-		panic(err)
+		rethrow(vm, err)
 	}
 	_ = proto.DefineDataProperty("next", builtinFunc(vm, "next", 0, g.matchAllNext), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
 	_ = proto.DefineDataPropertySymbol(goja.SymToStringTag, vm.ToValue("RegExp String Iterator"), goja.FLAG_FALSE, goja.FLAG_TRUE, goja.FLAG_FALSE)
@@ -283,7 +283,7 @@ func (g *regexGuard) matchAllNext(call goja.FunctionCall) goja.Value {
 	if toJSString(vm, orUndefined(match.ToObject(vm).Get("0"))).Length() == 0 {
 		thisIndex := toLength(st.matcher.Get("lastIndex"))
 		if err := st.matcher.Set("lastIndex", advanceStringIndex(st.s, thisIndex, st.fullUnicode)); err != nil {
-			panic(err)
+			rethrow(vm, err)
 		}
 	}
 	return iterResult(vm, match, false)
@@ -295,7 +295,7 @@ func (g *regexGuard) regExpExec(r *goja.Object, s goja.String) goja.Value {
 	if exec, ok := goja.AssertFunction(r.Get("exec")); ok {
 		res, err := exec(r, s)
 		if err != nil {
-			panic(err)
+			rethrow(g.vm, err)
 		}
 		if _, isObject := res.(*goja.Object); !isObject && !goja.IsNull(res) {
 			panic(g.vm.NewTypeError("RegExp exec method returned something other than an Object or null"))
@@ -440,7 +440,7 @@ func (g *regexGuard) run(call goja.FunctionCall, exec bool) goja.Value {
 			next = int64(m.indexes[1])
 		}
 		if err := rx.Set("lastIndex", next); err != nil {
-			panic(err)
+			rethrow(g.vm, err)
 		}
 	}
 	if !exec {
