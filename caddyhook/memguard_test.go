@@ -395,6 +395,14 @@ var capCases = []string{
 	`Array.from('ab\u{1F600}').join() + '|' + Array.from({length: 3}, function (v, i) { return i * 2; }).join() + '|' + Array.from(new Set([1, 1, 2])).join()`,
 	`Math.max.apply(null, [1, 5, 3]) + Reflect.apply(Math.min, null, [4, 2]) + Reflect.construct(Date, [0]).getTime() + Math.max.apply(null, {length: 2, 0: 1, 1: 8})`,
 	`(function () { try { Math.max.apply(null, 5); } catch (e) { return e.name; } })()`,
+	// A length getter is read once: the caps cannot be passed by answering
+	// 0 to the check and more to the original.
+	`(function () { var n = 0; var r = Math.max.apply(null, {get length() { return n++ ? 2**21 : 0; }}); return r + ':' + n; })()`,
+	`(function () { var n = 0; var r = Reflect.apply(Math.max, null, new Proxy({}, {get(t, k) { return k === 'length' ? (n++ ? 2**21 : 1) : 7; }})); return r + ':' + n; })()`,
+	`(function () { var n = 0; var d = Reflect.construct(Date, {get length() { return n++ ? 2**21 : 1; }, 0: 5}); return d.getTime() + ':' + n; })()`,
+	`Math.max.apply(null, new Proxy([1, 7], {})) + Reflect.apply(Math.min, null, {length: 2, get 0() { return 3; }, 1: 9}) + Math.max.apply(null, new Uint8Array([4, 2])) + Math.max.apply(null, [, 1]) + Math.max.apply(null, new Array(3))`,
+	`(function () { var n = 0; try { Reflect.apply(5, null, {length: 1, get 0() { n++; }}); } catch (e) { return e.name + n; } })()`,
+	`(function () { var n = 0; try { Reflect.construct(Date, {length: 1, get 0() { n++; }}, 5); } catch (e) { return e.name + n; } })()`,
 	`[Function.prototype.apply.length, Function.prototype.apply.name, String.prototype.repeat.length, String.prototype.padStart.length, Array.prototype.join.length, Array.from.length, JSON.stringify.length, Reflect.construct.length, Array.prototype.toLocaleString.length].join()`,
 	`JSON.stringify({a: [1, 'x', {b: null, c: undefined, d: function () {}}], e: new Date(0), f: 'q"\n'})`,
 	`JSON.stringify({a: [1, {b: 2}]}, null, 2) + JSON.stringify([1, [2]], null, '--') + JSON.stringify({a: 1}, null, new Number(3)) + JSON.stringify({a: 1}, null, new String('ab'))`,
