@@ -40,7 +40,7 @@ func lazyError(vm *goja.Runtime, name string) func(msg string) goja.Value {
 		}
 		obj, err := ctor(nil, vm.ToValue(msg))
 		if err != nil {
-			panic(err)
+			rethrow(vm, err)
 		}
 		return obj
 	}
@@ -330,10 +330,16 @@ func installAllocationCaps(vm *goja.Runtime) {
 	}
 	c.wrap(arrayCtor, "from", c.arrayFrom)
 
-	c.wrap(object(object(vm.Get("Function")).Get("prototype")), "apply", c.argumentList(1))
+	c.wrap(object(object(vm.Get("Function")).Get("prototype")), "apply", c.argumentList(1, nil))
 	reflect := object(vm.Get("Reflect"))
-	c.wrap(reflect, "apply", c.argumentList(2))
-	c.wrap(reflect, "construct", c.argumentList(1))
+	c.wrap(reflect, "apply", c.argumentList(2, func(call goja.FunctionCall) bool {
+		_, ok := goja.AssertFunction(call.Argument(0))
+		return ok
+	}))
+	c.wrap(reflect, "construct", c.argumentList(1, func(call goja.FunctionCall) bool {
+		isConstructor := func(v goja.Value) bool { _, ok := goja.AssertConstructor(v); return ok }
+		return isConstructor(call.Argument(0)) && (len(call.Arguments) <= 2 || isConstructor(call.Argument(2)))
+	}))
 
 	c.wrap(object(vm.Get("JSON")), "stringify", c.stringify)
 
@@ -517,11 +523,11 @@ func (c *allocCaps) toLocaleString(call goja.FunctionCall) goja.Value {
 		}
 		f, ok := goja.AssertFunction(item.ToObject(c.vm).Get("toLocaleString"))
 		if !ok {
-			panic(c.vm.NewTypeError("Property 'toLocaleString' of object " + item.String() + " is not a function"))
+			throwTypeError(c.vm, "Property 'toLocaleString' of object "+item.String()+" is not a function")
 		}
 		v, err := f(item)
 		if err != nil {
-			panic(err)
+			rethrow(c.vm, err)
 		}
 		s := toJSString(c.vm, v)
 		if total += int64(s.Length()); total > maxStringLength {
@@ -603,14 +609,35 @@ func (c *allocCaps) arrayFrom(original native) native {
 }
 
 // argumentList refuses argument lists (the argument at index i) longer than
-// maxCallArguments.
-func (c *allocCaps) argumentList(i int) func(native) native {
+// maxCallArguments. Only an Array's length is sure to read the same twice:
+// any other array-like's may be a getter or a Proxy trap that answers 0 to
+// the check and 2**40 to the original, so the original gets the list read
+// here, as the original would read it (length once, then each index). ready
+// says whether the original would get as far as reading the list (its
+// target is callable), so that a failing call reads no elements.
+func (c *allocCaps) argumentList(i int, ready func(goja.FunctionCall) bool) func(native) native {
 	return func(original native) native {
 		return func(call goja.FunctionCall) goja.Value {
-			if o, ok := call.Argument(i).(*goja.Object); ok && toLength(o.Get("length")) > maxCallArguments {
+			o, ok := call.Argument(i).(*goja.Object)
+			if !ok {
+				return original(call)
+			}
+			n := toLength(o.Get("length"))
+			if n > maxCallArguments {
 				c.fail(msgCallArguments)
 			}
-			return original(call)
+			if o.ExportType() == typeArray || (ready != nil && !ready(call)) {
+				return original(call)
+			}
+			list := make([]any, n)
+			for k := range list {
+				if list[k] = o.Get(strconv.Itoa(k)); list[k] == nil {
+					list[k] = goja.Undefined()
+				}
+			}
+			args := append([]goja.Value(nil), call.Arguments...)
+			args[i] = c.vm.NewArray(list...)
+			return original(goja.FunctionCall{This: call.This, Arguments: args})
 		}
 	}
 }
@@ -683,7 +710,7 @@ func (a *jsonAccount) replace(call goja.FunctionCall) goja.Value {
 	if a.user != nil {
 		var err error
 		if v, err = a.user(call.This, key, v); err != nil {
-			panic(err)
+			rethrow(a.c.vm, err)
 		}
 	}
 	depth := a.depth[holder]
@@ -710,7 +737,10 @@ func (a *jsonAccount) replace(call goja.FunctionCall) goja.Value {
 	return v
 }
 
-var typeArrayBuffer = reflect.TypeOf(goja.ArrayBuffer{})
+var (
+	typeArrayBuffer = reflect.TypeOf(goja.ArrayBuffer{})
+	typeArray       = reflect.TypeOf([]any(nil))
+)
 
 // capBuffers replaces ArrayBuffer and the typed array constructors, which
 // allocate their whole size at once, with proxies whose construct trap
@@ -778,7 +808,7 @@ func (c *allocCaps) proxyConstructor(holder *goja.Object, name string, check fun
 		Construct: func(_ *goja.Object, args []goja.Value, newTarget *goja.Object) *goja.Object {
 			obj, err := construct(newTarget, check(append([]goja.Value(nil), args...))...)
 			if err != nil {
-				panic(err)
+				rethrow(vm, err)
 			}
 			return obj
 		},
@@ -787,7 +817,7 @@ func (c *allocCaps) proxyConstructor(holder *goja.Object, name string, check fun
 		traps.Apply = func(_ *goja.Object, this goja.Value, args []goja.Value) goja.Value {
 			v, err := fn(this, check(append([]goja.Value(nil), args...))...)
 			if err != nil {
-				panic(err)
+				rethrow(vm, err)
 			}
 			return v
 		}

@@ -82,7 +82,8 @@ type regexGuard struct {
 	iterProto    *goja.Object // our %RegExpStringIteratorPrototype%, made on first use
 	matchAllIter map[*goja.Object]*matchAllState
 
-	patterns map[patternKey]*guardedPattern
+	patterns     map[patternKey]*guardedPattern
+	patternBytes int // the sources in patterns
 	// lastRx and lastPattern remember the RegExp matched last: the generic
 	// algorithms call exec on the same one once per match or position.
 	// RegExp.prototype.compile, the only way to change a RegExp's pattern,
@@ -149,14 +150,16 @@ func installRegexGuard(vm *goja.Runtime, ctx context.Context, interrupt func()) 
 }
 
 // bind points the guard at the run a warm runtime now serves: its
-// deadline, and how to interrupt it. The subjects remembered from the last
-// run are let go, so an idle runtime does not hold a large string, and so
-// are the matchAll iterators of the last run: a warm runtime serves any
-// number of exchanges, and the map would grow with each. An iterator a
-// module kept from an earlier exchange throws a TypeError when used.
+// deadline, and how to interrupt it. The subjects and the RegExp remembered
+// from the last run are let go, so an idle runtime does not hold a large
+// string or an object of an exchange that has ended, and so are the
+// matchAll iterators of the last run: a warm runtime serves any number of
+// exchanges, and the map would grow with each. An iterator a module kept
+// from an earlier exchange throws a TypeError when used.
 func (g *regexGuard) bind(ctx context.Context, interrupt func()) {
 	g.ctx, g.interrupt = ctx, interrupt
 	g.utf16, g.points = textCache{}, textCache{}
+	g.lastRx, g.lastPattern = nil, nil
 	g.matchAllIter = nil
 }
 
@@ -182,25 +185,27 @@ func (g *regexGuard) matchAll(call goja.FunctionCall) goja.Value {
 	vm := g.vm
 	this, ok := call.This.(*goja.Object)
 	if !ok {
-		panic(vm.NewTypeError("Value is not an object: " + call.This.String()))
+		throwTypeError(vm, "Value is not an object: "+call.This.String())
 	}
 	s := toJSString(vm, call.Argument(0))
 	flags := toJSString(vm, orUndefined(this.Get("flags"))).String()
 	ctor := g.speciesConstructor(this)
 	matcher, err := ctor(nil, this, vm.ToValue(flags))
 	if err != nil {
-		panic(err)
+		rethrow(vm, err)
 	}
 	if err := matcher.Set("lastIndex", toLength(this.Get("lastIndex"))); err != nil {
-		panic(err)
+		rethrow(vm, err)
 	}
 	if g.iterProto == nil {
 		g.iterProto = g.newIterProto()
+	}
+	if g.matchAllIter == nil { // the first matchAll of this exchange
 		g.matchAllIter = map[*goja.Object]*matchAllState{}
 	}
 	it := vm.NewObject()
 	if err := it.SetPrototype(g.iterProto); err != nil {
-		panic(err)
+		rethrow(vm, err)
 	}
 	g.matchAllIter[it] = &matchAllState{matcher: matcher, s: s, global: strings.Contains(flags, "g"), fullUnicode: strings.Contains(flags, "u")}
 	return it
@@ -221,7 +226,7 @@ func (g *regexGuard) speciesConstructor(o *goja.Object) goja.Constructor {
 	if c != nil && !goja.IsUndefined(c) {
 		co, ok := c.(*goja.Object)
 		if !ok {
-			panic(vm.NewTypeError("Value is not an object: " + c.String()))
+			throwTypeError(vm, "Value is not an object: "+c.String())
 		}
 		c = co.GetSymbol(goja.SymSpecies)
 	}
@@ -229,7 +234,7 @@ func (g *regexGuard) speciesConstructor(o *goja.Object) goja.Constructor {
 		c = g.regexpCtor
 	}
 	if _, ok := c.(*goja.Object); !ok {
-		panic(vm.NewTypeError("Value is not an object: " + c.String()))
+		throwTypeError(vm, "Value is not an object: "+c.String())
 	}
 	ctor, ok := goja.AssertConstructor(c)
 	if !ok {
@@ -245,7 +250,7 @@ func (g *regexGuard) newIterProto() *goja.Object {
 	arrayIter := g.arrayIterFn(goja.FunctionCall{This: vm.NewArray()}).ToObject(vm)
 	proto := vm.NewObject()
 	if err := proto.SetPrototype(arrayIter.Prototype().Prototype()); err != nil {
-		panic(err)
+		rethrow(vm, err)
 	}
 	_ = proto.DefineDataProperty("next", builtinFunc(vm, "next", 0, g.matchAllNext), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
 	_ = proto.DefineDataPropertySymbol(goja.SymToStringTag, vm.ToValue("RegExp String Iterator"), goja.FLAG_FALSE, goja.FLAG_TRUE, goja.FLAG_FALSE)
@@ -261,7 +266,7 @@ func (g *regexGuard) matchAllNext(call goja.FunctionCall) goja.Value {
 	it, _ := call.This.(*goja.Object)
 	st := g.matchAllIter[it]
 	if st == nil {
-		panic(vm.NewTypeError("Method RegExp String Iterator.prototype.next called on incompatible receiver " + call.This.String()))
+		throwTypeError(vm, "Method RegExp String Iterator.prototype.next called on incompatible receiver "+call.This.String())
 	}
 	if st.done {
 		return iterResult(vm, goja.Undefined(), true)
@@ -278,7 +283,7 @@ func (g *regexGuard) matchAllNext(call goja.FunctionCall) goja.Value {
 	if toJSString(vm, orUndefined(match.ToObject(vm).Get("0"))).Length() == 0 {
 		thisIndex := toLength(st.matcher.Get("lastIndex"))
 		if err := st.matcher.Set("lastIndex", advanceStringIndex(st.s, thisIndex, st.fullUnicode)); err != nil {
-			panic(err)
+			rethrow(vm, err)
 		}
 	}
 	return iterResult(vm, match, false)
@@ -290,7 +295,7 @@ func (g *regexGuard) regExpExec(r *goja.Object, s goja.String) goja.Value {
 	if exec, ok := goja.AssertFunction(r.Get("exec")); ok {
 		res, err := exec(r, s)
 		if err != nil {
-			panic(err)
+			rethrow(g.vm, err)
 		}
 		if _, isObject := res.(*goja.Object); !isObject && !goja.IsNull(res) {
 			panic(g.vm.NewTypeError("RegExp exec method returned something other than an Object or null"))
@@ -435,7 +440,7 @@ func (g *regexGuard) run(call goja.FunctionCall, exec bool) goja.Value {
 			next = int64(m.indexes[1])
 		}
 		if err := rx.Set("lastIndex", next); err != nil {
-			panic(err)
+			rethrow(g.vm, err)
 		}
 	}
 	if !exec {
@@ -628,18 +633,25 @@ func (g *regexGuard) readPattern(rx *goja.Object) *guardedPattern {
 	key := patternKey{source: patternSource(g.source(this)), flags: f}
 	p := g.patterns[key]
 	if p == nil {
-		if len(g.patterns) >= maxRunPatterns {
+		if len(g.patterns) >= maxRunPatterns || g.patternBytes+len(key.source) > maxRunPatternBytes {
 			clear(g.patterns)
+			g.patternBytes = 0
 		}
 		p = sharedPatterns.get(key)
 		g.patterns[key] = p
+		g.patternBytes += len(key.source)
 	}
 	return p
 }
 
-// maxRunPatterns bounds the patterns one run remembers; a script building
-// patterns in a loop only makes the guard look them up again.
-const maxRunPatterns = 256
+// maxRunPatterns and maxRunPatternBytes bound the patterns a runtime
+// remembers, over all the exchanges a warm runtime serves; when full it
+// starts over. A script building patterns in a loop, or from each
+// exchange's data, only makes the guard look them up again.
+const (
+	maxRunPatterns     = 256
+	maxRunPatternBytes = 1 << 20
+)
 
 type regexFlags uint8
 
@@ -714,12 +726,17 @@ func (p *guardedPattern) regexp2(sticky bool) (*regexp2.Regexp, func(), error) {
 // patternTable holds the analysis of every pattern seen, for all runs: the
 // analysis and the compiled copies depend only on the pattern.
 type patternTable struct {
-	mu sync.Mutex
-	m  map[patternKey]*guardedPattern
+	mu    sync.Mutex
+	m     map[patternKey]*guardedPattern
+	bytes int // the sources in m
 }
 
-// maxSharedPatterns bounds the table; when full it starts over.
-const maxSharedPatterns = 4096
+// maxSharedPatterns and maxSharedPatternBytes bound the table, which lives
+// as long as the process; when full it starts over.
+const (
+	maxSharedPatterns     = 4096
+	maxSharedPatternBytes = 4 << 20
+)
 
 var sharedPatterns = &patternTable{m: map[patternKey]*guardedPattern{}}
 
@@ -735,10 +752,12 @@ func (t *patternTable) get(key patternKey) *guardedPattern {
 	if q := t.m[key]; q != nil {
 		p = q
 	} else {
-		if len(t.m) >= maxSharedPatterns {
+		if len(t.m) >= maxSharedPatterns || t.bytes+len(key.source) > maxSharedPatternBytes {
 			clear(t.m)
+			t.bytes = 0
 		}
 		t.m[key] = p
+		t.bytes += len(key.source)
 	}
 	t.mu.Unlock()
 	return p

@@ -247,6 +247,8 @@ var regexCases = []string{
 	`[...'abab'.matchAll(/(?<=a)b/g)]`,
 	`'abab'.matchAll(/b/g)`,
 	`(function () { try { 'a'.matchAll(/a/); } catch (e) { return e.name; } })()`,
+	`(function () { try { RegExp.prototype[Symbol.matchAll].call('100%d', 'a'); } catch (e) { return e.message; } })()`,
+	`(function () { var r = /a/g; r.constructor = '100%d'; try { 'a'.matchAll(r); } catch (e) { return e.message; } })()`,
 	`(function () { var r = /a/g; r.lastIndex = 2; var it = 'aaaa'.matchAll(r); return [r.lastIndex, show(it)]; })()`,
 	`'a-b_c'.replace(/[-_]/g, '+')`,
 	`'John Smith'.replace(/(\w+)\s(\w+)/, '$2, $1')`,
@@ -486,4 +488,64 @@ func BenchmarkRuntimeSetup(b *testing.B) {
 			installRegexGuard(vm, context.Background(), func() {})
 		}
 	})
+}
+
+// TestRegexGuardMatchAllOnAWarmRuntime runs matchAll in two exchanges of one
+// runtime: bind lets the iterators of the first go, and the second must
+// still get working ones (a nil map made it a Go panic).
+func TestRegexGuardMatchAllOnAWarmRuntime(t *testing.T) {
+	vm := newVM()
+	g := installRegexGuard(vm, context.Background(), func() {})
+	const src = `globalThis.kept = 'a1b2'.matchAll(/\d/g); [...'a1b2'.matchAll(/\d/g)].join()`
+	for i := 0; i < 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		g.bind(ctx, func() {})
+		var v goja.Value
+		var err error
+		func() {
+			defer func() {
+				if x := recover(); x != nil {
+					err = fmt.Errorf("Go panic: %v", x)
+				}
+			}()
+			v, err = vm.RunString(src)
+		}()
+		cancel()
+		if err != nil || v.String() != "1,2" {
+			t.Fatalf("exchange %d: %v, %v", i+1, v, err)
+		}
+	}
+	// An iterator kept from an earlier exchange throws a TypeError.
+	g.bind(context.Background(), func() {})
+	if _, err := vm.RunString(`kept.next()`); err == nil {
+		t.Fatal("an iterator from an earlier exchange still works")
+	}
+}
+
+// TestRegexGuardPatternCachesAreBounded builds large patterns on one
+// runtime: what the guard remembers of them, per runtime and for the
+// process, must stay bounded in bytes, not only in number.
+func TestRegexGuardPatternCachesAreBounded(t *testing.T) {
+	vm := newVM()
+	g := installRegexGuard(vm, context.Background(), func() {})
+	// 40 patterns of 256 KiB that need regexp2 (a backreference).
+	if _, err := vm.RunString(`var big = 'a'.repeat(1 << 18);
+		for (var i = 0; i < 40; i++) new RegExp('(' + i + ')\\1' + big, 'g').test('x')`); err != nil {
+		t.Fatal(err)
+	}
+	sourceBytes := func(m map[patternKey]*guardedPattern) (n int) {
+		for k := range m {
+			n += len(k.source)
+		}
+		return n
+	}
+	if n := sourceBytes(g.patterns); n > maxRunPatternBytes+1<<18+8 {
+		t.Errorf("the runtime remembers %d KiB of patterns", n>>10)
+	}
+	sharedPatterns.mu.Lock()
+	n := sourceBytes(sharedPatterns.m)
+	sharedPatterns.mu.Unlock()
+	if n > maxSharedPatternBytes+1<<18+8 {
+		t.Errorf("the process remembers %d KiB of patterns", n>>10)
+	}
 }
