@@ -32,8 +32,9 @@ type worker struct {
 	entries map[*Script]goja.Callable
 	// run is the exchange being served; nil between exchanges.
 	run *run
-	// fetchCalls counts the outbound calls in flight of the exchange
-	// being served; a new one for each exchange (fetch.go).
+	// fetchCalls counts the outbound calls in flight (fetch.go). One
+	// counter serves every exchange: a runtime left with calls under way is
+	// never reused (serve), so each exchange it serves starts at zero.
 	fetchCalls *atomic.Int32
 }
 
@@ -74,7 +75,6 @@ func (w *worker) serve(r *run) (end func() (reusable bool)) {
 		w.vm.Interrupt(timeoutCause(r.ctx))
 	}
 	w.run = r
-	w.fetchCalls = new(atomic.Int32)
 	w.regex.bind(r.ctx, interrupt)
 	w.loop.begin()
 	// Stopped by the watchdog when the heap passes the memory limit; a
