@@ -781,7 +781,7 @@ func TestGlobalStructuredCloneCauseChain(t *testing.T) {
 		let deep = new Error('root');
 		for (let i = 0; i < 20000; i++) deep = new Error('', { cause: deep });
 		out.tooDeep = caught(() => structuredClone(deep));
-	`)
+	`, func(c *Config) { c.Timeout = 30 * time.Second }) // 25,000 errors are slow to build under -race
 	checkOut(t, got, map[string]any{
 		"chain":   []any{5000.0, "root"},
 		"tooDeep": "DataCloneError 25: The value is too large or too deeply nested to be cloned",
