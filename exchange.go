@@ -172,12 +172,25 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]b
 	if !isJSON(up.header) {
 		return nil, upstreamErrorf("upstream token response is %q, not JSON", up.header.Get("Content-Type"))
 	}
+	// One pass over the answer gives both the members by name (the last
+	// of a repeated name, as encoding/json keeps) and every access_token
+	// spelling, which accessTokens reads the same way.
 	resp := map[string]json.RawMessage{}
-	if err := json.Unmarshal(up.body.Bytes(), &resp); err != nil || resp == nil {
+	var tokens []string
+	notString := false
+	err := eachMember(up.body.Bytes(), func(name string, raw json.RawMessage) error {
+		if strings.EqualFold(name, "access_token") {
+			s, err := jsonString(raw)
+			notString = notString || err != nil
+			tokens = append(tokens, s)
+		}
+		resp[name] = raw
+		return nil
+	})
+	if err != nil {
 		return nil, upstreamErrorf("upstream token response is not a JSON object")
 	}
-	tokens, ok := accessTokens(up.body.Bytes())
-	if _, exact := resp["access_token"]; !ok || len(tokens) != 1 || !exact || tokens[0] == "" {
+	if _, exact := resp["access_token"]; notString || len(tokens) != 1 || !exact || tokens[0] == "" {
 		// Two access_token members, or one spelt differently, would leave
 		// a token the hook never saw beside the one it did.
 		return nil, upstreamErrorf("upstream token response must have exactly one access_token string")

@@ -2,6 +2,9 @@ package credentialsexchange
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -110,6 +113,86 @@ func FuzzUpstreamResponse(f *testing.F) {
 					t.Fatalf("let through a client credentials token %q", tok)
 				}
 			}
+		}
+	})
+}
+
+// FuzzEachMember holds eachMember, which slices text json.Valid accepted,
+// to what a json.Decoder reads from the same bytes (decoderMembers): the
+// same verdict, and the same names and values in the same order.
+func FuzzEachMember(f *testing.F) {
+	for _, s := range []string{
+		`{}`, ` { "a" : 1 , "b":[1,{"c":"}"}] ,"a":"x\"y"} `, `{"a\u005fb":true,"\ud800":null}`,
+		`{"a":1}x`, `[1]`, `{"a":1,}`, `"s"`, "{\"\xff\":-0.5e+3}", `{"a":{"b":[[]]},"c":"\\"}`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		type member struct{ name, value string }
+		var got []member
+		err := eachMember(body, func(name string, value json.RawMessage) error {
+			got = append(got, member{name, string(value)})
+			return nil
+		})
+		want, werr := decoderMembers(body)
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("eachMember error %v, decoder error %v", err, werr)
+		}
+		if err != nil {
+			return
+		}
+		if len(got) != len(want) {
+			t.Fatalf("eachMember read %d members, decoder %d", len(got), len(want))
+		}
+		for i := range got {
+			if got[i].name != want[i][0] || got[i].value != want[i][1] {
+				t.Fatalf("member %d: eachMember %q, decoder %q", i, got[i], want[i])
+			}
+		}
+	})
+}
+
+// decoderMembers reads a JSON object's members with json.Decoder, as
+// eachMember did before it sliced validated text: the reference it is
+// fuzzed against.
+func decoderMembers(raw []byte) (members [][2]string, err error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		name, _ := tok.(string)
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, err
+		}
+		members = append(members, [2]string{name, string(value)})
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the JSON object")
+	}
+	return members, nil
+}
+
+// FuzzJSONString holds jsonString's fast path to json.Unmarshal's reading
+// of the same bytes.
+func FuzzJSONString(f *testing.F) {
+	for _, s := range []string{`"a"`, `"a\"b"`, "\"\x01\"", "\"\xff\"", `"""`, ` "a"`, `1`, `"`, `"\u00e9"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, err := jsonString(raw)
+		var want string
+		werr := json.Unmarshal(raw, &want)
+		if (err == nil) != (werr == nil) || got != want {
+			t.Fatalf("jsonString = %q, %v; json.Unmarshal = %q, %v", got, err, want, werr)
 		}
 	})
 }
