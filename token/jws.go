@@ -30,8 +30,10 @@ import (
 //   - every segment must be canonical unpadded base64url (jwx also takes
 //     standard base64, padding, line breaks and non-zero trailing bits, and
 //     then verifies the signature over its own re-encoding);
-//   - the protected header must be one JSON object and nothing else (jwx
-//     ignores what follows it), with no member twice (jwx keeps the last);
+//   - the protected header must be one JSON object and nothing else, not
+//     even white space (jwx ignores what surrounds the object, and verifies
+//     the signature over its re-encoding of the object alone), with no
+//     member twice (jwx keeps the last);
 //   - alg, kid and typ must be strings (jwx reads null as absent);
 //   - a crit member is refused whatever its value (jwx reads null as
 //     absent).
@@ -114,10 +116,12 @@ func parseHeader(hdr []byte) (*compactJWS, error) {
 	if !json.Valid(hdr) {
 		return nil, errors.New("the protected header is not valid JSON")
 	}
-	members, ok := membersOf(hdr)
-	if !ok {
-		return nil, errors.New("the protected header is not a JSON object")
+	// Nor white space around the object: jwx would verify the signature
+	// over the object alone, re-encoded.
+	if hdr[0] != '{' || hdr[len(hdr)-1] != '}' {
+		return nil, errors.New("the protected header is not a JSON object, or has white space around it")
 	}
+	members, _ := membersOf(hdr)
 	c := &compactJWS{}
 	var (
 		seen   int

@@ -153,16 +153,7 @@ func numericDate(claims map[string]json.RawMessage, name string) (time.Time, boo
 	if !ok {
 		return time.Time{}, false, nil
 	}
-	var (
-		f   float64
-		err error
-	)
-	if isJSONNumber(raw) {
-		// What json.Unmarshal does with a number, without its scanner.
-		f, err = strconv.ParseFloat(string(raw), 64)
-	} else {
-		err = json.Unmarshal(raw, &f)
-	}
+	f, err := jsonFloat(raw)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 		return time.Time{}, false, fmt.Errorf("token claim %s is not a number", name)
 	}
@@ -240,4 +231,16 @@ func matchKID(keys []jwk.Key, kid string) []jwk.Key {
 		}
 	}
 	return keys
+}
+
+// jsonFloat is json.Unmarshal of raw into a float64, value and error alike;
+// a plain number, as exp and nbf are, skips the JSON scanner.
+func jsonFloat(raw []byte) (float64, error) {
+	if isJSONNumber(raw) {
+		// encoding/json hands a number's text to strconv.ParseFloat.
+		return strconv.ParseFloat(string(raw), 64)
+	}
+	var f float64
+	err := json.Unmarshal(raw, &f)
+	return f, err
 }
