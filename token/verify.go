@@ -77,18 +77,18 @@ func (v *Verifier) verifyJWS(ctx context.Context, compact string) (*Token, []byt
 	if strings.Count(compact, ".") != 2 {
 		return nil, nil, ErrNotJWT
 	}
-	jws, err := parseCompact(compact)
+	parsed, err := parseCompact(compact)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrNotJWT, err)
 	}
-	tok, err := jws.checkHeader()
+	tok, err := parsed.checkHeader()
 	if err != nil {
 		return nil, nil, err
 	}
 	if v.Keys == nil { // insecure_skip_verify
-		return tok, jws.payload, nil
+		return tok, parsed.payload, nil
 	}
-	alg := jws.alg
+	alg := parsed.alg
 	keys, err := v.Keys.LookupKeys(ctx, tok.KeyID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("looking up upstream keys: %w", err)
@@ -106,8 +106,8 @@ func (v *Verifier) verifyJWS(ctx context.Context, compact string) (*Token, []byt
 			continue
 		}
 		tried++
-		if verifySignature(alg, pk.pub, jws.input, jws.signature) {
-			return tok, jws.payload, nil
+		if verifySignature(alg, pk.pub, parsed.input, parsed.signature) {
+			return tok, parsed.payload, nil
 		}
 	}
 	if tried == 0 {
