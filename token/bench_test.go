@@ -56,11 +56,15 @@ func benchVerify(b *testing.B, v *Verifier, tok string) {
 }
 
 // BenchmarkVerifyRS256 is Verifier.Verify of an RS256 upstream token against
-// a static key (upstream_key): parse, signature, claims, exp/nbf. Read it
-// against BenchmarkCryptoBaseline/VerifyRS256.
+// a static key, built by NewStaticKeys as upstream_key is: parse, signature,
+// claims, exp/nbf. Read it against BenchmarkCryptoBaseline/VerifyRS256.
 func BenchmarkVerifyRS256(b *testing.B) {
 	up := newUpstream(b, "k1")
-	benchVerify(b, &Verifier{Keys: StaticKeys{up.pub}, Leeway: 30 * time.Second}, benchToken(b, up))
+	keys, err := NewStaticKeys([]jwk.Key{up.pub})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchVerify(b, &Verifier{Keys: keys, Leeway: 30 * time.Second}, benchToken(b, up))
 }
 
 // BenchmarkVerifyRS256JWKS is the same against a RemoteJWKS (upstream_jwks)

@@ -93,10 +93,18 @@ func ParseKeys(data []byte) ([]jwk.Key, error) {
 // that neither signing nor verification can be talked into key confusion
 // (an RSA public key used as an HMAC secret, an EC key with the wrong curve).
 func algorithmsFor(key jwk.Key) ([]jwa.SignatureAlgorithm, error) {
+	if p, ok := key.(*preparedKey); ok {
+		return p.algs, nil
+	}
 	var raw any
 	if err := key.Raw(&raw); err != nil {
 		return nil, fmt.Errorf("reading key: %w", err)
 	}
+	return rawAlgorithms(raw)
+}
+
+// rawAlgorithms is algorithmsFor of a key as the crypto packages hold it.
+func rawAlgorithms(raw any) ([]jwa.SignatureAlgorithm, error) {
 	switch k := raw.(type) {
 	case *rsa.PrivateKey:
 		return rsaAlgorithms(&k.PublicKey)

@@ -122,7 +122,7 @@ func (r *RemoteJWKS) get(ctx context.Context) ([]jwk.Key, error) {
 	}
 	// Keys this proxy cannot verify with are not its concern: skip them.
 	keys, _ := verificationKeys(all)
-	return keys, nil
+	return prepareKeys(keys), nil
 }
 
 func hasKID(keys []jwk.Key, kid string) bool {

@@ -6,12 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
 // Token is a decoded JWT access token. Claims keeps every claim's JSON as the
@@ -55,121 +54,63 @@ var ErrNotJWT = errors.New("access token is not a JWT (compact JWS)")
 // whatever the key source, so a public key can never be used as an HMAC
 // secret.
 func (v *Verifier) Verify(ctx context.Context, compact string) (*Token, error) {
-	if strings.Count(compact, ".") != 2 {
-		return nil, ErrNotJWT
-	}
-	var (
-		tok     *Token
-		payload []byte
-		err     error
-	)
-	if v.Keys == nil {
-		tok, payload, err = parseUnverified(compact)
-	} else {
-		tok, payload, err = v.verifySignature(ctx, compact)
-	}
+	tok, payload, err := v.verifyJWS(ctx, compact)
 	if err != nil {
 		return nil, err
 	}
-	// Unmarshal, not a Decoder: no read buffer per token, and data after
-	// the object is refused rather than ignored.
-	if err := json.Unmarshal(payload, &tok.Claims); err != nil || tok.Claims == nil {
+	// parseClaims is json.Unmarshal into the map, without the reflection:
+	// data after the object is refused rather than ignored.
+	claims, ok := parseClaims(payload)
+	if !ok {
 		return nil, errors.New("token payload is not a JSON object")
 	}
+	tok.Claims = claims
 	if err := v.checkTimes(tok.Claims); err != nil {
 		return nil, err
 	}
 	return tok, nil
 }
 
-// checkHeader reads the facts of a parsed JWS that Verify depends on, and
-// refuses what it must: more than one signature, an algorithm that is not
-// asymmetric, critical extensions, b64.
-func checkHeader(msg *jws.Message) (*Token, jwa.SignatureAlgorithm, error) {
-	sigs := msg.Signatures()
-	if len(sigs) != 1 {
-		return nil, "", ErrNotJWT
+// verifyJWS is Verify up to the claims: the compact JWS parsed, its header
+// checked and, unless the verifier has no keys, its signature verified.
+func (v *Verifier) verifyJWS(ctx context.Context, compact string) (*Token, []byte, error) {
+	if strings.Count(compact, ".") != 2 {
+		return nil, nil, ErrNotJWT
 	}
-	hdr := sigs[0].ProtectedHeaders()
-	alg := hdr.Algorithm()
-	if !asymmetricAlgorithms[alg] {
-		return nil, "", fmt.Errorf("token algorithm %q is refused: only RSA, ECDSA and EdDSA signatures are accepted", alg)
-	}
-	if crit := hdr.Critical(); crit != nil {
-		// RFC 7515 §4.1.11: extensions listed in crit must be understood,
-		// and this verifier understands none (b64=false would even change
-		// what the signature covers).
-		return nil, "", fmt.Errorf("token header lists critical extensions %q that are not understood", crit)
-	}
-	if _, ok := hdr.Get("b64"); ok {
-		// jwx honours b64 even outside crit (RFC 7797 §6 requires it
-		// there), and b64=false makes the signature cover the raw payload.
-		return nil, "", errors.New("token header has a b64 member")
-	}
-	return &Token{Alg: alg.String(), KeyID: hdr.KeyID(), Type: hdr.Type()}, alg, nil
-}
-
-// parseUnverified reads a token without checking its signature, for
-// insecure_skip_verify; the header rules still apply.
-func parseUnverified(compact string) (*Token, []byte, error) {
-	msg, err := jws.Parse([]byte(compact), jws.WithCompact())
+	parsed, err := parseCompact(compact)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrNotJWT, err)
 	}
-	tok, _, err := checkHeader(msg)
+	tok, err := parsed.checkHeader()
 	if err != nil {
 		return nil, nil, err
 	}
-	return tok, msg.Payload(), nil
-}
-
-// verifySignature parses and verifies the token in one pass of jws.Verify:
-// the header is checked, and the keys chosen, in its key provider, which
-// sees the message jws.Verify parsed. (Parsing first with jws.Parse, as this
-// did, read every token twice.) The algorithm each key is tried with is the
-// header's, once checkHeader accepted it.
-func (v *Verifier) verifySignature(ctx context.Context, compact string) (*Token, []byte, error) {
-	var (
-		tok       *Token
-		alg       jwa.SignatureAlgorithm
-		headerErr error
-		lookupErr error
-		tried     int
-	)
-	provider := jws.KeyProviderFunc(func(ctx context.Context, sink jws.KeySink, _ *jws.Signature, msg *jws.Message) error {
-		if tok, alg, headerErr = checkHeader(msg); headerErr != nil {
-			return headerErr
+	if v.Keys == nil { // insecure_skip_verify
+		return tok, parsed.payload, nil
+	}
+	alg := parsed.alg
+	keys, err := v.Keys.LookupKeys(ctx, tok.KeyID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("looking up upstream keys: %w", err)
+	}
+	// The algorithm each key is tried with is the header's, now that
+	// checkHeader accepted it; keys published for another algorithm, or of
+	// a type that does not fit it, are skipped.
+	tried := 0
+	for _, k := range keys {
+		if ka := k.Algorithm(); ka != nil && ka.String() != "" && ka.String() != alg.String() {
+			continue
 		}
-		keys, err := v.Keys.LookupKeys(ctx, tok.KeyID)
-		if err != nil {
-			lookupErr = fmt.Errorf("looking up upstream keys: %w", err)
-			return lookupErr
+		pk, err := prepareKey(k)
+		if err != nil || !pk.allows(alg) {
+			continue
 		}
-		for _, k := range keys {
-			if ka := k.Algorithm(); ka != nil && ka.String() != "" && ka.String() != alg.String() {
-				continue
-			}
-			if !keyAllows(k, alg) {
-				continue
-			}
-			tried++
-			sink.Key(alg, k)
+		tried++
+		if verifySignature(alg, pk.pub, parsed.input, parsed.signature) {
+			return tok, parsed.payload, nil
 		}
-		return nil
-	})
-	// WithCompact: jwx otherwise also reads the JSON serialization, which
-	// the dot count above does not keep out.
-	payload, err := jws.Verify([]byte(compact), jws.WithCompact(), jws.WithKeyProvider(provider), jws.WithContext(ctx))
-	switch {
-	case err == nil:
-		return tok, payload, nil
-	case headerErr != nil:
-		return nil, nil, headerErr
-	case lookupErr != nil:
-		return nil, nil, lookupErr
-	case tok == nil: // jws.Verify could not parse it
-		return nil, nil, fmt.Errorf("%w: %v", ErrNotJWT, err)
-	case tried == 0:
+	}
+	if tried == 0 {
 		return nil, nil, fmt.Errorf("no upstream key fits the token (kid %q, alg %s)", tok.KeyID, alg)
 	}
 	return nil, nil, fmt.Errorf("token signature does not verify against the upstream keys (kid %q, alg %s)", tok.KeyID, alg)
@@ -212,8 +153,8 @@ func numericDate(claims map[string]json.RawMessage, name string) (time.Time, boo
 	if !ok {
 		return time.Time{}, false, nil
 	}
-	var f float64
-	if err := json.Unmarshal(raw, &f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+	f, err := jsonFloat(raw)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 		return time.Time{}, false, fmt.Errorf("token claim %s is not a number", name)
 	}
 	// Clamp to years 1 to 9999 before converting: int64(1e19) overflows to
@@ -236,7 +177,7 @@ func NewStaticKeys(keys []jwk.Key) (StaticKeys, error) {
 	if len(out) == 0 {
 		return nil, errors.New("no signature verification key found")
 	}
-	return out, nil
+	return prepareKeys(out), nil
 }
 
 // verificationKeys returns the public parts of keys, skipping keys meant for
@@ -276,11 +217,30 @@ func matchKID(keys []jwk.Key, kid string) []jwk.Key {
 	if kid == "" {
 		return keys
 	}
-	var out []jwk.Key
-	for _, k := range keys {
-		if k.KeyID() == "" || k.KeyID() == kid {
-			out = append(out, k)
+	for i, k := range keys {
+		if id := k.KeyID(); id != "" && id != kid {
+			// Copy only when some key is left out: with one upstream key,
+			// or keys that all match, there is nothing to allocate.
+			out := append([]jwk.Key(nil), keys[:i]...)
+			for _, k := range keys[i+1:] {
+				if id := k.KeyID(); id == "" || id == kid {
+					out = append(out, k)
+				}
+			}
+			return out
 		}
 	}
-	return out
+	return keys
+}
+
+// jsonFloat is json.Unmarshal of raw into a float64, value and error alike;
+// a plain number, as exp and nbf are, skips the JSON scanner.
+func jsonFloat(raw []byte) (float64, error) {
+	if isJSONNumber(raw) {
+		// encoding/json hands a number's text to strconv.ParseFloat.
+		return strconv.ParseFloat(string(raw), 64)
+	}
+	var f float64
+	err := json.Unmarshal(raw, &f)
+	return f, err
 }
