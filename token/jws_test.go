@@ -639,3 +639,33 @@ func TestHeaderManyMembers(t *testing.T) {
 		t.Errorf("8 times the header members took %.0f times as long (%v, %v)", ratio, small, large)
 	}
 }
+
+// keyFunc is a KeyProvider that is neither StaticKeys nor RemoteJWKS, as a
+// caller of this package may write.
+type keyFunc func(kid string) []jwk.Key
+
+func (f keyFunc) LookupKeys(_ context.Context, kid string) ([]jwk.Key, error) { return f(kid), nil }
+
+// TestVerifyRefusesEncryptionKeys checks that a key published for
+// encryption ("use":"enc") verifies no token, however the verifier got it:
+// NewStaticKeys and RemoteJWKS drop such keys, but a StaticKeys literal or
+// another KeyProvider hands them to Verify as they are.
+func TestVerifyRefusesEncryptionKeys(t *testing.T) {
+	up := newUpstream(t, "k1")
+	enc, _ := up.pub.Clone()
+	_ = enc.Set(jwk.KeyUsageKey, jwk.ForEncryption)
+	tok := up.sign(t, jwa.RS256, up.key, "k1", map[string]any{"exp": future()})
+	for name, keys := range map[string]KeyProvider{
+		"StaticKeys literal": StaticKeys{enc},
+		"KeyProvider":        keyFunc(func(string) []jwk.Key { return []jwk.Key{enc} }),
+	} {
+		if _, err := (&Verifier{Keys: keys}).Verify(context.Background(), tok); err == nil {
+			t.Errorf("%s: a key with use enc verified a token", name)
+		}
+	}
+	sig, _ := up.pub.Clone()
+	_ = sig.Set(jwk.KeyUsageKey, jwk.ForSignature)
+	if _, err := (&Verifier{Keys: StaticKeys{sig}}).Verify(context.Background(), tok); err != nil {
+		t.Errorf("a key with use sig: %v", err)
+	}
+}
