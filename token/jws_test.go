@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -598,5 +599,61 @@ func agreeWithJWX(t *testing.T, v *Verifier, compact string, key jwk.Key) {
 		}
 	case jerr == nil && strictRefusal(compact, key) == "":
 		t.Fatalf("refused %q, which jws.Verify accepts: %v", compact, err)
+	}
+}
+
+// TestHeaderManyMembers reads a header of 16,000 members the verifier does
+// not use, as an upstream could send, and still finds a name repeated far
+// from its first use. (The names past the first eight are kept in a map: a
+// pairwise check took seconds for such a header. How long it takes is not
+// asserted here; the machine is shared.)
+func TestHeaderManyMembers(t *testing.T) {
+	v := &Verifier{}
+	header := func(n int, extra string) string {
+		var b strings.Builder
+		b.WriteString(`{"alg":"RS256"`)
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(&b, `,"m%x":0`, i)
+		}
+		b.WriteString(extra + "}")
+		return b64(b.String()) + "." + b64(`{"exp":4102444800}`) + ".AAAA"
+	}
+	if _, err := v.Verify(context.Background(), header(16000, "")); err != nil {
+		t.Fatalf("16,000 distinct members: %v", err)
+	}
+	for _, dup := range []string{`,"m64":1`, `,"m3e7f":1`, `,"m\u0036\u0034":1`} {
+		if _, err := v.Verify(context.Background(), header(16000, dup)); err == nil {
+			t.Errorf("a header repeating a member (%s) after 16,000 others was accepted", dup)
+		}
+	}
+}
+
+// keyFunc is a KeyProvider that is neither StaticKeys nor RemoteJWKS, as a
+// caller of this package may write.
+type keyFunc func(kid string) []jwk.Key
+
+func (f keyFunc) LookupKeys(_ context.Context, kid string) ([]jwk.Key, error) { return f(kid), nil }
+
+// TestVerifyRefusesEncryptionKeys checks that a key published for
+// encryption ("use":"enc") verifies no token, however the verifier got it:
+// NewStaticKeys and RemoteJWKS drop such keys, but a StaticKeys literal or
+// another KeyProvider hands them to Verify as they are.
+func TestVerifyRefusesEncryptionKeys(t *testing.T) {
+	up := newUpstream(t, "k1")
+	enc, _ := up.pub.Clone()
+	_ = enc.Set(jwk.KeyUsageKey, jwk.ForEncryption)
+	tok := up.sign(t, jwa.RS256, up.key, "k1", map[string]any{"exp": future()})
+	for name, keys := range map[string]KeyProvider{
+		"StaticKeys literal": StaticKeys{enc},
+		"KeyProvider":        keyFunc(func(string) []jwk.Key { return []jwk.Key{enc} }),
+	} {
+		if _, err := (&Verifier{Keys: keys}).Verify(context.Background(), tok); err == nil {
+			t.Errorf("%s: a key with use enc verified a token", name)
+		}
+	}
+	sig, _ := up.pub.Clone()
+	_ = sig.Set(jwk.KeyUsageKey, jwk.ForSignature)
+	if _, err := (&Verifier{Keys: StaticKeys{sig}}).Verify(context.Background(), tok); err != nil {
+		t.Errorf("a key with use sig: %v", err)
 	}
 }

@@ -94,11 +94,16 @@ func (v *Verifier) verifyJWS(ctx context.Context, compact string) (*Token, []byt
 		return nil, nil, fmt.Errorf("looking up upstream keys: %w", err)
 	}
 	// The algorithm each key is tried with is the header's, now that
-	// checkHeader accepted it; keys published for another algorithm, or of
-	// a type that does not fit it, are skipped.
+	// checkHeader accepted it; keys published for another algorithm or for
+	// encryption, or of a type that does not fit it, are skipped. (NewStaticKeys
+	// and RemoteJWKS drop encryption keys already; a StaticKeys literal or
+	// another KeyProvider may not.)
 	tried := 0
 	for _, k := range keys {
 		if ka := k.Algorithm(); ka != nil && ka.String() != "" && ka.String() != alg.String() {
+			continue
+		}
+		if k.KeyUsage() == string(jwk.ForEncryption) {
 			continue
 		}
 		pk, err := prepareKey(k)
