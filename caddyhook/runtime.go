@@ -920,23 +920,30 @@ func (r *run) wait(done func() bool) *Error {
 // applyHookResult applies cb's result object: its scope replaces the token's,
 // and its other members are custom claims, subject to the claim rules.
 func (r *run) applyHookResult(log *zap.Logger, raw json.RawMessage) error {
-	obj := map[string]json.RawMessage{}
+	var buf [8]jsonMember
+	members := buf[:0]
 	if raw != nil {
-		if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		var ok bool
+		if members, ok = objectMembers(raw, members); !ok {
 			log.Warn("hook result is not an object; treating it as {} (the token gets no scope)")
-			obj = map[string]json.RawMessage{}
+			members = buf[:0]
 		}
 	}
-	scope, err := parseScope(obj["scope"])
+	var scopeRaw json.RawMessage
+	for _, m := range members {
+		if string(m.name) == "scope" {
+			scopeRaw = m.value
+		}
+	}
+	scope, err := parseScope(scopeRaw)
 	if err != nil {
 		return errorFor(CodeServerError, "hook result: "+err.Error())
 	}
 	r.scope = scope
-	for name, value := range obj {
-		if name == "scope" {
-			continue
+	for _, m := range members {
+		if string(m.name) != "scope" {
+			r.setClaim(log, string(m.name), m.value)
 		}
-		r.setClaim(log, name, value)
 	}
 	return nil
 }
@@ -1044,33 +1051,96 @@ func parseScope(raw json.RawMessage) ([]string, error) {
 	if raw == nil || string(raw) == "null" {
 		return nil, nil
 	}
+	// The common case, plain strings, is read in place, each converted only
+	// when kept.
+	if n, ok := plainStrings(raw); ok {
+		b := scopeBuilder{out: make([]string, 0, min(n, MaxScopes+1))}
+		for item := range eachPlainString(raw) {
+			if len(item) == 0 || b.hasBytes(item) {
+				continue
+			}
+			if b.add(string(item)); b.err != nil {
+				return nil, b.err
+			}
+		}
+		return b.finish()
+	}
 	var list []any
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return nil, errors.New("scope must be an array of strings")
 	}
-	seen := map[string]bool{}
-	out := make([]string, 0, min(len(list), MaxScopes+1))
+	b := scopeBuilder{out: make([]string, 0, min(len(list), MaxScopes+1))}
 	for _, v := range list {
 		s, ok := v.(string)
 		if !ok {
 			return nil, fmt.Errorf("scope must be an array of strings, it holds %s", jsonKind(v))
 		}
-		if s == "" || seen[s] {
+		if s == "" || b.has(s) {
 			continue
 		}
-		if !validScope(s) {
-			return nil, fmt.Errorf("scope %q holds a character a scope token cannot have", capText(s, 64))
-		}
-		seen[s] = true
-		out = append(out, s)
-		if len(out) > MaxScopes {
-			return nil, checkScopeLimits(out)
+		if b.add(s); b.err != nil {
+			return nil, b.err
 		}
 	}
-	if err := checkScopeLimits(out); err != nil {
+	return b.finish()
+}
+
+// scopeBuilder collects a scope token by token, in order.
+type scopeBuilder struct {
+	out []string
+	// seen indexes out once it is too long for a linear search.
+	seen map[string]bool
+	err  error
+}
+
+const scopeLinearSearch = 16
+
+func (b *scopeBuilder) has(s string) bool {
+	if b.seen != nil {
+		return b.seen[s]
+	}
+	return slices.Contains(b.out, s)
+}
+
+func (b *scopeBuilder) hasBytes(s []byte) bool {
+	if b.seen != nil {
+		return b.seen[string(s)]
+	}
+	for _, t := range b.out {
+		if t == string(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// add adds s, neither empty nor already there; an invalid token, or one
+// too many, sets err.
+func (b *scopeBuilder) add(s string) {
+	if !validScope(s) {
+		b.err = fmt.Errorf("scope %q holds a character a scope token cannot have", capText(s, 64))
+		return
+	}
+	b.out = append(b.out, s)
+	switch {
+	case b.seen != nil:
+		b.seen[s] = true
+	case len(b.out) > scopeLinearSearch:
+		b.seen = make(map[string]bool, 2*len(b.out))
+		for _, t := range b.out {
+			b.seen[t] = true
+		}
+	}
+	if len(b.out) > MaxScopes {
+		b.err = checkScopeLimits(b.out)
+	}
+}
+
+func (b *scopeBuilder) finish() ([]string, error) {
+	if err := checkScopeLimits(b.out); err != nil {
 		return nil, err
 	}
-	return out, nil
+	return b.out, nil
 }
 
 // jsonKind names the JSON type of a value decoded by encoding/json.
