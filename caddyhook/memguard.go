@@ -305,6 +305,8 @@ type allocCaps struct {
 	// constructors: proxy -> original.
 	hasInstanceFn *goja.Object
 	proxied       map[*goja.Object]*goja.Object
+	// spareJSON is the JSON.stringify account not in use, if any.
+	spareJSON *jsonAccount
 }
 
 // installAllocationCaps replaces, in vm, the built-ins that can allocate an
@@ -672,10 +674,43 @@ func (c *allocCaps) stringify(original native) native {
 				gap = int(min(max(s.ToInteger(), 0), 10))
 			}
 		}
-		acct := &jsonAccount{c: c, user: user, gap: int64(gap), depth: map[*goja.Object]int64{}}
-		guard := c.vm.ToValue(acct.replace)
-		return original(goja.FunctionCall{This: call.This, Arguments: []goja.Value{value, guard, space}})
+		acct := c.jsonAccount()
+		defer c.putJSONAccount(acct)
+		acct.user, acct.gap = user, int64(gap)
+		return original(goja.FunctionCall{This: call.This, Arguments: []goja.Value{value, acct.guard, space}})
 	}
+}
+
+// jsonAccount returns an account for one JSON.stringify call: the spare
+// one, with its replacer, which the runtime's calls take in turn (every
+// call builds a string, the engine's own included: building the replacer
+// function each time cost about as much as a small stringify), or a new
+// one for a call made while another is under way (from a toJSON or a
+// getter). The replacer is never seen by scripts, which only ever get the
+// original's arguments.
+func (c *allocCaps) jsonAccount() *jsonAccount {
+	if a := c.spareJSON; a != nil {
+		c.spareJSON = nil
+		return a
+	}
+	a := &jsonAccount{c: c, depth: map[*goja.Object]int64{}}
+	a.guard = c.vm.ToValue(a.replace)
+	return a
+}
+
+// maxSpareJSONDepth is how many objects the spare account's map may have
+// held to be kept: a larger one is left to the collector.
+const maxSpareJSONDepth = 64
+
+// putJSONAccount makes a the spare account again, holding nothing of the
+// call it served.
+func (c *allocCaps) putJSONAccount(a *jsonAccount) {
+	if len(a.depth) > maxSpareJSONDepth {
+		return
+	}
+	clear(a.depth)
+	a.user, a.gap, a.total = nil, 0, 0
+	c.spareJSON = a
 }
 
 // jsonSpace converts JSON.stringify's space argument as goja does: Number
@@ -702,6 +737,7 @@ type jsonAccount struct {
 	gap   int64
 	total int64
 	depth map[*goja.Object]int64 // nesting of the objects seen
+	guard goja.Value             // replace, as the replacer given to the original
 }
 
 func (a *jsonAccount) replace(call goja.FunctionCall) goja.Value {
