@@ -87,7 +87,7 @@ func checkActionSecrets(cfg Config) error {
 // what the hook and earlier actions did to the token. As hookArgs does, it
 // is built member by member, in the order toJS would sort them: it runs for
 // every action of every exchange.
-func (r *run) event(s *Script, log *zap.Logger) (goja.Value, *Error) {
+func (r *run) event(s *Script, log *scriptLog) (goja.Value, *Error) {
 	in, vm := r.in, r.vm
 	str := func(s string) goja.Value { return vm.ToValue(validUTF8(s)) }
 	body, secrets, err := r.bodyAndSecrets(log, s)
@@ -165,7 +165,7 @@ func (r *run) grantedScope() []string {
 
 // api builds the api object of one action. *denied receives the first
 // api.access.deny.
-func (r *run) api(log *zap.Logger, denied **Error, returned *bool) *goja.Object {
+func (r *run) api(log *scriptLog, denied **Error, returned *bool) *goja.Object {
 	vm := r.vm
 	api := vm.NewObject()
 	str := func(v goja.Value, what string) string {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/dop251/goja"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // MaxClaimsSize is Auth0's limit on the custom claims one token may carry.
@@ -401,7 +402,9 @@ type run struct {
 	// script is the script running now, and log its logger (console uses
 	// it).
 	script *Script
-	log    *zap.Logger
+	log    *scriptLog
+	// engineLog is log before the first script starts: the engine's own.
+	engineLog scriptLog
 	// ended is set when the exchange is over: the api objects it handed to
 	// scripts refuse to act after that, though a script may keep them.
 	ended bool
@@ -428,10 +431,13 @@ type run struct {
 }
 
 func newRun(ctx context.Context, e *Engine, in *Input, w *worker) *run {
-	return &run{
+	r := &run{
 		ctx: ctx, eng: e, in: in, w: w, vm: w.vm, loop: w.loop, stringify: w.stringify,
-		log: e.cfg.Logger, scope: in.Scope, claims: map[string]json.RawMessage{},
+		scope: in.Scope, claims: map[string]json.RawMessage{},
+		engineLog: scriptLog{base: e.cfg.Logger, built: e.cfg.Logger},
 	}
+	r.log = &r.engineLog
+	return r
 }
 
 // fail records the first fault of the run.
@@ -639,7 +645,7 @@ func isJSONNumber(s string) bool {
 
 // bodyAndSecrets builds the two inputs hooks and actions both get: the
 // request body and a fresh copy of s's secrets.
-func (r *run) bodyAndSecrets(log *zap.Logger, s *Script) (body, secrets goja.Value, err *Error) {
+func (r *run) bodyAndSecrets(log *scriptLog, s *Script) (body, secrets goja.Value, err *Error) {
 	body, jerr := r.toJS(orEmpty(r.in.Request.Body))
 	if jerr != nil { // only the client controls the body: its invalid_request
 		log.Info("the request body cannot be given to the script", zap.String("reason", jerr.Error()))
@@ -694,14 +700,44 @@ func (r *run) toJSON(v goja.Value, max int) (json.RawMessage, bool, error) {
 	return json.RawMessage(str.String()), true, nil
 }
 
-func (r *run) logger(s *Script) *zap.Logger {
-	return r.eng.cfg.Logger.With(zap.String("script", s.Name), zap.String("client_id", r.in.Client.ID))
+// scriptLog is the logger of one script's part of a run: the engine's,
+// with the script's name and the client's id, built the first time
+// something is logged. Most runs log nothing, and With costs a production
+// core the encoding of its fields.
+type scriptLog struct {
+	base           *zap.Logger
+	script, client string
+	built          *zap.Logger
 }
+
+func (r *run) logger(s *Script) *scriptLog {
+	return &scriptLog{base: r.eng.cfg.Logger, script: s.Name, client: r.in.Client.ID}
+}
+
+// logger returns the logger with its fields.
+func (l *scriptLog) logger() *zap.Logger {
+	if l.built == nil {
+		l.built = l.base.With(zap.String("script", l.script), zap.String("client_id", l.client))
+	}
+	return l.built
+}
+
+// enabled reports whether the logger writes entries of level; With keeps
+// the level of the logger it extends.
+func (l *scriptLog) enabled(level zapcore.Level) bool {
+	if l.built != nil {
+		return l.built.Core().Enabled(level)
+	}
+	return l.base.Core().Enabled(level)
+}
+
+func (l *scriptLog) Warn(msg string, fields ...zap.Field) { l.logger().Warn(msg, fields...) }
+func (l *scriptLog) Info(msg string, fields ...zap.Field) { l.logger().Info(msg, fields...) }
 
 // start makes s the run's current script, with console logging under its
 // name, and returns its entry point, loading it into the worker first if
 // needed.
-func (r *run) start(s *Script) (*zap.Logger, goja.Callable, error) {
+func (r *run) start(s *Script) (*scriptLog, goja.Callable, error) {
 	if !r.alive() {
 		return nil, nil, timeoutCause(r.ctx)
 	}
@@ -725,7 +761,7 @@ func failedText(s *Script) string {
 }
 
 // hookArgs builds the hook's client, scope, audience and context.
-func (r *run) hookArgs(log *zap.Logger) ([]goja.Value, *Error) {
+func (r *run) hookArgs(log *scriptLog) ([]goja.Value, *Error) {
 	in, vm := r.in, r.vm
 	metadata, err := r.input(orEmpty(in.Client.Metadata))
 	if err != nil {
@@ -919,7 +955,7 @@ func (r *run) wait(done func() bool) *Error {
 
 // applyHookResult applies cb's result object: its scope replaces the token's,
 // and its other members are custom claims, subject to the claim rules.
-func (r *run) applyHookResult(log *zap.Logger, raw json.RawMessage) error {
+func (r *run) applyHookResult(log *scriptLog, raw json.RawMessage) error {
 	var buf [8]jsonMember
 	members := buf[:0]
 	if raw != nil {
@@ -951,7 +987,7 @@ func (r *run) applyHookResult(log *zap.Logger, raw json.RawMessage) error {
 // setClaim adds a custom claim when the policy accepts its name and the
 // upstream token does not already carry it; otherwise it is dropped, as on
 // Auth0 ("the transaction won't fail"), and a warning says so.
-func (r *run) setClaim(log *zap.Logger, name string, value json.RawMessage) {
+func (r *run) setClaim(log *scriptLog, name string, value json.RawMessage) {
 	if ok, why := r.eng.cfg.Policy.Check(name); !ok {
 		r.dropClaim(log, name, why)
 		return
@@ -967,14 +1003,14 @@ func (r *run) setClaim(log *zap.Logger, name string, value json.RawMessage) {
 // rate-limited warning; past it they are only counted.
 const maxDroppedClaimLogs = 10
 
-func (r *run) dropClaim(log *zap.Logger, name, why string) {
+func (r *run) dropClaim(log *scriptLog, name, why string) {
 	r.droppedClaims++
 	if r.droppedClaims <= maxDroppedClaimLogs {
 		script := ""
 		if r.script != nil {
 			script = r.script.Name
 		}
-		r.eng.warnings.warn(log, script, name, why)
+		r.eng.warnings.warn(log.logger(), script, name, why)
 	}
 }
 
