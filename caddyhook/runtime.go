@@ -15,7 +15,6 @@ import (
 	"maps"
 	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -542,7 +541,7 @@ func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 	case map[string]any:
 		return toJSObject(r, x, depth)
 	case map[string]string:
-		return toJSObject(r, x, depth)
+		return toJSStrings(r, x)
 	case map[string]json.RawMessage:
 		return toJSObject(r, x, depth)
 	}
@@ -555,13 +554,9 @@ func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 }
 
 func toJSObject[V any](r *run, m map[string]V, depth int) (goja.Value, error) {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	obj := r.vm.NewObject()
-	for _, k := range keys {
+	var small [16]string
+	for _, k := range sortedKeys(m, small[:0]) {
 		jv, err := r.toJSDepth(m[k], depth+1)
 		if err != nil {
 			return nil, err
@@ -571,6 +566,32 @@ func toJSObject[V any](r *run, m map[string]V, depth int) (goja.Value, error) {
 		}
 	}
 	return obj, nil
+}
+
+// toJSStrings is toJSObject for the string maps every run hands over
+// (metadata, secrets), without boxing each value on the way.
+func toJSStrings(r *run, m map[string]string) (goja.Value, error) {
+	obj := r.vm.NewObject()
+	var small [16]string
+	for _, k := range sortedKeys(m, small[:0]) {
+		if err := obj.DefineDataProperty(validUTF8(k), r.vm.ToValue(validUTF8(m[k])), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE); err != nil {
+			return nil, textError("an object member cannot be defined")
+		}
+	}
+	return obj, nil
+}
+
+// sortedKeys returns m's keys in order, in buf when they fit.
+func sortedKeys[V any](m map[string]V, buf []string) []string {
+	keys := buf[:0]
+	if len(m) > cap(buf) {
+		keys = make([]string, 0, len(m))
+	}
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // validUTF8 replaces each byte of s that is not UTF-8 with U+FFFD, as

@@ -109,6 +109,12 @@ func (w *worker) entry(r *run, s *Script) (fn goja.Callable, loadErr, exportErr 
 	if fn, ok := w.entries[s]; ok {
 		return fn, nil, nil
 	}
+	return w.load(r, s)
+}
+
+// load is entry for a script the worker has not loaded yet; apart, so that
+// what its closure captures is allocated only then.
+func (w *worker) load(r *run, s *Script) (fn goja.Callable, loadErr, exportErr error) {
 	// In a frame of its own: reading module.exports may run a getter.
 	if err := protect(w.vm, func() error {
 		exports, err := s.load(w.vm, w.require)
