@@ -106,12 +106,13 @@ func (r *run) event(s *Script, log *scriptLog) (goja.Value, *Error) {
 		}
 	}
 	metadata, geoip, claims, scope, requested, target := inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5]
-	request := r.record("body", body, "geoip", geoip, "hostname", str(in.Request.Hostname), "ip", str(in.Request.IP))
+	var members [14]any
+	pairs := append(members[:0], "body", body, "geoip", geoip, "hostname", str(in.Request.Hostname), "ip", str(in.Request.IP))
 	if in.Request.Language != "" { // optional on Auth0, absent when not known
-		define(vm, request, "language", str(in.Request.Language))
+		pairs = append(pairs, "language", str(in.Request.Language))
 	}
-	define(vm, request, "method", str(in.Request.Method))
-	define(vm, request, "user_agent", str(in.Request.UserAgent))
+	pairs = append(pairs, "method", str(in.Request.Method), "user_agent", str(in.Request.UserAgent))
+	request := r.record(pairs...)
 	return r.record(
 		"accessToken", r.record("customClaims", claims, "scope", scope),
 		"client", r.record("client_id", str(in.Client.ID), "metadata", metadata, "name", str(in.Client.Name)),

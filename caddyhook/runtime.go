@@ -554,31 +554,31 @@ func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 }
 
 func toJSObject[V any](r *run, m map[string]V, depth int) (goja.Value, error) {
-	obj := r.vm.NewObject()
+	obj := r.w.newPlain()
 	var small [16]string
 	for _, k := range sortedKeys(m, small[:0]) {
 		jv, err := r.toJSDepth(m[k], depth+1)
 		if err != nil {
 			return nil, err
 		}
-		if err := obj.DefineDataProperty(validUTF8(k), jv, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE); err != nil {
+		if err := obj.Set(validUTF8(k), jv); err != nil {
 			return nil, textError("an object member cannot be defined")
 		}
 	}
-	return obj, nil
+	return r.w.donePlain(obj), nil
 }
 
 // toJSStrings is toJSObject for the string maps every run hands over
 // (metadata, secrets), without boxing each value on the way.
 func toJSStrings(r *run, m map[string]string) (goja.Value, error) {
-	obj := r.vm.NewObject()
+	obj := r.w.newPlain()
 	var small [16]string
 	for _, k := range sortedKeys(m, small[:0]) {
-		if err := obj.DefineDataProperty(validUTF8(k), r.vm.ToValue(validUTF8(m[k])), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE); err != nil {
+		if err := obj.Set(validUTF8(k), r.vm.ToValue(validUTF8(m[k]))); err != nil {
 			return nil, textError("an object member cannot be defined")
 		}
 	}
-	return obj, nil
+	return r.w.donePlain(obj), nil
 }
 
 // sortedKeys returns m's keys in order, in buf when they fit.
@@ -813,14 +813,14 @@ func (r *run) hookArgs(log *scriptLog) ([]goja.Value, *Error) {
 	return []goja.Value{client, scope, vm.ToValue(validUTF8(in.Audience)), hookCtx}, nil
 }
 
-// record builds a plain object from name, value pairs, defining (never
-// setting) each member, as toJS does.
+// record builds a plain object from name, value pairs (goja values), as
+// toJS does.
 func (r *run) record(pairs ...any) *goja.Object {
-	obj := r.vm.NewObject()
+	obj := r.w.newPlain()
 	for i := 0; i+1 < len(pairs); i += 2 {
-		_ = obj.DefineDataProperty(pairs[i].(string), pairs[i+1].(goja.Value), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE)
+		_ = obj.Set(pairs[i].(string), pairs[i+1])
 	}
-	return obj
+	return r.w.donePlain(obj)
 }
 
 // lazyMember defines obj[name] as an enumerable accessor that builds the

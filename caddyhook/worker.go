@@ -28,6 +28,7 @@ type worker struct {
 	errorCtor        *goja.Object
 	promiseCtor      *goja.Object
 	promiseResolve   goja.Callable
+	objectProto      *goja.Object
 	// entries holds each loaded script's entry point.
 	entries map[*Script]goja.Callable
 	// run is the exchange being served; nil between exchanges.
@@ -59,6 +60,7 @@ func (e *Engine) newWorker() *worker {
 	w.errorCtor = vm.Get("Error").ToObject(vm)
 	w.promiseCtor = vm.Get("Promise").ToObject(vm)
 	w.promiseResolve, _ = goja.AssertFunction(w.promiseCtor.Get("resolve"))
+	w.objectProto = vm.NewObject().Prototype()
 	w.installConsole()
 	return w
 }
@@ -133,6 +135,20 @@ func (w *worker) load(r *run, s *Script) (fn goja.Callable, loadErr, exportErr e
 	}
 	w.entries[s] = fn
 	return fn, nil, nil
+}
+
+// newPlain starts an ordinary object for the engine to fill with data
+// members by setting them, before donePlain finishes it. Until then it has
+// no prototype, so setting a member creates it whatever a script put on
+// Object.prototype (a setter never runs), as defining it would, and costs
+// less: goja's DefineDataProperty allocates a descriptor per member.
+func (w *worker) newPlain() *goja.Object { return w.vm.CreateObject(nil) }
+
+// donePlain gives obj, from newPlain, the intrinsic Object.prototype: it is
+// then what NewObject and the members defined one by one would have made.
+func (w *worker) donePlain(obj *goja.Object) *goja.Object {
+	_ = obj.SetPrototype(w.objectProto)
+	return obj
 }
 
 // ensureLive throws, in a native function, when a script calls an api
