@@ -404,6 +404,9 @@ type run struct {
 	log    *scriptLog
 	// engineLog is log before the first script starts: the engine's own.
 	engineLog scriptLog
+	// webtask is the hook's context.webtask, whose storage accessor is
+	// the worker's (storage.go).
+	webtask *goja.Object
 	// ended is set when the exchange is over: the api objects it handed to
 	// scripts refuse to act after that, though a script may keep them.
 	ended bool
@@ -805,8 +808,10 @@ func (r *run) hookArgs(log *scriptLog) ([]goja.Value, *Error) {
 		return nil, err
 	}
 	webtask := r.record("secrets", secrets)
-	// storage is built when a hook first reads it: most never do.
-	r.lazyMember(webtask, "storage", r.storage)
+	// storage is built when a hook first reads it (storage.go).
+	get, set := r.w.storageAccessors()
+	_ = webtask.DefineAccessorProperty("storage", get, set, goja.FLAG_TRUE, goja.FLAG_TRUE)
+	r.webtask = webtask
 	hookCtx := r.record(
 		"body", body, "hostname", vm.ToValue(validUTF8(in.Request.Hostname)), "ip", vm.ToValue(validUTF8(in.Request.IP)),
 		"userAgent", vm.ToValue(validUTF8(in.Request.UserAgent)), "webtask", webtask)
@@ -821,27 +826,6 @@ func (r *run) record(pairs ...any) *goja.Object {
 		_ = obj.Set(pairs[i].(string), pairs[i+1])
 	}
 	return r.w.donePlain(obj)
-}
-
-// lazyMember defines obj[name] as an enumerable accessor that builds the
-// value on first read and then becomes a plain data member, as if it had
-// always been one; a script may also overwrite it before reading it.
-func (r *run) lazyMember(obj *goja.Object, name string, build func() *goja.Object) {
-	vm := r.vm
-	settle := func(v goja.Value) {
-		_ = obj.DefineDataProperty(name, v, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE)
-	}
-	_ = obj.DefineAccessorProperty(name,
-		vm.ToValue(func(goja.FunctionCall) goja.Value {
-			v := build()
-			settle(v)
-			return v
-		}),
-		vm.ToValue(func(call goja.FunctionCall) goja.Value {
-			settle(call.Argument(0))
-			return goja.Undefined()
-		}),
-		goja.FLAG_TRUE, goja.FLAG_TRUE)
 }
 
 // runHook runs an Auth0 Hook and waits for its cb, or for the rejection of

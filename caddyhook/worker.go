@@ -29,6 +29,12 @@ type worker struct {
 	promiseCtor      *goja.Object
 	promiseResolve   goja.Callable
 	objectProto      *goja.Object
+	freeze           goja.Callable
+	// getOwnPropertyDescriptor is Object's, for storageHolder.
+	getOwnPropertyDescriptor goja.Callable
+	// storageGet and storageSet are the accessor of webtask.storage,
+	// made on first use (storage.go).
+	storageGet, storageSet goja.Value
 	// entries holds each loaded script's entry point.
 	entries map[*Script]goja.Callable
 	// run is the exchange being served; nil between exchanges.
@@ -61,6 +67,9 @@ func (e *Engine) newWorker() *worker {
 	w.promiseCtor = vm.Get("Promise").ToObject(vm)
 	w.promiseResolve, _ = goja.AssertFunction(w.promiseCtor.Get("resolve"))
 	w.objectProto = vm.NewObject().Prototype()
+	objectCtor := vm.Get("Object").ToObject(vm)
+	w.freeze, _ = goja.AssertFunction(objectCtor.Get("freeze"))
+	w.getOwnPropertyDescriptor, _ = goja.AssertFunction(objectCtor.Get("getOwnPropertyDescriptor"))
 	w.installConsole()
 	return w
 }
@@ -135,6 +144,17 @@ func (w *worker) load(r *run, s *Script) (fn goja.Callable, loadErr, exportErr e
 	}
 	w.entries[s] = fn
 	return fn, nil, nil
+}
+
+// frozen makes fn a native function and freezes it with the intrinsic
+// Object.freeze: a function the worker hands to every exchange must carry
+// nothing from one to the next.
+func (w *worker) frozen(fn func(goja.FunctionCall) goja.Value) goja.Value {
+	f := w.vm.ToValue(fn)
+	if _, err := w.freeze(goja.Undefined(), f); err != nil {
+		panic("caddyhook: freezing a native function: " + err.Error())
+	}
+	return f
 }
 
 // newPlain starts an ordinary object for the engine to fill with data
