@@ -815,7 +815,9 @@ func (r *run) hookArgs(log *scriptLog) ([]goja.Value, *Error) {
 	hookCtx := r.record(
 		"body", body, "hostname", vm.ToValue(validUTF8(in.Request.Hostname)), "ip", vm.ToValue(validUTF8(in.Request.IP)),
 		"userAgent", vm.ToValue(validUTF8(in.Request.UserAgent)), "webtask", webtask)
-	return []goja.Value{client, scope, vm.ToValue(validUTF8(in.Audience)), hookCtx}, nil
+	args := make([]goja.Value, 4, 5) // and cb
+	args[0], args[1], args[2], args[3] = client, scope, vm.ToValue(validUTF8(in.Audience)), hookCtx
+	return args, nil
 }
 
 // record builds a plain object from name, value pairs (goja values), as
@@ -840,80 +842,102 @@ func (r *run) runHook(s *Script) error {
 		return herr
 	}
 
-	var (
-		finished, warned bool
-		failure          *Error
-		result           json.RawMessage
-	)
-	cb := func(call goja.FunctionCall) goja.Value {
-		r.ensureLive() // a module may keep the cb of an exchange that ended
-		if finished {
-			if !warned {
-				warned = true
-				log.Warn("hook called cb more than once; only the first call counts")
-			}
-			return goja.Undefined()
-		}
-		finished = true
-		// ToBoolean never runs script code, whatever the value.
-		if e := call.Argument(0); e.ToBoolean() {
-			// Failed first: nothing the error value does while it is
-			// read below can turn this into a success.
-			failure = errorFor(CodeServerError, hookFailed)
-			failure = r.errorFromValue(e)
-			return goja.Undefined()
-		}
-		failure = errorFor(CodeServerError, "hook result cannot be serialised")
-		raw, ok, err := r.toJSON(call.Argument(1), maxResultJSON)
-		switch {
-		case err != nil:
-			failure = r.errorFromThrow(err, "it threw a value that is not an error")
-			if r.alive() && !isUncatchable(gojaCause(err)) {
-				failure = errorFor(CodeServerError, "hook result cannot be serialised: "+failure.Description)
-			}
-		case !ok:
-			failure = nil
-			log.Warn("hook called cb without a result object; treating it as {} (the token gets no scope)")
-		default:
-			failure = nil
-			result = raw
-		}
-		return goja.Undefined()
-	}
-	args = append(args, r.vm.ToValue(cb))
+	c := &hookCB{r: r, log: log}
+	args = append(args, r.vm.ToValue(c.call))
 
 	ret, err := fn(goja.Undefined(), args...)
 	if err != nil {
-		if failure != nil {
-			return failure
+		if f := c.failed(); f != nil {
+			return f
 		}
 		return r.errorFromThrow(err, hookFailed)
 	}
 	// An async hook's promise, or any thenable, is awaited as await would:
 	// its rejection fails the exchange unless cb was called first.
 	var p *goja.Promise
-	if _, isObj := ret.(*goja.Object); isObj && !finished && r.fault == nil {
-		if p, err = r.await(ret); err != nil && !finished {
-			finished = true
-			failure = r.errorFromThrow(err, hookFailed)
+	if _, isObj := ret.(*goja.Object); isObj && !c.finished && r.fault == nil {
+		if p, err = r.await(ret); err != nil && !c.finished {
+			c.finished = true
+			c.failure = r.errorFromThrow(err, hookFailed)
 		}
 	}
 	rejected := func() bool { return p != nil && p.State() == goja.PromiseStateRejected }
-	if !finished && !rejected() && r.fault == nil && !r.loop.pending() {
-		// Nothing can call cb any more; say so now rather than leave the
-		// operator with a bare time-out.
-		log.Warn("hook returned without calling cb and has nothing scheduled; the exchange will time out")
+	if !c.finished {
+		if !rejected() && r.fault == nil && !r.loop.pending() {
+			// Nothing can call cb any more; say so now rather than leave
+			// the operator with a bare time-out.
+			log.Warn("hook returned without calling cb and has nothing scheduled; the exchange will time out")
+		}
+		if err := r.wait(func() bool { return c.finished || rejected() }); err != nil {
+			return err
+		}
+		if !c.finished && rejected() {
+			return errorFor(CodeServerError, r.describe(p.Result(), hookFailed))
+		}
+	} else if r.fault != nil {
+		return r.fault // what wait would have returned
 	}
-	if err := r.wait(func() bool { return finished || rejected() }); err != nil {
-		return err
+	if f := c.failed(); f != nil {
+		return f
 	}
-	if !finished && rejected() {
-		return errorFor(CodeServerError, r.describe(p.Result(), hookFailed))
+	return r.applyHookResult(log, c.result)
+}
+
+// hookCB is the cb a hook run gets, and what it was called with.
+type hookCB struct {
+	r        *run
+	log      *scriptLog
+	finished bool
+	warned   bool
+	// serialising is set while the result is read: if that never returns
+	// (an interrupt ends the run), the run failed with failedSerialising.
+	serialising bool
+	failure     *Error
+	result      json.RawMessage
+}
+
+// failed is the hook's failure, if any.
+func (c *hookCB) failed() *Error {
+	if c.serialising && c.failure == nil {
+		return errorFor(CodeServerError, "hook result cannot be serialised")
 	}
-	if failure != nil {
-		return failure
+	return c.failure
+}
+
+func (c *hookCB) call(call goja.FunctionCall) goja.Value {
+	r, log := c.r, c.log
+	r.ensureLive() // a module may keep the cb of an exchange that ended
+	if c.finished {
+		if !c.warned {
+			c.warned = true
+			log.Warn("hook called cb more than once; only the first call counts")
+		}
+		return goja.Undefined()
 	}
-	return r.applyHookResult(log, result)
+	c.finished = true
+	// ToBoolean never runs script code, whatever the value.
+	if e := call.Argument(0); e.ToBoolean() {
+		// Failed first: nothing the error value does while it is read
+		// below can turn this into a success.
+		c.failure = errorFor(CodeServerError, hookFailed)
+		c.failure = r.errorFromValue(e)
+		return goja.Undefined()
+	}
+	c.serialising = true // failed, until toJSON returns
+	raw, ok, err := r.toJSON(call.Argument(1), maxResultJSON)
+	c.serialising = false
+	switch {
+	case err != nil:
+		c.failure = r.errorFromThrow(err, "it threw a value that is not an error")
+		if r.alive() && !isUncatchable(gojaCause(err)) {
+			c.failure = errorFor(CodeServerError, "hook result cannot be serialised: "+c.failure.Description)
+		}
+	case !ok:
+		log.Warn("hook called cb without a result object; treating it as {} (the token gets no scope)")
+	default:
+		c.result = raw
+	}
+	return goja.Undefined()
 }
 
 // errorFromValue is errorFromValue for this run.
