@@ -538,7 +538,7 @@ func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 	case []string:
 		items := make([]any, len(x))
 		for i, s := range x {
-			items[i] = validUTF8(s)
+			items[i] = vm.ToValue(validUTF8(s)) // NewArray takes a goja value as it is
 		}
 		return vm.NewArray(items...), nil
 	case map[string]any:
@@ -557,6 +557,9 @@ func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 }
 
 func toJSObject[V any](r *run, m map[string]V, depth int) (goja.Value, error) {
+	if len(m) == 0 {
+		return r.vm.NewObject(), nil
+	}
 	obj := r.w.newPlain()
 	var small [16]string
 	for _, k := range sortedKeys(m, small[:0]) {
@@ -574,6 +577,9 @@ func toJSObject[V any](r *run, m map[string]V, depth int) (goja.Value, error) {
 // toJSStrings is toJSObject for the string maps every run hands over
 // (metadata, secrets), without boxing each value on the way.
 func toJSStrings(r *run, m map[string]string) (goja.Value, error) {
+	if len(m) == 0 {
+		return r.vm.NewObject(), nil
+	}
 	obj := r.w.newPlain()
 	var small [16]string
 	for _, k := range sortedKeys(m, small[:0]) {
