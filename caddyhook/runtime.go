@@ -152,6 +152,7 @@ type Engine struct {
 	actionSecrets map[*Script]map[string]string
 	pool          *pool
 	warnings      *claimWarnings
+	claimChecks   claimCheckCache
 	fetcher       *fetcher
 }
 
@@ -1023,7 +1024,7 @@ func (r *run) applyHookResult(log *scriptLog, raw json.RawMessage) error {
 // upstream token does not already carry it; otherwise it is dropped, as on
 // Auth0 ("the transaction won't fail"), and a warning says so.
 func (r *run) setClaim(log *scriptLog, name string, value json.RawMessage) {
-	if ok, why := r.eng.cfg.Policy.Check(name); !ok {
+	if ok, why := r.eng.claimChecks.check(r.eng.cfg.Policy, name); !ok {
 		r.dropClaim(log, name, why)
 		return
 	}
