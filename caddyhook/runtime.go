@@ -7,6 +7,7 @@
 package caddyhook
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -1014,11 +1015,20 @@ func (r *run) applyHookResult(log *scriptLog, raw json.RawMessage) error {
 	r.scope = scope
 	for _, m := range members {
 		if string(m.name) != "scope" {
-			r.setClaim(log, string(m.name), m.value)
+			value := json.RawMessage(m.value)
+			if len(raw) > maxSharedResult {
+				// A claim kept must not keep the whole of a large result.
+				value = bytes.Clone(value)
+			}
+			r.setClaim(log, string(m.name), value)
 		}
 	}
 	return nil
 }
+
+// maxSharedResult is the largest hook result whose claims are slices of
+// it rather than copies.
+const maxSharedResult = 4 << 10
 
 // setClaim adds a custom claim when the policy accepts its name and the
 // upstream token does not already carry it; otherwise it is dropped, as on
