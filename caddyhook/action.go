@@ -25,14 +25,11 @@ func (r *run) runAction(s *Script) error {
 	if eerr != nil {
 		return eerr
 	}
-	var denied *Error
-	// returned is set when this action's run is over; its api may still be
-	// called later in the exchange (from a timer), and must not act then.
-	var returned bool
-	defer func() { returned = true }()
-	ret, err := fn(goja.Undefined(), event, r.api(log, &denied, &returned))
-	if denied != nil {
-		return denied
+	a := &actionAPI{r: r, log: log}
+	defer func() { a.returned = true }()
+	ret, err := fn(goja.Undefined(), event, a.object())
+	if a.denied != nil {
+		return a.denied
 	}
 	if err != nil {
 		return r.errorFromThrow(err, actionFailed)
@@ -46,15 +43,15 @@ func (r *run) runAction(s *Script) error {
 	// A promise, or any thenable, is awaited: a thenable's then may deny or
 	// reject, as it would under Node.
 	p, err := r.await(ret)
-	if denied != nil {
-		return denied
+	if a.denied != nil {
+		return a.denied
 	}
 	if err != nil {
 		return r.errorFromThrow(err, actionFailed)
 	}
-	werr := r.wait(func() bool { return denied != nil || p.State() != goja.PromiseStatePending })
-	if denied != nil {
-		return denied
+	werr := r.wait(func() bool { return a.denied != nil || p.State() != goja.PromiseStatePending })
+	if a.denied != nil {
+		return a.denied
 	}
 	if werr != nil {
 		return werr
@@ -87,7 +84,7 @@ func checkActionSecrets(cfg Config) error {
 // what the hook and earlier actions did to the token. As hookArgs does, it
 // is built member by member, in the order toJS would sort them: it runs for
 // every action of every exchange.
-func (r *run) event(s *Script, log *zap.Logger) (goja.Value, *Error) {
+func (r *run) event(s *Script, log *scriptLog) (goja.Value, *Error) {
 	in, vm := r.in, r.vm
 	str := func(s string) goja.Value { return vm.ToValue(validUTF8(s)) }
 	body, secrets, err := r.bodyAndSecrets(log, s)
@@ -106,12 +103,13 @@ func (r *run) event(s *Script, log *zap.Logger) (goja.Value, *Error) {
 		}
 	}
 	metadata, geoip, claims, scope, requested, target := inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5]
-	request := r.record("body", body, "geoip", geoip, "hostname", str(in.Request.Hostname), "ip", str(in.Request.IP))
+	var members [14]any
+	pairs := append(members[:0], "body", body, "geoip", geoip, "hostname", str(in.Request.Hostname), "ip", str(in.Request.IP))
 	if in.Request.Language != "" { // optional on Auth0, absent when not known
-		define(vm, request, "language", str(in.Request.Language))
+		pairs = append(pairs, "language", str(in.Request.Language))
 	}
-	define(vm, request, "method", str(in.Request.Method))
-	define(vm, request, "user_agent", str(in.Request.UserAgent))
+	pairs = append(pairs, "method", str(in.Request.Method), "user_agent", str(in.Request.UserAgent))
+	request := r.record(pairs...)
 	return r.record(
 		"accessToken", r.record("customClaims", claims, "scope", scope),
 		"client", r.record("client_id", str(in.Client.ID), "metadata", metadata, "name", str(in.Client.Name)),
@@ -163,138 +161,167 @@ func (r *run) grantedScope() []string {
 	return out
 }
 
-// api builds the api object of one action. *denied receives the first
-// api.access.deny.
-func (r *run) api(log *zap.Logger, denied **Error, returned *bool) *goja.Object {
-	vm := r.vm
-	api := vm.NewObject()
-	str := func(v goja.Value, what string) string {
-		if s, ok := scriptString(v); ok {
-			return s
-		}
-		throwTypeError(vm, what+" must be a string")
-		return ""
+// actionAPI is the api object of one action's run, and what it was told.
+type actionAPI struct {
+	r   *run
+	log *scriptLog
+	obj *goja.Object // api, which its methods return
+	// denied receives the first api.access.deny.
+	denied *Error
+	// returned is set when this action's run is over; its api may still be
+	// called later in the exchange (from a timer), and must not act then.
+	returned bool
+}
+
+// object builds api: its objects are the engine's plain objects (newPlain),
+// its methods native functions of this run.
+func (a *actionAPI) object() *goja.Object {
+	r := a.r
+	w, vm := r.w, r.vm
+	a.obj = w.newPlain()
+	accessToken := w.newPlain()
+	_ = accessToken.Set("setCustomClaim", vm.ToValue(a.setCustomClaim))
+	_ = a.obj.Set("accessToken", w.donePlain(accessToken))
+	access := w.newPlain()
+	_ = access.Set("deny", vm.ToValue(a.deny))
+	_ = a.obj.Set("access", w.donePlain(access))
+	transaction := w.newPlain()
+	_ = transaction.Set("addTargetScope", vm.ToValue(a.addTargetScope))
+	_ = transaction.Set("removeTargetScope", vm.ToValue(a.removeTargetScope))
+	_ = transaction.Set("setTargetScopes", vm.ToValue(a.setTargetScopes))
+	_ = transaction.Set("clearTargetScopes", vm.ToValue(a.clearTargetScopes))
+	_ = a.obj.Set("transaction", w.donePlain(transaction))
+	_ = a.obj.Set("cache", r.cacheObject())
+	return w.donePlain(a.obj)
+}
+
+func (a *actionAPI) str(v goja.Value, what string) string {
+	if s, ok := scriptString(v); ok {
+		return s
 	}
-	// overLimit fails the exchange, whatever the script does with the
-	// exception it also gets.
-	overLimit := func(err error) {
-		r.fail(errorFor(CodeServerError, err.Error()))
-		panic(vm.NewGoError(err))
+	throwTypeError(a.r.vm, what+" must be a string")
+	return ""
+}
+
+// overLimit fails the exchange, whatever the script does with the
+// exception it also gets.
+func (a *actionAPI) overLimit(err error) {
+	a.r.fail(errorFor(CodeServerError, err.Error()))
+	panic(a.r.vm.NewGoError(err))
+}
+
+// live refuses a call from a script that kept this api: after the
+// exchange, or after this action's run, whose result is already taken.
+func (a *actionAPI) live() {
+	a.r.ensureLive()
+	if a.returned {
+		panic(a.r.vm.NewGoError(errActionReturned))
 	}
+}
 
-	// live refuses a call from a script that kept this api: after the
-	// exchange, or after this action's run, whose result is already taken.
-	live := func() {
-		r.ensureLive()
-		if *returned {
-			panic(vm.NewGoError(errActionReturned))
-		}
-	}
-
-	accessToken := vm.NewObject()
-	define(vm, accessToken, "setCustomClaim", func(call goja.FunctionCall) goja.Value {
-		live()
-		name := str(call.Argument(0), "the claim name")
-		raw, ok, err := r.toJSON(call.Argument(1), MaxClaimsSize)
-		switch {
-		case err != nil:
-			if _, tooLarge := err.(errJSONTooLarge); tooLarge {
-				overLimit(fmt.Errorf("custom claim %q is more than the %d bytes all custom claims may have", capText(name, 64), MaxClaimsSize))
-			}
-			rethrow(vm, err)
-		case !ok:
-			delete(r.claims, name) // setting undefined removes the claim
-		default:
-			r.setClaim(log, name, raw)
-		}
-		return api
-	})
-	define(vm, api, "accessToken", accessToken)
-
-	access := vm.NewObject()
-	define(vm, access, "deny", func(call goja.FunctionCall) goja.Value {
-		r.ensureLive()
-		if *returned {
-			// After the action's run: nothing reads *denied any more, but
-			// a denial must never be lost, so it fails the exchange.
-			defer func() { r.fail(*denied) }()
-		}
-		if *denied != nil {
-			return api
-		}
-		// Denied first: however the arguments behave while they are read
-		// below, a call to deny denies.
-		*denied = errorFor(CodeServerError, actionDenied)
-		// A code that is not a string, or not one of ours, is a server
-		// error (errorFor's rule).
-		code, _ := scriptString(call.Argument(0))
-		reason := actionDenied
-		if v := call.Argument(1); !goja.IsUndefined(v) {
-			if text := r.denyReason(v); text != "" {
-				reason = text
-			}
-		}
-		*denied = errorFor(code, reason)
-		log.Info("action denied the exchange", zap.String("error", (*denied).Code))
-		return api
-	})
-	define(vm, api, "access", access)
-
-	transaction := vm.NewObject()
-	define(vm, transaction, "addTargetScope", func(call goja.FunctionCall) goja.Value {
-		live()
-		s := str(call.Argument(0), "the scope")
-		if !validScope(s) {
-			throwTypeError(vm, fmt.Sprintf("%q is not a valid scope", capText(s, 64)))
-		}
-		if !slices.Contains(r.scope, s) {
-			next := append(slices.Clip(r.scope), s)
-			if err := checkScopeLimits(next); err != nil {
-				overLimit(err)
-			}
-			r.scope = next
-		}
-		return api
-	})
-	define(vm, transaction, "removeTargetScope", func(call goja.FunctionCall) goja.Value {
-		live()
-		s := str(call.Argument(0), "the scope")
-		out := r.scope[:0:0]
-		for _, v := range r.scope {
-			if v != s {
-				out = append(out, v)
-			}
-		}
-		r.scope = out
-		return api
-	})
-	define(vm, transaction, "setTargetScopes", func(call goja.FunctionCall) goja.Value {
-		live()
-		raw, _, err := r.toJSON(call.Argument(0), maxResultJSON)
+func (a *actionAPI) setCustomClaim(call goja.FunctionCall) goja.Value {
+	r := a.r
+	a.live()
+	name := a.str(call.Argument(0), "the claim name")
+	raw, ok, err := r.toJSON(call.Argument(1), MaxClaimsSize)
+	switch {
+	case err != nil:
 		if _, tooLarge := err.(errJSONTooLarge); tooLarge {
-			overLimit(scopeLimitError(fmt.Sprintf("the scopes given to setTargetScopes are more than %d bytes", maxResultJSON)))
+			a.overLimit(fmt.Errorf("custom claim %q is more than the %d bytes all custom claims may have", capText(name, 64), MaxClaimsSize))
 		}
-		if err != nil {
-			rethrow(vm, err)
+		rethrow(r.vm, err)
+	case !ok:
+		delete(r.claims, name) // setting undefined removes the claim
+	default:
+		r.setClaim(a.log, name, raw)
+	}
+	return a.obj
+}
+
+func (a *actionAPI) deny(call goja.FunctionCall) goja.Value {
+	r := a.r
+	r.ensureLive()
+	if a.returned {
+		// After the action's run: nothing reads denied any more, but a
+		// denial must never be lost, so it fails the exchange.
+		defer func() { r.fail(a.denied) }()
+	}
+	if a.denied != nil {
+		return a.obj
+	}
+	// Denied first: however the arguments behave while they are read
+	// below, a call to deny denies.
+	a.denied = errorFor(CodeServerError, actionDenied)
+	// A code that is not a string, or not one of ours, is a server error
+	// (errorFor's rule).
+	code, _ := scriptString(call.Argument(0))
+	reason := actionDenied
+	if v := call.Argument(1); !goja.IsUndefined(v) {
+		if text := r.denyReason(v); text != "" {
+			reason = text
 		}
-		scope, perr := parseScope(raw)
-		if _, tooMany := perr.(scopeLimitError); tooMany {
-			overLimit(perr)
+	}
+	a.denied = errorFor(code, reason)
+	a.log.Info("action denied the exchange", zap.String("error", a.denied.Code))
+	return a.obj
+}
+
+func (a *actionAPI) addTargetScope(call goja.FunctionCall) goja.Value {
+	r := a.r
+	a.live()
+	s := a.str(call.Argument(0), "the scope")
+	if !validScope(s) {
+		throwTypeError(r.vm, fmt.Sprintf("%q is not a valid scope", capText(s, 64)))
+	}
+	if !slices.Contains(r.scope, s) {
+		next := append(slices.Clip(r.scope), s)
+		if err := checkScopeLimits(next); err != nil {
+			a.overLimit(err)
 		}
-		if perr != nil {
-			throwTypeError(vm, "setTargetScopes: "+perr.Error())
+		r.scope = next
+	}
+	return a.obj
+}
+
+func (a *actionAPI) removeTargetScope(call goja.FunctionCall) goja.Value {
+	r := a.r
+	a.live()
+	s := a.str(call.Argument(0), "the scope")
+	out := r.scope[:0:0]
+	for _, v := range r.scope {
+		if v != s {
+			out = append(out, v)
 		}
-		r.scope = scope
-		return api
-	})
-	define(vm, transaction, "clearTargetScopes", func(goja.FunctionCall) goja.Value {
-		live()
-		r.scope = []string{}
-		return api
-	})
-	define(vm, api, "transaction", transaction)
-	define(vm, api, "cache", r.cacheObject())
-	return api
+	}
+	r.scope = out
+	return a.obj
+}
+
+func (a *actionAPI) setTargetScopes(call goja.FunctionCall) goja.Value {
+	r := a.r
+	a.live()
+	raw, _, err := r.toJSON(call.Argument(0), maxResultJSON)
+	if _, tooLarge := err.(errJSONTooLarge); tooLarge {
+		a.overLimit(scopeLimitError(fmt.Sprintf("the scopes given to setTargetScopes are more than %d bytes", maxResultJSON)))
+	}
+	if err != nil {
+		rethrow(r.vm, err)
+	}
+	scope, perr := parseScope(raw)
+	if _, tooMany := perr.(scopeLimitError); tooMany {
+		a.overLimit(perr)
+	}
+	if perr != nil {
+		throwTypeError(r.vm, "setTargetScopes: "+perr.Error())
+	}
+	r.scope = scope
+	return a.obj
+}
+
+func (a *actionAPI) clearTargetScopes(goja.FunctionCall) goja.Value {
+	a.live()
+	a.r.scope = []string{}
+	return a.obj
 }
 
 // denyReason reads the reason given to api.access.deny: a primitive as
@@ -312,91 +339,112 @@ func (r *run) denyReason(v goja.Value) string {
 
 // cacheObject binds api.cache to the engine's cache for one action's run.
 func (r *run) cacheObject() *goja.Object {
-	vm := r.vm
-	c := r.eng.cache
-	// The keys this action set in this run: eviction spares them, so that a
-	// full cache fails the set (CacheSizeExceeded) rather than silently
-	// dropping what the script itself just wrote. Once the run has ended
-	// (a warm runtime's script kept this api) nothing is recorded or
-	// spared, so the set cannot grow.
-	mine := map[string]bool{}
-	own := func(k string) bool { return !r.ended && mine[k] }
-	record := func(e cacheEntry) *goja.Object {
-		o := vm.NewObject()
-		define(vm, o, "value", e.value)
-		define(vm, o, "expires_at", e.expiresAt.UnixMilli())
+	a := &apiCache{r: r, c: r.eng.cache}
+	w, vm := r.w, r.vm
+	obj := w.newPlain()
+	_ = obj.Set("get", vm.ToValue(a.get))
+	_ = obj.Set("set", vm.ToValue(a.set))
+	_ = obj.Set("delete", vm.ToValue(a.delete))
+	return w.donePlain(obj)
+}
+
+// apiCache is api.cache of one action's run.
+type apiCache struct {
+	r *run
+	c *ActionCache
+	// mine holds the keys this action set in this run: eviction spares
+	// them, so that a full cache fails the set (CacheSizeExceeded) rather
+	// than silently dropping what the script itself just wrote. Once the
+	// run has ended (a warm runtime's script kept this api) nothing is
+	// recorded or spared, so the set cannot grow. Made on the first set.
+	mine map[string]bool
+}
+
+func (a *apiCache) own(k string) bool { return !a.r.ended && a.mine[k] }
+
+func (a *apiCache) record(e cacheEntry) *goja.Object {
+	vm := a.r.vm
+	o := vm.NewObject()
+	define(vm, o, "value", e.value)
+	define(vm, o, "expires_at", e.expiresAt.UnixMilli())
+	return o
+}
+
+func (a *apiCache) result(e *cacheEntry, code string) *goja.Object {
+	vm := a.r.vm
+	o := vm.NewObject()
+	if code != "" {
+		define(vm, o, "type", "error")
+		define(vm, o, "code", code)
 		return o
 	}
-	result := func(e *cacheEntry, code string) *goja.Object {
-		o := vm.NewObject()
-		if code != "" {
-			define(vm, o, "type", "error")
-			define(vm, o, "code", code)
-			return o
-		}
-		define(vm, o, "type", "success")
-		if e != nil {
-			define(vm, o, "record", record(*e))
-		}
-		return o
+	define(vm, o, "type", "success")
+	if e != nil {
+		define(vm, o, "record", a.record(*e))
 	}
-	obj := vm.NewObject()
-	define(vm, obj, "get", func(call goja.FunctionCall) goja.Value {
-		k, ok := scriptString(call.Argument(0))
-		if !ok {
-			return goja.Undefined()
-		}
-		if e, found := c.get(k); found {
-			return record(e)
-		}
+	return o
+}
+
+func (a *apiCache) get(call goja.FunctionCall) goja.Value {
+	k, ok := scriptString(call.Argument(0))
+	if !ok {
 		return goja.Undefined()
-	})
-	define(vm, obj, "set", func(call goja.FunctionCall) goja.Value {
-		// A key or value that is not a string has no size the cache
-		// accepts; it is not converted, which could run script code.
-		k, ok := scriptString(call.Argument(0))
-		if !ok {
-			return result(nil, CacheKeySizeExceeded)
-		}
-		v, ok := scriptString(call.Argument(1))
-		if !ok {
-			return result(nil, CacheValueSizeExceeded)
-		}
-		var ttl time.Duration
-		var expiresAt time.Time
-		if opts, isObj := call.Argument(2).(*goja.Object); isObj {
-			now := c.now()
-			if t := opts.Get("ttl"); t != nil && !goja.IsUndefined(t) {
-				ms, ok := cacheNumber(t)
-				if ttl, ok = ttlFromMillis(ms, ok); !ok {
-					return result(nil, CacheInvalidExpiry)
-				}
+	}
+	if e, found := a.c.get(k); found {
+		return a.record(e)
+	}
+	return goja.Undefined()
+}
+
+func (a *apiCache) set(call goja.FunctionCall) goja.Value {
+	c := a.c
+	// A key or value that is not a string has no size the cache accepts;
+	// it is not converted, which could run script code.
+	k, ok := scriptString(call.Argument(0))
+	if !ok {
+		return a.result(nil, CacheKeySizeExceeded)
+	}
+	v, ok := scriptString(call.Argument(1))
+	if !ok {
+		return a.result(nil, CacheValueSizeExceeded)
+	}
+	var ttl time.Duration
+	var expiresAt time.Time
+	if opts, isObj := call.Argument(2).(*goja.Object); isObj {
+		now := c.now()
+		if t := opts.Get("ttl"); t != nil && !goja.IsUndefined(t) {
+			ms, ok := cacheNumber(t)
+			if ttl, ok = ttlFromMillis(ms, ok); !ok {
+				return a.result(nil, CacheInvalidExpiry)
 			}
-			if t := opts.Get("expires_at"); t != nil && !goja.IsUndefined(t) {
-				ms, ok := cacheNumber(t)
-				if expiresAt, ok = expiryFromMillis(ms, ok, now); !ok {
-					return result(nil, CacheInvalidExpiry)
-				}
+		}
+		if t := opts.Get("expires_at"); t != nil && !goja.IsUndefined(t) {
+			ms, ok := cacheNumber(t)
+			if expiresAt, ok = expiryFromMillis(ms, ok, now); !ok {
+				return a.result(nil, CacheInvalidExpiry)
 			}
 		}
-		e, code := c.set(k, v, ttl, expiresAt, own)
-		if code == "" && !r.ended {
-			mine[k] = true
+	}
+	e, code := c.set(k, v, ttl, expiresAt, a.own)
+	if code == "" && !a.r.ended {
+		if a.mine == nil {
+			a.mine = map[string]bool{}
 		}
-		return result(&e, code)
-	})
-	define(vm, obj, "delete", func(call goja.FunctionCall) goja.Value {
-		k, ok := scriptString(call.Argument(0))
-		if !ok {
-			return result(nil, "")
-		}
-		delete(mine, k)
-		if e, found := c.delete(k); found {
-			return result(&e, "")
-		}
-		return result(nil, "")
-	})
-	return obj
+		a.mine[k] = true
+	}
+	return a.result(&e, code)
+}
+
+func (a *apiCache) delete(call goja.FunctionCall) goja.Value {
+	k, ok := scriptString(call.Argument(0))
+	if !ok {
+		return a.result(nil, "")
+	}
+	delete(a.mine, k)
+	if e, found := a.c.delete(k); found {
+		return a.result(&e, "")
+	}
+	return a.result(nil, "")
 }
 
 // cacheNumber reads a cache option: a number, or a string holding one (as

@@ -3,6 +3,7 @@ package caddyhook
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,6 +152,29 @@ func TestDefaultPolicyThroughEngine(t *testing.T) {
 	for _, name := range []string{"roles", "https://x.auth0.com/claim", "urn:auth0:x"} {
 		if warned[name] != 1 {
 			t.Errorf("%s warned %d times over 3 exchanges, want 1", name, warned[name])
+		}
+	}
+}
+
+// TestClaimCheckCache: the engine's remembered checks answer as Check does,
+// and stay bounded.
+func TestClaimCheckCache(t *testing.T) {
+	names := []string{"https://example.com/claim", "https://auth0.com/x", "iss", "urn:auth0:x", "", "tier", strings.Repeat("n", 300)}
+	for i := 0; i < maxCachedClaimChecks+10; i++ {
+		names = append(names, "https://example.com/c"+strconv.Itoa(i))
+	}
+	for _, p := range []ClaimsPolicy{Namespaced, Open} {
+		var c claimCheckCache
+		for round := 0; round < 2; round++ {
+			for _, name := range names {
+				ok, why := c.check(p, name)
+				if wantOK, wantWhy := p.Check(name); ok != wantOK || why != wantWhy {
+					t.Fatalf("%v %q: %v %q, want %v %q", p, name, ok, why, wantOK, wantWhy)
+				}
+			}
+		}
+		if len(c.results) != maxCachedClaimChecks {
+			t.Fatalf("%d names remembered", len(c.results))
 		}
 	}
 }

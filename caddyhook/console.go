@@ -63,7 +63,7 @@ func (w *worker) installConsole() {
 // built when the line will be written.
 func (r *run) emit(level zapcore.Level, source string, text func(r *run) string) {
 	log := r.log
-	if !log.Core().Enabled(level) {
+	if !log.enabled(level) {
 		return
 	}
 	if r.consoleLines >= maxConsoleLines {
@@ -71,7 +71,7 @@ func (r *run) emit(level zapcore.Level, source string, text func(r *run) string)
 		return
 	}
 	r.consoleLines++
-	if ce := log.Check(level, capText(text(r), maxLogMessage)); ce != nil {
+	if ce := log.logger().Check(level, capText(text(r), maxLogMessage)); ce != nil {
 		ce.Write(zap.String("source", "console."+source))
 	}
 }

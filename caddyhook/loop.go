@@ -23,7 +23,8 @@ type loop struct {
 	next      int64
 	inflight  int // async operations (storage, fetch) not yet called back
 	// gen is the exchange being served; callbacks scheduled under another
-	// one are dropped.
+	// one are dropped. It is made when the exchange first schedules a timer
+	// or async work (generation): most schedule none.
 	gen *generation
 	// uncaught receives an exception thrown by a queueMicrotask callback,
 	// which nothing else can catch; the run fails with it, as Node would.
@@ -171,7 +172,7 @@ func (l *loop) schedule(c goja.FunctionCall, repeat bool) goja.Value {
 }
 
 func (l *loop) arm(id int64, handle *goja.Object, d time.Duration, job func() error) {
-	g := l.gen
+	g := l.generation()
 	unref := false
 	if t, ok := l.timers[id]; ok { // an interval re-armed keeps its state
 		unref = t.unref
@@ -241,7 +242,7 @@ func (l *loop) clearImmediate(c goja.FunctionCall) goja.Value {
 // off the loop's goroutine. A panic in work (a storage module's bug) fails
 // the run instead of the process.
 func (l *loop) async(work func() func() error) {
-	g := l.gen
+	g := l.generation()
 	l.inflight++
 	go func() {
 		var job func() error
@@ -308,18 +309,25 @@ func (l *loop) run(ctx context.Context, done func() bool) error {
 // begin starts an exchange's generation; JavaScript runs in the runtime
 // only between begin and end.
 func (l *loop) begin() {
-	l.gen = &generation{done: make(chan struct{})}
+	l.gen = nil
+}
+
+// generation returns the exchange's generation, making it on first use.
+func (l *loop) generation() *generation {
+	if l.gen == nil {
+		l.gen = &generation{done: make(chan struct{})}
+	}
+	return l.gen
 }
 
 // end ends the exchange's generation: its timers are stopped, its
 // immediates dropped, and the callbacks of its async work still under way
 // will never run.
 func (l *loop) end() {
-	if l.gen == nil {
-		return
+	if l.gen != nil {
+		close(l.gen.done)
+		l.gen = nil
 	}
-	close(l.gen.done)
-	l.gen = nil
 	for id := range l.timers {
 		l.drop(id)
 	}

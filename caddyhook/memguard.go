@@ -8,6 +8,7 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dop251/goja"
@@ -105,13 +106,23 @@ type memGuard struct {
 	lastFree    time.Time
 	limitAt     time.Time // when defLimit was read
 	defLimit    uint64
+	// lastHeap is the heap size the watchdog read last, at lastHeapAt
+	// (Unix ns): while it is fresher than interval, enter takes it for a
+	// run's starting floor instead of reading the heap again, which cost
+	// about a twentieth of a warm run. The floor is the lowest heap seen
+	// while the run is registered; the next tick, within interval, lowers
+	// it to what it is then.
+	lastHeap   atomic.Uint64
+	lastHeapAt atomic.Int64
 }
 
 type memRun struct {
+	g       *memGuard
 	vm      *goja.Runtime
 	limit   uint64 // 0: the default
 	floor   uint64 // lowest heap seen while registered
 	stopped bool
+	left    bool
 }
 
 const (
@@ -155,9 +166,13 @@ func heapObjectBytes() uint64 {
 // watchdog interrupted vm; once it has returned, the watchdog never will.
 func (g *memGuard) enter(vm *goja.Runtime, limit int64) (leave func() (stopped bool)) {
 	if limit < 0 {
-		return func() bool { return false }
+		return neverStopped
 	}
-	r := &memRun{vm: vm, limit: uint64(limit), floor: max(g.readHeap(), 1)}
+	heap := g.lastHeap.Load()
+	if at := g.lastHeapAt.Load(); at == 0 || time.Since(time.Unix(0, at)) >= g.interval {
+		heap = g.readHeap()
+	}
+	r := &memRun{g: g, vm: vm, limit: uint64(limit), floor: max(heap, 1)}
 	g.mu.Lock()
 	g.runs[r] = struct{}{}
 	if !g.running {
@@ -165,28 +180,35 @@ func (g *memGuard) enter(vm *goja.Runtime, limit int64) (leave func() (stopped b
 		go g.watch()
 	}
 	g.mu.Unlock()
-	var once sync.Once
-	return func() bool {
-		once.Do(func() {
-			g.mu.Lock()
-			delete(g.runs, r)
-			if r.stopped {
-				g.stoppedLive--
-				g.lastLeft = time.Now()
-			}
-			g.mu.Unlock()
-		})
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		return r.stopped
+	return r.leave
+}
+
+func neverStopped() bool { return false }
+
+// leave is enter's leave for r.
+func (r *memRun) leave() (stopped bool) {
+	g := r.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !r.left {
+		r.left = true
+		delete(g.runs, r)
+		if r.stopped {
+			g.stoppedLive--
+			g.lastLeft = time.Now()
+		}
 	}
+	return r.stopped
 }
 
 func (g *memGuard) watch() {
 	ticker := time.NewTicker(g.interval)
 	defer ticker.Stop()
 	for range ticker.C {
-		if !g.tick(g.readHeap()) {
+		heap := g.readHeap()
+		g.lastHeap.Store(heap)
+		g.lastHeapAt.Store(time.Now().UnixNano())
+		if !g.tick(heap) {
 			return
 		}
 	}
@@ -305,6 +327,8 @@ type allocCaps struct {
 	// constructors: proxy -> original.
 	hasInstanceFn *goja.Object
 	proxied       map[*goja.Object]*goja.Object
+	// spareJSON is the JSON.stringify account not in use, if any.
+	spareJSON *jsonAccount
 }
 
 // installAllocationCaps replaces, in vm, the built-ins that can allocate an
@@ -672,10 +696,43 @@ func (c *allocCaps) stringify(original native) native {
 				gap = int(min(max(s.ToInteger(), 0), 10))
 			}
 		}
-		acct := &jsonAccount{c: c, user: user, gap: int64(gap), depth: map[*goja.Object]int64{}}
-		guard := c.vm.ToValue(acct.replace)
-		return original(goja.FunctionCall{This: call.This, Arguments: []goja.Value{value, guard, space}})
+		acct := c.jsonAccount()
+		defer c.putJSONAccount(acct)
+		acct.user, acct.gap = user, int64(gap)
+		return original(goja.FunctionCall{This: call.This, Arguments: []goja.Value{value, acct.guard, space}})
 	}
+}
+
+// jsonAccount returns an account for one JSON.stringify call: the spare
+// one, with its replacer, which the runtime's calls take in turn (every
+// call builds a string, the engine's own included: building the replacer
+// function each time cost about as much as a small stringify), or a new
+// one for a call made while another is under way (from a toJSON or a
+// getter). The replacer is never seen by scripts, which only ever get the
+// original's arguments.
+func (c *allocCaps) jsonAccount() *jsonAccount {
+	if a := c.spareJSON; a != nil {
+		c.spareJSON = nil
+		return a
+	}
+	a := &jsonAccount{c: c, depth: map[*goja.Object]int64{}}
+	a.guard = c.vm.ToValue(a.replace)
+	return a
+}
+
+// maxSpareJSONDepth is how many objects the spare account's map may have
+// held to be kept: a larger one is left to the collector.
+const maxSpareJSONDepth = 64
+
+// putJSONAccount makes a the spare account again, holding nothing of the
+// call it served.
+func (c *allocCaps) putJSONAccount(a *jsonAccount) {
+	if len(a.depth) > maxSpareJSONDepth {
+		return
+	}
+	clear(a.depth)
+	a.user, a.gap, a.total = nil, 0, 0
+	c.spareJSON = a
 }
 
 // jsonSpace converts JSON.stringify's space argument as goja does: Number
@@ -702,6 +759,7 @@ type jsonAccount struct {
 	gap   int64
 	total int64
 	depth map[*goja.Object]int64 // nesting of the objects seen
+	guard goja.Value             // replace, as the replacer given to the original
 }
 
 func (a *jsonAccount) replace(call goja.FunctionCall) goja.Value {

@@ -7,6 +7,7 @@
 package caddyhook
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -15,7 +16,6 @@ import (
 	"maps"
 	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +23,7 @@ import (
 
 	"github.com/dop251/goja"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // MaxClaimsSize is Auth0's limit on the custom claims one token may carry.
@@ -152,6 +153,7 @@ type Engine struct {
 	actionSecrets map[*Script]map[string]string
 	pool          *pool
 	warnings      *claimWarnings
+	claimChecks   claimCheckCache
 	fetcher       *fetcher
 }
 
@@ -401,7 +403,12 @@ type run struct {
 	// script is the script running now, and log its logger (console uses
 	// it).
 	script *Script
-	log    *zap.Logger
+	log    *scriptLog
+	// engineLog is log before the first script starts: the engine's own.
+	engineLog scriptLog
+	// webtask is the hook's context.webtask, whose storage accessor is
+	// the worker's (storage.go).
+	webtask *goja.Object
 	// ended is set when the exchange is over: the api objects it handed to
 	// scripts refuse to act after that, though a script may keep them.
 	ended bool
@@ -428,10 +435,13 @@ type run struct {
 }
 
 func newRun(ctx context.Context, e *Engine, in *Input, w *worker) *run {
-	return &run{
+	r := &run{
 		ctx: ctx, eng: e, in: in, w: w, vm: w.vm, loop: w.loop, stringify: w.stringify,
-		log: e.cfg.Logger, scope: in.Scope, claims: map[string]json.RawMessage{},
+		scope: in.Scope, claims: map[string]json.RawMessage{},
+		engineLog: scriptLog{base: e.cfg.Logger, built: e.cfg.Logger},
 	}
+	r.log = &r.engineLog
+	return r
 }
 
 // fail records the first fault of the run.
@@ -530,13 +540,13 @@ func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 	case []string:
 		items := make([]any, len(x))
 		for i, s := range x {
-			items[i] = validUTF8(s)
+			items[i] = vm.ToValue(validUTF8(s)) // NewArray takes a goja value as it is
 		}
 		return vm.NewArray(items...), nil
 	case map[string]any:
 		return toJSObject(r, x, depth)
 	case map[string]string:
-		return toJSObject(r, x, depth)
+		return toJSStrings(r, x)
 	case map[string]json.RawMessage:
 		return toJSObject(r, x, depth)
 	}
@@ -549,22 +559,50 @@ func (r *run) toJSDepth(v any, depth int) (goja.Value, error) {
 }
 
 func toJSObject[V any](r *run, m map[string]V, depth int) (goja.Value, error) {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+	if len(m) == 0 {
+		return r.vm.NewObject(), nil
 	}
-	sort.Strings(keys)
-	obj := r.vm.NewObject()
-	for _, k := range keys {
+	obj := r.w.newPlain()
+	var small [16]string
+	for _, k := range sortedKeys(m, small[:0]) {
 		jv, err := r.toJSDepth(m[k], depth+1)
 		if err != nil {
 			return nil, err
 		}
-		if err := obj.DefineDataProperty(validUTF8(k), jv, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE); err != nil {
+		if err := obj.Set(validUTF8(k), jv); err != nil {
 			return nil, textError("an object member cannot be defined")
 		}
 	}
-	return obj, nil
+	return r.w.donePlain(obj), nil
+}
+
+// toJSStrings is toJSObject for the string maps every run hands over
+// (metadata, secrets), without boxing each value on the way.
+func toJSStrings(r *run, m map[string]string) (goja.Value, error) {
+	if len(m) == 0 {
+		return r.vm.NewObject(), nil
+	}
+	obj := r.w.newPlain()
+	var small [16]string
+	for _, k := range sortedKeys(m, small[:0]) {
+		if err := obj.Set(validUTF8(k), r.vm.ToValue(validUTF8(m[k]))); err != nil {
+			return nil, textError("an object member cannot be defined")
+		}
+	}
+	return r.w.donePlain(obj), nil
+}
+
+// sortedKeys returns m's keys in order, in buf when they fit.
+func sortedKeys[V any](m map[string]V, buf []string) []string {
+	keys := buf[:0]
+	if len(m) > cap(buf) {
+		keys = make([]string, 0, len(m))
+	}
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // validUTF8 replaces each byte of s that is not UTF-8 with U+FFFD, as
@@ -639,7 +677,7 @@ func isJSONNumber(s string) bool {
 
 // bodyAndSecrets builds the two inputs hooks and actions both get: the
 // request body and a fresh copy of s's secrets.
-func (r *run) bodyAndSecrets(log *zap.Logger, s *Script) (body, secrets goja.Value, err *Error) {
+func (r *run) bodyAndSecrets(log *scriptLog, s *Script) (body, secrets goja.Value, err *Error) {
 	body, jerr := r.toJS(orEmpty(r.in.Request.Body))
 	if jerr != nil { // only the client controls the body: its invalid_request
 		log.Info("the request body cannot be given to the script", zap.String("reason", jerr.Error()))
@@ -694,14 +732,44 @@ func (r *run) toJSON(v goja.Value, max int) (json.RawMessage, bool, error) {
 	return json.RawMessage(str.String()), true, nil
 }
 
-func (r *run) logger(s *Script) *zap.Logger {
-	return r.eng.cfg.Logger.With(zap.String("script", s.Name), zap.String("client_id", r.in.Client.ID))
+// scriptLog is the logger of one script's part of a run: the engine's,
+// with the script's name and the client's id, built the first time
+// something is logged. Most runs log nothing, and With costs a production
+// core the encoding of its fields.
+type scriptLog struct {
+	base           *zap.Logger
+	script, client string
+	built          *zap.Logger
 }
+
+func (r *run) logger(s *Script) *scriptLog {
+	return &scriptLog{base: r.eng.cfg.Logger, script: s.Name, client: r.in.Client.ID}
+}
+
+// logger returns the logger with its fields.
+func (l *scriptLog) logger() *zap.Logger {
+	if l.built == nil {
+		l.built = l.base.With(zap.String("script", l.script), zap.String("client_id", l.client))
+	}
+	return l.built
+}
+
+// enabled reports whether the logger writes entries of level; With keeps
+// the level of the logger it extends.
+func (l *scriptLog) enabled(level zapcore.Level) bool {
+	if l.built != nil {
+		return l.built.Core().Enabled(level)
+	}
+	return l.base.Core().Enabled(level)
+}
+
+func (l *scriptLog) Warn(msg string, fields ...zap.Field) { l.logger().Warn(msg, fields...) }
+func (l *scriptLog) Info(msg string, fields ...zap.Field) { l.logger().Info(msg, fields...) }
 
 // start makes s the run's current script, with console logging under its
 // name, and returns its entry point, loading it into the worker first if
 // needed.
-func (r *run) start(s *Script) (*zap.Logger, goja.Callable, error) {
+func (r *run) start(s *Script) (*scriptLog, goja.Callable, error) {
 	if !r.alive() {
 		return nil, nil, timeoutCause(r.ctx)
 	}
@@ -725,7 +793,7 @@ func failedText(s *Script) string {
 }
 
 // hookArgs builds the hook's client, scope, audience and context.
-func (r *run) hookArgs(log *zap.Logger) ([]goja.Value, *Error) {
+func (r *run) hookArgs(log *scriptLog) ([]goja.Value, *Error) {
 	in, vm := r.in, r.vm
 	metadata, err := r.input(orEmpty(in.Client.Metadata))
 	if err != nil {
@@ -748,43 +816,26 @@ func (r *run) hookArgs(log *zap.Logger) ([]goja.Value, *Error) {
 		return nil, err
 	}
 	webtask := r.record("secrets", secrets)
-	// storage is built when a hook first reads it: most never do.
-	r.lazyMember(webtask, "storage", r.storage)
+	// storage is built when a hook first reads it (storage.go).
+	get, set := r.w.storageAccessors()
+	_ = webtask.DefineAccessorProperty("storage", get, set, goja.FLAG_TRUE, goja.FLAG_TRUE)
+	r.webtask = webtask
 	hookCtx := r.record(
 		"body", body, "hostname", vm.ToValue(validUTF8(in.Request.Hostname)), "ip", vm.ToValue(validUTF8(in.Request.IP)),
 		"userAgent", vm.ToValue(validUTF8(in.Request.UserAgent)), "webtask", webtask)
-	return []goja.Value{client, scope, vm.ToValue(validUTF8(in.Audience)), hookCtx}, nil
+	args := make([]goja.Value, 4, 5) // and cb
+	args[0], args[1], args[2], args[3] = client, scope, vm.ToValue(validUTF8(in.Audience)), hookCtx
+	return args, nil
 }
 
-// record builds a plain object from name, value pairs, defining (never
-// setting) each member, as toJS does.
+// record builds a plain object from name, value pairs (goja values), as
+// toJS does.
 func (r *run) record(pairs ...any) *goja.Object {
-	obj := r.vm.NewObject()
+	obj := r.w.newPlain()
 	for i := 0; i+1 < len(pairs); i += 2 {
-		_ = obj.DefineDataProperty(pairs[i].(string), pairs[i+1].(goja.Value), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE)
+		_ = obj.Set(pairs[i].(string), pairs[i+1])
 	}
-	return obj
-}
-
-// lazyMember defines obj[name] as an enumerable accessor that builds the
-// value on first read and then becomes a plain data member, as if it had
-// always been one; a script may also overwrite it before reading it.
-func (r *run) lazyMember(obj *goja.Object, name string, build func() *goja.Object) {
-	vm := r.vm
-	settle := func(v goja.Value) {
-		_ = obj.DefineDataProperty(name, v, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE)
-	}
-	_ = obj.DefineAccessorProperty(name,
-		vm.ToValue(func(goja.FunctionCall) goja.Value {
-			v := build()
-			settle(v)
-			return v
-		}),
-		vm.ToValue(func(call goja.FunctionCall) goja.Value {
-			settle(call.Argument(0))
-			return goja.Undefined()
-		}),
-		goja.FLAG_TRUE, goja.FLAG_TRUE)
+	return r.w.donePlain(obj)
 }
 
 // runHook runs an Auth0 Hook and waits for its cb, or for the rejection of
@@ -799,80 +850,102 @@ func (r *run) runHook(s *Script) error {
 		return herr
 	}
 
-	var (
-		finished, warned bool
-		failure          *Error
-		result           json.RawMessage
-	)
-	cb := func(call goja.FunctionCall) goja.Value {
-		r.ensureLive() // a module may keep the cb of an exchange that ended
-		if finished {
-			if !warned {
-				warned = true
-				log.Warn("hook called cb more than once; only the first call counts")
-			}
-			return goja.Undefined()
-		}
-		finished = true
-		// ToBoolean never runs script code, whatever the value.
-		if e := call.Argument(0); e.ToBoolean() {
-			// Failed first: nothing the error value does while it is
-			// read below can turn this into a success.
-			failure = errorFor(CodeServerError, hookFailed)
-			failure = r.errorFromValue(e)
-			return goja.Undefined()
-		}
-		failure = errorFor(CodeServerError, "hook result cannot be serialised")
-		raw, ok, err := r.toJSON(call.Argument(1), maxResultJSON)
-		switch {
-		case err != nil:
-			failure = r.errorFromThrow(err, "it threw a value that is not an error")
-			if r.alive() && !isUncatchable(gojaCause(err)) {
-				failure = errorFor(CodeServerError, "hook result cannot be serialised: "+failure.Description)
-			}
-		case !ok:
-			failure = nil
-			log.Warn("hook called cb without a result object; treating it as {} (the token gets no scope)")
-		default:
-			failure = nil
-			result = raw
-		}
-		return goja.Undefined()
-	}
-	args = append(args, r.vm.ToValue(cb))
+	c := &hookCB{r: r, log: log}
+	args = append(args, r.vm.ToValue(c.call))
 
 	ret, err := fn(goja.Undefined(), args...)
 	if err != nil {
-		if failure != nil {
-			return failure
+		if f := c.failed(); f != nil {
+			return f
 		}
 		return r.errorFromThrow(err, hookFailed)
 	}
 	// An async hook's promise, or any thenable, is awaited as await would:
 	// its rejection fails the exchange unless cb was called first.
 	var p *goja.Promise
-	if _, isObj := ret.(*goja.Object); isObj && !finished && r.fault == nil {
-		if p, err = r.await(ret); err != nil && !finished {
-			finished = true
-			failure = r.errorFromThrow(err, hookFailed)
+	if _, isObj := ret.(*goja.Object); isObj && !c.finished && r.fault == nil {
+		if p, err = r.await(ret); err != nil && !c.finished {
+			c.finished = true
+			c.failure = r.errorFromThrow(err, hookFailed)
 		}
 	}
 	rejected := func() bool { return p != nil && p.State() == goja.PromiseStateRejected }
-	if !finished && !rejected() && r.fault == nil && !r.loop.pending() {
-		// Nothing can call cb any more; say so now rather than leave the
-		// operator with a bare time-out.
-		log.Warn("hook returned without calling cb and has nothing scheduled; the exchange will time out")
+	if !c.finished {
+		if !rejected() && r.fault == nil && !r.loop.pending() {
+			// Nothing can call cb any more; say so now rather than leave
+			// the operator with a bare time-out.
+			log.Warn("hook returned without calling cb and has nothing scheduled; the exchange will time out")
+		}
+		if err := r.wait(func() bool { return c.finished || rejected() }); err != nil {
+			return err
+		}
+		if !c.finished && rejected() {
+			return errorFor(CodeServerError, r.describe(p.Result(), hookFailed))
+		}
+	} else if r.fault != nil {
+		return r.fault // what wait would have returned
 	}
-	if err := r.wait(func() bool { return finished || rejected() }); err != nil {
-		return err
+	if f := c.failed(); f != nil {
+		return f
 	}
-	if !finished && rejected() {
-		return errorFor(CodeServerError, r.describe(p.Result(), hookFailed))
+	return r.applyHookResult(log, c.result)
+}
+
+// hookCB is the cb a hook run gets, and what it was called with.
+type hookCB struct {
+	r        *run
+	log      *scriptLog
+	finished bool
+	warned   bool
+	// serialising is set while the result is read: if that never returns
+	// (an interrupt ends the run), the run failed with failedSerialising.
+	serialising bool
+	failure     *Error
+	result      json.RawMessage
+}
+
+// failed is the hook's failure, if any.
+func (c *hookCB) failed() *Error {
+	if c.serialising && c.failure == nil {
+		return errorFor(CodeServerError, "hook result cannot be serialised")
 	}
-	if failure != nil {
-		return failure
+	return c.failure
+}
+
+func (c *hookCB) call(call goja.FunctionCall) goja.Value {
+	r, log := c.r, c.log
+	r.ensureLive() // a module may keep the cb of an exchange that ended
+	if c.finished {
+		if !c.warned {
+			c.warned = true
+			log.Warn("hook called cb more than once; only the first call counts")
+		}
+		return goja.Undefined()
 	}
-	return r.applyHookResult(log, result)
+	c.finished = true
+	// ToBoolean never runs script code, whatever the value.
+	if e := call.Argument(0); e.ToBoolean() {
+		// Failed first: nothing the error value does while it is read
+		// below can turn this into a success.
+		c.failure = errorFor(CodeServerError, hookFailed)
+		c.failure = r.errorFromValue(e)
+		return goja.Undefined()
+	}
+	c.serialising = true // failed, until toJSON returns
+	raw, ok, err := r.toJSON(call.Argument(1), maxResultJSON)
+	c.serialising = false
+	switch {
+	case err != nil:
+		c.failure = r.errorFromThrow(err, "it threw a value that is not an error")
+		if r.alive() && !isUncatchable(gojaCause(err)) {
+			c.failure = errorFor(CodeServerError, "hook result cannot be serialised: "+c.failure.Description)
+		}
+	case !ok:
+		log.Warn("hook called cb without a result object; treating it as {} (the token gets no scope)")
+	default:
+		c.result = raw
+	}
+	return goja.Undefined()
 }
 
 // errorFromValue is errorFromValue for this run.
@@ -919,33 +992,49 @@ func (r *run) wait(done func() bool) *Error {
 
 // applyHookResult applies cb's result object: its scope replaces the token's,
 // and its other members are custom claims, subject to the claim rules.
-func (r *run) applyHookResult(log *zap.Logger, raw json.RawMessage) error {
-	obj := map[string]json.RawMessage{}
+func (r *run) applyHookResult(log *scriptLog, raw json.RawMessage) error {
+	var buf [8]jsonMember
+	members := buf[:0]
 	if raw != nil {
-		if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		var ok bool
+		if members, ok = objectMembers(raw, members); !ok {
 			log.Warn("hook result is not an object; treating it as {} (the token gets no scope)")
-			obj = map[string]json.RawMessage{}
+			members = buf[:0]
 		}
 	}
-	scope, err := parseScope(obj["scope"])
+	var scopeRaw json.RawMessage
+	for _, m := range members {
+		if string(m.name) == "scope" {
+			scopeRaw = m.value
+		}
+	}
+	scope, err := parseScope(scopeRaw)
 	if err != nil {
 		return errorFor(CodeServerError, "hook result: "+err.Error())
 	}
 	r.scope = scope
-	for name, value := range obj {
-		if name == "scope" {
-			continue
+	for _, m := range members {
+		if string(m.name) != "scope" {
+			value := json.RawMessage(m.value)
+			if len(raw) > maxSharedResult {
+				// A claim kept must not keep the whole of a large result.
+				value = bytes.Clone(value)
+			}
+			r.setClaim(log, string(m.name), value)
 		}
-		r.setClaim(log, name, value)
 	}
 	return nil
 }
 
+// maxSharedResult is the largest hook result whose claims are slices of
+// it rather than copies.
+const maxSharedResult = 4 << 10
+
 // setClaim adds a custom claim when the policy accepts its name and the
 // upstream token does not already carry it; otherwise it is dropped, as on
 // Auth0 ("the transaction won't fail"), and a warning says so.
-func (r *run) setClaim(log *zap.Logger, name string, value json.RawMessage) {
-	if ok, why := r.eng.cfg.Policy.Check(name); !ok {
+func (r *run) setClaim(log *scriptLog, name string, value json.RawMessage) {
+	if ok, why := r.eng.claimChecks.check(r.eng.cfg.Policy, name); !ok {
 		r.dropClaim(log, name, why)
 		return
 	}
@@ -960,14 +1049,14 @@ func (r *run) setClaim(log *zap.Logger, name string, value json.RawMessage) {
 // rate-limited warning; past it they are only counted.
 const maxDroppedClaimLogs = 10
 
-func (r *run) dropClaim(log *zap.Logger, name, why string) {
+func (r *run) dropClaim(log *scriptLog, name, why string) {
 	r.droppedClaims++
 	if r.droppedClaims <= maxDroppedClaimLogs {
 		script := ""
 		if r.script != nil {
 			script = r.script.Name
 		}
-		r.eng.warnings.warn(log, script, name, why)
+		r.eng.warnings.warn(log.logger(), script, name, why)
 	}
 }
 
@@ -1044,33 +1133,96 @@ func parseScope(raw json.RawMessage) ([]string, error) {
 	if raw == nil || string(raw) == "null" {
 		return nil, nil
 	}
+	// The common case, plain strings, is read in place, each converted only
+	// when kept.
+	if n, ok := plainStrings(raw); ok {
+		b := scopeBuilder{out: make([]string, 0, min(n, MaxScopes+1))}
+		for item := range eachPlainString(raw) {
+			if len(item) == 0 || b.hasBytes(item) {
+				continue
+			}
+			if b.add(string(item)); b.err != nil {
+				return nil, b.err
+			}
+		}
+		return b.finish()
+	}
 	var list []any
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return nil, errors.New("scope must be an array of strings")
 	}
-	seen := map[string]bool{}
-	out := make([]string, 0, min(len(list), MaxScopes+1))
+	b := scopeBuilder{out: make([]string, 0, min(len(list), MaxScopes+1))}
 	for _, v := range list {
 		s, ok := v.(string)
 		if !ok {
 			return nil, fmt.Errorf("scope must be an array of strings, it holds %s", jsonKind(v))
 		}
-		if s == "" || seen[s] {
+		if s == "" || b.has(s) {
 			continue
 		}
-		if !validScope(s) {
-			return nil, fmt.Errorf("scope %q holds a character a scope token cannot have", capText(s, 64))
-		}
-		seen[s] = true
-		out = append(out, s)
-		if len(out) > MaxScopes {
-			return nil, checkScopeLimits(out)
+		if b.add(s); b.err != nil {
+			return nil, b.err
 		}
 	}
-	if err := checkScopeLimits(out); err != nil {
+	return b.finish()
+}
+
+// scopeBuilder collects a scope token by token, in order.
+type scopeBuilder struct {
+	out []string
+	// seen indexes out once it is too long for a linear search.
+	seen map[string]bool
+	err  error
+}
+
+const scopeLinearSearch = 16
+
+func (b *scopeBuilder) has(s string) bool {
+	if b.seen != nil {
+		return b.seen[s]
+	}
+	return slices.Contains(b.out, s)
+}
+
+func (b *scopeBuilder) hasBytes(s []byte) bool {
+	if b.seen != nil {
+		return b.seen[string(s)]
+	}
+	for _, t := range b.out {
+		if t == string(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// add adds s, neither empty nor already there; an invalid token, or one
+// too many, sets err.
+func (b *scopeBuilder) add(s string) {
+	if !validScope(s) {
+		b.err = fmt.Errorf("scope %q holds a character a scope token cannot have", capText(s, 64))
+		return
+	}
+	b.out = append(b.out, s)
+	switch {
+	case b.seen != nil:
+		b.seen[s] = true
+	case len(b.out) > scopeLinearSearch:
+		b.seen = make(map[string]bool, 2*len(b.out))
+		for _, t := range b.out {
+			b.seen[t] = true
+		}
+	}
+	if len(b.out) > MaxScopes {
+		b.err = checkScopeLimits(b.out)
+	}
+}
+
+func (b *scopeBuilder) finish() ([]string, error) {
+	if err := checkScopeLimits(b.out); err != nil {
 		return nil, err
 	}
-	return out, nil
+	return b.out, nil
 }
 
 // jsonKind names the JSON type of a value decoded by encoding/json.

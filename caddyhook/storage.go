@@ -8,7 +8,9 @@ import (
 	"io/fs"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/dop251/goja"
@@ -112,6 +114,108 @@ func etagOf(data []byte) string {
 	}
 	sum := sha256.Sum256(data)
 	return fmt.Sprintf("%x", sum[:8])
+}
+
+// context.webtask.storage is built when a hook first reads it: most never
+// do, and building it costs two native functions and their closures. It is
+// an enumerable, configurable accessor that builds the storage on first
+// read and then becomes a plain data member, as if it had always been one;
+// a script may also overwrite it before reading it.
+//
+// The getter and setter are made once per worker, not once per run as
+// closures over the run would be (two more native functions on every
+// exchange). They find the run from their receiver: the webtask object of
+// the exchange under way, or an object whose prototype chain (or proxy
+// target) leads to it, gets that exchange's storage and has it settled on
+// it, as before. Any other webtask object (one a script kept from an
+// exchange that has ended) gets a storage that refuses to work, settled on
+// it, which is what its own accessor gave it before. The two functions are
+// frozen, so that nothing a script hangs on them outlives its exchange.
+// What differs from accessors made per run is only that a script can see
+// they are the same functions in every exchange, and frozen, and that
+// calling one detached, on a receiver that is no webtask, gives a refusing
+// storage and settles nothing.
+
+// storageAccessors returns the getter and setter of webtask.storage.
+func (w *worker) storageAccessors() (get, set goja.Value) {
+	if w.storageGet == nil {
+		w.storageGet = w.frozen(w.storageGetter)
+		w.storageSet = w.frozen(w.storageSetter)
+	}
+	return w.storageGet, w.storageSet
+}
+
+func (w *worker) storageGetter(call goja.FunctionCall) goja.Value {
+	r, holder := w.storageHolder(call.This)
+	v := r.storage()
+	if holder != nil {
+		_ = holder.DefineDataProperty("storage", v, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE)
+	}
+	return v
+}
+
+func (w *worker) storageSetter(call goja.FunctionCall) goja.Value {
+	if _, holder := w.storageHolder(call.This); holder != nil {
+		_ = holder.DefineDataProperty("storage", call.Argument(0), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_TRUE)
+	}
+	return goja.Undefined()
+}
+
+// maxHolderSearch bounds the prototype chain storageHolder follows.
+const maxHolderSearch = 64
+
+var proxyType = reflect.TypeOf(goja.Proxy{})
+
+// storageHolder finds the webtask object an access to storage with
+// receiver this is for, following the prototype chain (and proxy targets:
+// no trap runs) from this: the run under way for its own webtask, and an
+// ended run for another one whose storage member is still the accessor.
+// holder is nil when this leads to no webtask.
+func (w *worker) storageHolder(this goja.Value) (r *run, holder *goja.Object) {
+	cur := w.run
+	obj, _ := this.(*goja.Object)
+	if cur != nil && cur.webtask != nil {
+		for o, i := obj, 0; o != nil && i < maxHolderSearch; i++ {
+			if o == cur.webtask {
+				return cur, o
+			}
+			o = w.nextHolder(o)
+		}
+	}
+	ended := &run{eng: w.eng, w: w, vm: w.vm, loop: w.loop, ctx: context.Background(), in: &Input{}, ended: true}
+	if cur != nil {
+		ended.ctx, ended.in = cur.ctx, cur.in
+	}
+	for o, i := obj, 0; o != nil && i < maxHolderSearch; i++ {
+		if o.ExportType() != proxyType && w.ownGetter(o, "storage") == w.storageGet {
+			return ended, o
+		}
+		o = w.nextHolder(o)
+	}
+	return ended, nil
+}
+
+// nextHolder is o's prototype, or its target when o is a proxy; it runs no
+// script code.
+func (w *worker) nextHolder(o *goja.Object) *goja.Object {
+	if o.ExportType() == proxyType {
+		p, _ := o.Export().(goja.Proxy)
+		return p.Target()
+	}
+	return o.Prototype()
+}
+
+// ownGetter returns the getter of o's own accessor member name, or nil. o
+// must not be a proxy: for an ordinary object the intrinsic
+// Object.getOwnPropertyDescriptor runs no script code, and neither does
+// reading an own member of the descriptor it returns.
+func (w *worker) ownGetter(o *goja.Object, name string) goja.Value {
+	d, err := w.getOwnPropertyDescriptor(goja.Undefined(), o, w.vm.ToValue(name))
+	desc, _ := d.(*goja.Object)
+	if err != nil || desc == nil || !slices.Contains(desc.GetOwnPropertyNames(), "get") {
+		return nil
+	}
+	return desc.Get("get")
 }
 
 // storage builds context.webtask.storage for one hook run: get(cb) and

@@ -239,3 +239,80 @@ func TestStorageSetNotAwaitedFinishes(t *testing.T) {
 		t.Fatal("a set the hook did not await was dropped when the exchange ended")
 	}
 }
+
+// TestStorageAccessor: context.webtask.storage is an enumerable accessor
+// until first read or written, then a data member; the worker's accessor
+// serves receivers that lead to this exchange's webtask (a prototype chain,
+// a proxy) as its own, and a webtask kept from an ended exchange gets a
+// storage that refuses, settled on it; the accessor carries nothing from one
+// exchange to the next.
+func TestStorageAccessor(t *testing.T) {
+	e := engine(t, compileHook(t, `
+	let kept;
+	module.exports = function (client, scope, audience, context, cb) {
+		const out = {};
+		const w = context.webtask;
+		const d = Object.getOwnPropertyDescriptor(w, 'storage');
+		out.before = [typeof d.get, typeof d.set, d.enumerable, d.configurable, 'value' in d, Object.keys(w).join()];
+		out.frozen = [Object.isFrozen(d.get), Object.isFrozen(d.set)];
+		try { d.get.carried = context.hostname; } catch (e) {}
+		out.carried = d.get.carried === undefined;
+		const derived = Object.create(w);
+		const s = derived.storage;
+		const after = Object.getOwnPropertyDescriptor(w, 'storage');
+		out.derived = [typeof s.get, typeof s.set, after.value === s, after.enumerable, after.writable, after.configurable, !Object.prototype.hasOwnProperty.call(derived, 'storage')];
+		out.stable = w.storage === s;
+		out.json = JSON.stringify(context.webtask);
+		if (kept) {
+			let threw = null;
+			const ks = kept.storage;
+			try { ks.get(() => {}); threw = false; } catch (e) { threw = e.message; }
+			out.kept = [threw, kept.storage === ks, Object.getOwnPropertyDescriptor(kept, 'storage').value === ks];
+			const plain = d.get.call({});
+			try { plain.get(() => {}); threw = false; } catch (e) { threw = e.message; }
+			out.detached = threw;
+		}
+		kept = context.webtask;
+		// A fresh context: written before read, and read through a proxy.
+		cb(null, { scope, 'https://t.example/out': out });
+	};`), func(c *Config) { c.Storage = &certmagic.FileStorage{Path: t.TempDir()} })
+	for i := 0; i < 2; i++ {
+		res, err := e.Run(context.Background(), input())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := string(res.Claims["https://t.example/out"])
+		want := `{"before":["function","function",true,true,false,"secrets,storage"],"frozen":[true,true],"carried":true,` +
+			`"derived":["function","function",true,true,true,true,true],"stable":true,"json":"{\"secrets\":{},\"storage\":{}}"`
+		if i == 1 {
+			want += `,"kept":["` + string(errExchangeEnded) + `",true,true],"detached":"` + string(errExchangeEnded) + `"`
+		}
+		if want += "}"; got != want {
+			t.Errorf("exchange %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+
+	e = engine(t, compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
+		const w = context.webtask, out = {};
+		if (context.body.write) {
+			w.storage = 42;
+			const d = Object.getOwnPropertyDescriptor(w, 'storage');
+			out.written = [d.value, d.enumerable, d.writable, d.configurable];
+		} else {
+			const s = new Proxy(w, {}).storage;
+			out.proxied = [typeof s.get, Object.getOwnPropertyDescriptor(w, 'storage').value === s];
+		}
+		cb(null, { 'https://t.example/out': out });
+	};`), nil)
+	for body, want := range map[string]string{"write": `{"written":[42,true,true,true]}`, "read": `{"proxied":["function",true]}`} {
+		in := input()
+		in.Request.Body = map[string]any{body: true}
+		res, err := e.Run(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(res.Claims["https://t.example/out"]); got != want {
+			t.Errorf("%s: got %s, want %s", body, got, want)
+		}
+	}
+}

@@ -28,6 +28,13 @@ type worker struct {
 	errorCtor        *goja.Object
 	promiseCtor      *goja.Object
 	promiseResolve   goja.Callable
+	objectProto      *goja.Object
+	freeze           goja.Callable
+	// getOwnPropertyDescriptor is Object's, for storageHolder.
+	getOwnPropertyDescriptor goja.Callable
+	// storageGet and storageSet are the accessor of webtask.storage,
+	// made on first use (storage.go).
+	storageGet, storageSet goja.Value
 	// entries holds each loaded script's entry point.
 	entries map[*Script]goja.Callable
 	// run is the exchange being served; nil between exchanges.
@@ -59,6 +66,10 @@ func (e *Engine) newWorker() *worker {
 	w.errorCtor = vm.Get("Error").ToObject(vm)
 	w.promiseCtor = vm.Get("Promise").ToObject(vm)
 	w.promiseResolve, _ = goja.AssertFunction(w.promiseCtor.Get("resolve"))
+	w.objectProto = vm.NewObject().Prototype()
+	objectCtor := vm.Get("Object").ToObject(vm)
+	w.freeze, _ = goja.AssertFunction(objectCtor.Get("freeze"))
+	w.getOwnPropertyDescriptor, _ = goja.AssertFunction(objectCtor.Get("getOwnPropertyDescriptor"))
 	w.installConsole()
 	return w
 }
@@ -109,6 +120,12 @@ func (w *worker) entry(r *run, s *Script) (fn goja.Callable, loadErr, exportErr 
 	if fn, ok := w.entries[s]; ok {
 		return fn, nil, nil
 	}
+	return w.load(r, s)
+}
+
+// load is entry for a script the worker has not loaded yet; apart, so that
+// what its closure captures is allocated only then.
+func (w *worker) load(r *run, s *Script) (fn goja.Callable, loadErr, exportErr error) {
 	// In a frame of its own: reading module.exports may run a getter.
 	if err := protect(w.vm, func() error {
 		exports, err := s.load(w.vm, w.require)
@@ -127,6 +144,31 @@ func (w *worker) entry(r *run, s *Script) (fn goja.Callable, loadErr, exportErr 
 	}
 	w.entries[s] = fn
 	return fn, nil, nil
+}
+
+// frozen makes fn a native function and freezes it with the intrinsic
+// Object.freeze: a function the worker hands to every exchange must carry
+// nothing from one to the next.
+func (w *worker) frozen(fn func(goja.FunctionCall) goja.Value) goja.Value {
+	f := w.vm.ToValue(fn)
+	if _, err := w.freeze(goja.Undefined(), f); err != nil {
+		panic("caddyhook: freezing a native function: " + err.Error())
+	}
+	return f
+}
+
+// newPlain starts an ordinary object for the engine to fill with data
+// members by setting them, before donePlain finishes it. Until then it has
+// no prototype, so setting a member creates it whatever a script put on
+// Object.prototype (a setter never runs), as defining it would, and costs
+// less: goja's DefineDataProperty allocates a descriptor per member.
+func (w *worker) newPlain() *goja.Object { return w.vm.CreateObject(nil) }
+
+// donePlain gives obj, from newPlain, the intrinsic Object.prototype: it is
+// then what NewObject and the members defined one by one would have made.
+func (w *worker) donePlain(obj *goja.Object) *goja.Object {
+	_ = obj.SetPrototype(w.objectProto)
+	return obj
 }
 
 // ensureLive throws, in a native function, when a script calls an api
