@@ -202,7 +202,10 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]b
 	rest := maps.Clone(resp)
 	delete(rest, "access_token")
 	delete(rest, "refresh_token")
-	restJSON, _ := json.Marshal(rest)
+	restJSON, err := objectJSON(rest)
+	if err != nil {
+		return nil, upstreamErrorf("upstream token response could not be re-encoded: %w", err)
+	}
 	if why := unhookedIn(restJSON, up.header); why != "" {
 		return nil, upstreamErrorf("upstream token response carries a second token: %s", why)
 	}
@@ -221,7 +224,12 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]b
 	if err != nil {
 		return nil, err
 	}
-	resp["access_token"], _ = json.Marshal(signed)
+	// A compact JWS is base64url and dots: quoted, it is its JSON string.
+	if plainKey(signed) {
+		resp["access_token"] = json.RawMessage(`"` + signed + `"`)
+	} else {
+		resp["access_token"], _ = json.Marshal(signed)
+	}
 	if _, ok := resp["refresh_token"]; ok {
 		// The refresh grant is not hooked, so a refresh token would mint
 		// access tokens the hook never saw; RFC 6749 §4.4.3 says client
@@ -234,7 +242,7 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]b
 	} else {
 		delete(resp, "scope")
 	}
-	return json.Marshal(resp)
+	return objectJSON(resp)
 }
 
 // scopeForm records how the upstream wrote the token's scope, so the re-signed
@@ -380,7 +388,7 @@ func (h *Handler) resign(tok *token.Token, result *caddyhook.Result, form scopeF
 	for k, v := range result.Claims {
 		claims[k] = v
 	}
-	payload, err := json.Marshal(claims)
+	payload, err := objectJSON(claims)
 	if err != nil {
 		return "", fmt.Errorf("encoding claims: %w", err)
 	}
