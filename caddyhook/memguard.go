@@ -107,7 +107,7 @@ type memGuard struct {
 	limitAt     time.Time // when defLimit was read
 	defLimit    uint64
 	// lastHeap is the heap size the watchdog read last, at lastHeapAt
-	// (Unix ns): while it is fresher than interval, enter takes it for a
+	// (memClock): while it is fresher than interval, enter takes it for a
 	// run's starting floor instead of reading the heap again, which cost
 	// about a twentieth of a warm run. The floor is the lowest heap seen
 	// while the run is registered; the next tick, within interval, lowers
@@ -169,7 +169,7 @@ func (g *memGuard) enter(vm *goja.Runtime, limit int64) (leave func() (stopped b
 		return neverStopped
 	}
 	heap := g.lastHeap.Load()
-	if at := g.lastHeapAt.Load(); at == 0 || time.Since(time.Unix(0, at)) >= g.interval {
+	if at := g.lastHeapAt.Load(); at == 0 || !fresh(memClock()-at, g.interval) {
 		heap = g.readHeap()
 	}
 	r := &memRun{g: g, vm: vm, limit: uint64(limit), floor: max(heap, 1)}
@@ -184,6 +184,25 @@ func (g *memGuard) enter(vm *goja.Runtime, limit int64) (leave func() (stopped b
 }
 
 func neverStopped() bool { return false }
+
+// noteHeap records the watchdog's reading for enter.
+func (g *memGuard) noteHeap(heap uint64) {
+	g.lastHeap.Store(heap)
+	g.lastHeapAt.Store(memClock())
+}
+
+// memEpoch and memClock stamp heap readings on the monotonic clock: the
+// wall clock may be stepped back (NTP, a resumed VM), and an old reading
+// stamped on it would then look fresh.
+var memEpoch = time.Now()
+
+func memClock() int64 { return max(int64(time.Since(memEpoch)), 1) }
+
+// fresh reports whether a reading age ns old may stand for the heap now;
+// a negative age (a stamp from another clock) is unknown, so not fresh.
+func fresh(age int64, interval time.Duration) bool {
+	return age >= 0 && age < int64(interval)
+}
 
 // leave is enter's leave for r.
 func (r *memRun) leave() (stopped bool) {
@@ -206,8 +225,7 @@ func (g *memGuard) watch() {
 	defer ticker.Stop()
 	for range ticker.C {
 		heap := g.readHeap()
-		g.lastHeap.Store(heap)
-		g.lastHeapAt.Store(time.Now().UnixNano())
+		g.noteHeap(heap)
 		if !g.tick(heap) {
 			return
 		}

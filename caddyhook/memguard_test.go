@@ -495,3 +495,38 @@ func TestBufferCaps(t *testing.T) {
 		}
 	}
 }
+
+// TestMemGuardHeapReadingClock: enter takes the watchdog's last heap
+// reading for a run's floor only while it is fresh on a clock that never
+// goes back. A reading stamped ahead of the clock (the wall clock was
+// stepped back after it was taken, by NTP or a resumed VM) is of unknown
+// age: an old, low reading would charge the run with everything the heap
+// grew since, and stop it.
+func TestMemGuardHeapReadingClock(t *testing.T) {
+	floor := func(g *memGuard) uint64 {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		for r := range g.runs {
+			return r.floor
+		}
+		t.Fatal("no run registered")
+		return 0
+	}
+	g, heap, _, _ := fakeGuard()
+	g.interval = time.Minute
+	heap.Store(900)
+	g.lastHeap.Store(1)
+	g.lastHeapAt.Store(time.Now().Add(time.Hour).UnixNano())
+	leave := g.enter(goja.New(), 1000)
+	if got := floor(g); got != 900 {
+		t.Errorf("floor = %d from a reading stamped ahead of the clock, want 900 read now", got)
+	}
+	leave()
+
+	g.noteHeap(5) // as the watchdog does
+	leave = g.enter(goja.New(), 1000)
+	if got := floor(g); got != 5 {
+		t.Errorf("floor = %d, want the fresh reading 5", got)
+	}
+	leave()
+}
