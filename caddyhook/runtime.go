@@ -393,13 +393,17 @@ func timeoutCause(ctx context.Context) *Error {
 // runtime, loop and JSON.stringify (copied here for brevity; the other
 // intrinsics are read from w), and the exchange's result.
 type run struct {
-	ctx       context.Context
-	eng       *Engine
-	in        *Input
-	w         *worker
-	vm        *goja.Runtime
-	loop      *loop
-	stringify goja.Callable
+	ctx context.Context
+	// storageInflight counts this exchange's storage operations started
+	// and not yet called back, whichever storage object started them
+	// (storage.go); only the loop's goroutine touches it.
+	storageInflight int
+	eng             *Engine
+	in              *Input
+	w               *worker
+	vm              *goja.Runtime
+	loop            *loop
+	stringify       goja.Callable
 	// script is the script running now, and log its logger (console uses
 	// it).
 	script *Script

@@ -226,7 +226,10 @@ func (r *run) storage() *goja.Object {
 	key := r.eng.storageKey
 	st := r.eng.cfg.Storage
 	var lastSeen *string // etag of the last get, nil before any get
-	inflight := 0        // operations started and not yet called back
+	// The operations under way are counted on the run, not on this object:
+	// a script can build as many storage objects as it likes by calling
+	// the accessor's getter again.
+	inflight := &r.storageInflight
 
 	callback := func(v goja.Value) goja.Callable {
 		r.ensureLive() // a module may keep the storage of an exchange that ended
@@ -234,7 +237,7 @@ func (r *run) storage() *goja.Object {
 		if !ok {
 			throwTypeError(vm, "the callback argument must be a function")
 		}
-		if inflight >= maxStorageInflight {
+		if *inflight >= maxStorageInflight {
 			panic(vm.NewGoError(errTooManyStorageCalls))
 		}
 		return cb
@@ -245,7 +248,7 @@ func (r *run) storage() *goja.Object {
 	// cb) still finishes after the exchange ends; only its callback never
 	// runs.
 	async := func(work func(ctx context.Context) func() error) {
-		inflight++
+		*inflight++
 		ctx, cancel := context.WithoutCancel(r.ctx), context.CancelFunc(func() {})
 		if deadline, ok := r.ctx.Deadline(); ok { // Run's always has one
 			ctx, cancel = context.WithDeadline(ctx, deadline)
@@ -254,7 +257,7 @@ func (r *run) storage() *goja.Object {
 			defer cancel()
 			done := work(ctx)
 			return func() error {
-				inflight--
+				*inflight--
 				return done()
 			}
 		})
