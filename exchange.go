@@ -176,21 +176,17 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]b
 	// of a repeated name, as encoding/json keeps) and every access_token
 	// spelling, which accessTokens reads the same way.
 	resp := map[string]json.RawMessage{}
-	var tokens []string
-	notString := false
+	var named namedTokens
 	err := eachMember(up.body.Bytes(), func(name string, raw json.RawMessage) error {
-		if strings.EqualFold(name, "access_token") {
-			s, err := jsonString(raw)
-			notString = notString || err != nil
-			tokens = append(tokens, s)
-		}
+		named.add(name, raw)
 		resp[name] = raw
 		return nil
 	})
 	if err != nil {
 		return nil, upstreamErrorf("upstream token response is not a JSON object")
 	}
-	if _, exact := resp["access_token"]; notString || len(tokens) != 1 || !exact || tokens[0] == "" {
+	tokens := named.tokens
+	if _, exact := resp["access_token"]; named.notString || len(tokens) != 1 || !exact || tokens[0] == "" {
 		// Two access_token members, or one spelt differently, would leave
 		// a token the hook never saw beside the one it did.
 		return nil, upstreamErrorf("upstream token response must have exactly one access_token string")
@@ -225,7 +221,7 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]b
 		return nil, err
 	}
 	// A compact JWS is base64url and dots: quoted, it is its JSON string.
-	if plainKey(signed) {
+	if plainString(signed) {
 		resp["access_token"] = json.RawMessage(`"` + signed + `"`)
 	} else {
 		resp["access_token"], _ = json.Marshal(signed)

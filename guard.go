@@ -157,20 +157,12 @@ func (c *capture) carriesAccessToken() bool {
 // case-insensitively, as Go's encoding/json does) or, failing that, as a form, as some servers answer.
 // ok is false for an access_token member that is not a string.
 func accessTokens(body []byte) (tokens []string, ok bool) {
-	ok = true
-	isObject := eachMember(body, func(name string, raw json.RawMessage) error {
-		if !strings.EqualFold(name, "access_token") {
-			return nil
-		}
-		s, err := jsonString(raw)
-		if err != nil {
-			ok = false
-		}
-		tokens = append(tokens, s)
+	var named namedTokens
+	if eachMember(body, func(name string, raw json.RawMessage) error {
+		named.add(name, raw)
 		return nil
-	}) == nil
-	if isObject {
-		return tokens, ok
+	}) == nil {
+		return named.tokens, !named.notString
 	}
 	values, _ := url.ParseQuery(string(body)) // the pairs that parse, even if some do not
 	for name, vs := range values {
@@ -178,7 +170,24 @@ func accessTokens(body []byte) (tokens []string, ok bool) {
 			tokens = append(tokens, vs...)
 		}
 	}
-	return tokens, ok
+	return tokens, true
+}
+
+// namedTokens collects the access_token members of a JSON answer, the name
+// matched case-insensitively as encoding/json matches it, so that no
+// spelling of the member is missed.
+type namedTokens struct {
+	tokens    []string
+	notString bool // a member that is not a JSON string
+}
+
+func (n *namedTokens) add(name string, raw json.RawMessage) {
+	if !strings.EqualFold(name, "access_token") {
+		return
+	}
+	s, err := jsonString(raw)
+	n.notString = n.notString || err != nil
+	n.tokens = append(n.tokens, s)
 }
 
 // clientCredentialsToken says why a JWT access token reads as issued by the

@@ -152,7 +152,7 @@ func objectJSON(m map[string]json.RawMessage) ([]byte, error) {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		if plainKey(k) {
+		if plainString(k) {
 			buf = append(buf, '"')
 			buf = append(buf, k...)
 			buf = append(buf, '"')
@@ -177,10 +177,10 @@ func objectJSON(m map[string]json.RawMessage) ([]byte, error) {
 	return append(buf, '}'), nil
 }
 
-// plainKey reports a member name json.Marshal writes as it is between
-// quotes: printable ASCII without the quote and backslash it escapes, or
-// the <, > and & it escapes for HTML.
-func plainKey(s string) bool {
+// plainString reports a string (a member name, a compact JWS) json.Marshal
+// writes as it is between quotes: printable ASCII without the quote and
+// backslash it escapes, or the <, > and & it escapes for HTML.
+func plainString(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < ' ' || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
 			return false

@@ -334,8 +334,8 @@ func parseJSONObject(raw []byte) (obj map[string]any, dup string, err error) {
 		if len(value) > 0 && value[0] == '"' {
 			// Most members are strings: no decoder (and its buffer) for
 			// them; a string decodes the same either way.
-			var str string
-			if err := json.Unmarshal(value, &str); err != nil {
+			str, err := jsonString(value)
+			if err != nil {
 				return err
 			}
 			v = str
