@@ -181,17 +181,7 @@ func (w *benchWriter) reset() {
 // one per request. Read each against BenchmarkExchangeBaseline/<alg>; the
 // issue's target is ES256 at most 1.5 times its baseline.
 func BenchmarkExchange(b *testing.B) {
-	for _, alg := range benchAlgs {
-		b.Run(alg, func(b *testing.B) {
-			f := newExchangeFixture(b, alg)
-			exchange := f.exchanger(b)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				exchange()
-			}
-		})
-	}
+	benchPerAlg(b, "", (*exchangeFixture).exchanger)
 }
 
 // BenchmarkExchangeBaseline is the crypto an exchange cannot avoid, with the
@@ -202,35 +192,32 @@ func BenchmarkExchange(b *testing.B) {
 // are the two halves alone, the baselines of BenchmarkResign and of
 // BenchmarkVerifyRS256 in ./token.
 func BenchmarkExchangeBaseline(b *testing.B) {
+	benchPerAlg(b, "", func(f *exchangeFixture, b *testing.B) func() {
+		verify, sign := f.bareVerify(b), f.bareSign(b)
+		return func() { verify(); sign() }
+	})
+	benchPerAlg(b, "Sign", (*exchangeFixture).bareSign)
+	b.Run("VerifyRS256", func(b *testing.B) {
+		benchLoop(b, newExchangeFixture(b, "ES256").bareVerify(b))
+	})
+}
+
+// benchPerAlg runs, for each of benchAlgs, a sub-benchmark named
+// prefix+alg of the operation op builds from that algorithm's fixture.
+func benchPerAlg(b *testing.B, prefix string, op func(*exchangeFixture, *testing.B) func()) {
 	for _, alg := range benchAlgs {
-		b.Run(alg, func(b *testing.B) {
-			f := newExchangeFixture(b, alg)
-			verify, sign := f.bareVerify(b), f.bareSign(b)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				verify()
-				sign()
-			}
+		b.Run(prefix+alg, func(b *testing.B) {
+			benchLoop(b, op(newExchangeFixture(b, alg), b))
 		})
 	}
-	b.Run("VerifyRS256", func(b *testing.B) {
-		verify := newExchangeFixture(b, "ES256").bareVerify(b)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			verify()
-		}
-	})
-	for _, alg := range benchAlgs {
-		b.Run("Sign"+alg, func(b *testing.B) {
-			sign := newExchangeFixture(b, alg).bareSign(b)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				sign()
-			}
-		})
+}
+
+// benchLoop times op b.N times, with allocations reported.
+func benchLoop(b *testing.B, op func()) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		op()
 	}
 }
 
