@@ -901,8 +901,8 @@ type hookCB struct {
 	log      *scriptLog
 	finished bool
 	warned   bool
-	// serialising is set while the result is read: if that never returns
-	// (an interrupt ends the run), the run failed with failedSerialising.
+	// serialising is set while the result is read: if that never returns,
+	// failed reports "hook result cannot be serialised".
 	serialising bool
 	failure     *Error
 	result      json.RawMessage

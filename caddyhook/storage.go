@@ -182,10 +182,9 @@ func (w *worker) storageHolder(this goja.Value) (r *run, holder *goja.Object) {
 			o = w.nextHolder(o)
 		}
 	}
+	// Its storage throws (ensureLive) before it reads anything else of the
+	// run: it carries nothing of the exchange under way.
 	ended := &run{eng: w.eng, w: w, vm: w.vm, loop: w.loop, ctx: context.Background(), in: &Input{}, ended: true}
-	if cur != nil {
-		ended.ctx, ended.in = cur.ctx, cur.in
-	}
 	for o, i := obj, 0; o != nil && i < maxHolderSearch; i++ {
 		if o.ExportType() != proxyType && w.ownGetter(o, "storage") == w.storageGet {
 			return ended, o
