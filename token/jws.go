@@ -125,11 +125,7 @@ func parseHeader(hdr []byte) (*compactJWS, error) {
 	c := &compactJWS{}
 	var (
 		seen   int
-		others []string
-		// otherSet holds the names in others once there are more than a
-		// few, so that a header of many members is not read in quadratic
-		// time before its signature is checked.
-		otherSet map[string]struct{}
+		others map[string]struct{} // made at the first member not read here
 	)
 	for {
 		quoted, escaped, value, ok := members.next()
@@ -157,25 +153,13 @@ func parseHeader(hdr []byte) (*compactJWS, error) {
 			if !escaped {
 				name = jsonString(quoted, false)
 			}
-			if otherSet != nil {
-				if _, dup := otherSet[name]; dup {
-					return nil, fmt.Errorf("the protected header has two %q members", name)
-				}
-				otherSet[name] = struct{}{}
-				continue
+			if _, dup := others[name]; dup {
+				return nil, fmt.Errorf("the protected header has two %q members", name)
 			}
-			for _, o := range others {
-				if o == name {
-					return nil, fmt.Errorf("the protected header has two %q members", name)
-				}
+			if others == nil {
+				others = make(map[string]struct{})
 			}
-			others = append(others, name)
-			if len(others) > 8 {
-				otherSet = make(map[string]struct{}, 2*len(others))
-				for _, o := range others {
-					otherSet[o] = struct{}{}
-				}
-			}
+			others[name] = struct{}{}
 			continue
 		}
 		if seen&bit != 0 {
