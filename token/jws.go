@@ -284,6 +284,24 @@ func (p *preparedKey) allows(alg jwa.SignatureAlgorithm) bool {
 	return false
 }
 
+// digestFor hashes the JWS signing input with the hash alg names (RFC 7518
+// §3.1), or returns a nil digest when alg is not an RSA or ECDSA algorithm.
+// Signer and verifier share it.
+func digestFor(alg jwa.SignatureAlgorithm, input []byte) (crypto.Hash, []byte) {
+	switch alg {
+	case jwa.RS256, jwa.PS256, jwa.ES256:
+		d := sha256.Sum256(input)
+		return crypto.SHA256, d[:]
+	case jwa.RS384, jwa.PS384, jwa.ES384:
+		d := sha512.Sum384(input)
+		return crypto.SHA384, d[:]
+	case jwa.RS512, jwa.PS512, jwa.ES512:
+		d := sha512.Sum512(input)
+		return crypto.SHA512, d[:]
+	}
+	return 0, nil
+}
+
 // verifySignature reports whether sig is a valid alg signature of input by
 // pub, as RFC 7518 §3 defines it and as jwx checks it (RSASSA-PSS with the
 // salt length read from the signature).
@@ -292,21 +310,8 @@ func verifySignature(alg jwa.SignatureAlgorithm, pub crypto.PublicKey, input, si
 		k, ok := pub.(ed25519.PublicKey)
 		return ok && len(k) == ed25519.PublicKeySize && ed25519.Verify(k, input, sig)
 	}
-	var (
-		h      crypto.Hash
-		digest []byte
-	)
-	switch alg {
-	case jwa.RS256, jwa.PS256, jwa.ES256:
-		d := sha256.Sum256(input)
-		h, digest = crypto.SHA256, d[:]
-	case jwa.RS384, jwa.PS384, jwa.ES384:
-		d := sha512.Sum384(input)
-		h, digest = crypto.SHA384, d[:]
-	case jwa.RS512, jwa.PS512, jwa.ES512:
-		d := sha512.Sum512(input)
-		h, digest = crypto.SHA512, d[:]
-	default:
+	h, digest := digestFor(alg, input)
+	if digest == nil {
 		return false
 	}
 	switch k := pub.(type) {
