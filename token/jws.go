@@ -132,27 +132,25 @@ func parseHeader(hdr []byte) (*compactJWS, error) {
 		if !ok {
 			break
 		}
-		var name string
+		key := quoted[1 : len(quoted)-1]
 		if escaped {
-			name = jsonString(quoted, true)
+			key = []byte(jsonString(quoted, true))
 		}
-		bit := 0 // string(quoted) == "..." allocates nothing
-		switch {
-		case escaped && name == "alg" || !escaped && string(quoted) == `"alg"`:
+		bit := 0
+		switch string(key) { // allocates nothing
+		case "alg":
 			bit = memberAlg
-		case escaped && name == "kid" || !escaped && string(quoted) == `"kid"`:
+		case "kid":
 			bit = memberKid
-		case escaped && name == "typ" || !escaped && string(quoted) == `"typ"`:
+		case "typ":
 			bit = memberTyp
-		case escaped && name == "crit" || !escaped && string(quoted) == `"crit"`:
+		case "crit":
 			bit = memberCrit
-		case escaped && name == "b64" || !escaped && string(quoted) == `"b64"`:
+		case "b64":
 			bit = memberB64
 		}
 		if bit == 0 {
-			if !escaped {
-				name = jsonString(quoted, false)
-			}
+			name := jsonString(quoted, escaped)
 			if _, dup := others[name]; dup {
 				return nil, fmt.Errorf("the protected header has two %q members", name)
 			}
