@@ -272,16 +272,6 @@ func prepareKeys(keys []jwk.Key) []jwk.Key {
 	return out
 }
 
-// allows reports whether the key's type fits alg (keyAllows).
-func (p *preparedKey) allows(alg jwa.SignatureAlgorithm) bool {
-	for _, a := range p.algs {
-		if a == alg {
-			return true
-		}
-	}
-	return false
-}
-
 // digestFor hashes the JWS signing input with the hash alg names (RFC 7518
 // §3.1), or returns a nil digest when alg is not an RSA or ECDSA algorithm.
 // Signer and verifier share it.
