@@ -125,57 +125,39 @@ func parseHeader(hdr []byte) (*compactJWS, error) {
 	c := &compactJWS{}
 	var (
 		seen   int
-		others []string
-		// otherSet holds the names in others once there are more than a
-		// few, so that a header of many members is not read in quadratic
-		// time before its signature is checked.
-		otherSet map[string]struct{}
+		others map[string]struct{} // made at the first member not read here
 	)
 	for {
 		quoted, escaped, value, ok := members.next()
 		if !ok {
 			break
 		}
-		var name string
+		key := quoted[1 : len(quoted)-1]
 		if escaped {
-			name = jsonString(quoted, true)
+			key = []byte(jsonString(quoted, true))
 		}
-		bit := 0 // string(quoted) == "..." allocates nothing
-		switch {
-		case escaped && name == "alg" || !escaped && string(quoted) == `"alg"`:
+		bit := 0
+		switch string(key) { // allocates nothing
+		case "alg":
 			bit = memberAlg
-		case escaped && name == "kid" || !escaped && string(quoted) == `"kid"`:
+		case "kid":
 			bit = memberKid
-		case escaped && name == "typ" || !escaped && string(quoted) == `"typ"`:
+		case "typ":
 			bit = memberTyp
-		case escaped && name == "crit" || !escaped && string(quoted) == `"crit"`:
+		case "crit":
 			bit = memberCrit
-		case escaped && name == "b64" || !escaped && string(quoted) == `"b64"`:
+		case "b64":
 			bit = memberB64
 		}
 		if bit == 0 {
-			if !escaped {
-				name = jsonString(quoted, false)
+			name := jsonString(quoted, escaped)
+			if _, dup := others[name]; dup {
+				return nil, fmt.Errorf("the protected header has two %q members", name)
 			}
-			if otherSet != nil {
-				if _, dup := otherSet[name]; dup {
-					return nil, fmt.Errorf("the protected header has two %q members", name)
-				}
-				otherSet[name] = struct{}{}
-				continue
+			if others == nil {
+				others = make(map[string]struct{})
 			}
-			for _, o := range others {
-				if o == name {
-					return nil, fmt.Errorf("the protected header has two %q members", name)
-				}
-			}
-			others = append(others, name)
-			if len(others) > 8 {
-				otherSet = make(map[string]struct{}, 2*len(others))
-				for _, o := range others {
-					otherSet[o] = struct{}{}
-				}
-			}
+			others[name] = struct{}{}
 			continue
 		}
 		if seen&bit != 0 {
@@ -290,14 +272,22 @@ func prepareKeys(keys []jwk.Key) []jwk.Key {
 	return out
 }
 
-// allows reports whether the key's type fits alg (keyAllows).
-func (p *preparedKey) allows(alg jwa.SignatureAlgorithm) bool {
-	for _, a := range p.algs {
-		if a == alg {
-			return true
-		}
+// digestFor hashes the JWS signing input with the hash alg names (RFC 7518
+// §3.1), or returns a nil digest when alg is not an RSA or ECDSA algorithm.
+// Signer and verifier share it.
+func digestFor(alg jwa.SignatureAlgorithm, input []byte) (crypto.Hash, []byte) {
+	switch alg {
+	case jwa.RS256, jwa.PS256, jwa.ES256:
+		d := sha256.Sum256(input)
+		return crypto.SHA256, d[:]
+	case jwa.RS384, jwa.PS384, jwa.ES384:
+		d := sha512.Sum384(input)
+		return crypto.SHA384, d[:]
+	case jwa.RS512, jwa.PS512, jwa.ES512:
+		d := sha512.Sum512(input)
+		return crypto.SHA512, d[:]
 	}
-	return false
+	return 0, nil
 }
 
 // verifySignature reports whether sig is a valid alg signature of input by
@@ -308,21 +298,8 @@ func verifySignature(alg jwa.SignatureAlgorithm, pub crypto.PublicKey, input, si
 		k, ok := pub.(ed25519.PublicKey)
 		return ok && len(k) == ed25519.PublicKeySize && ed25519.Verify(k, input, sig)
 	}
-	var (
-		h      crypto.Hash
-		digest []byte
-	)
-	switch alg {
-	case jwa.RS256, jwa.PS256, jwa.ES256:
-		d := sha256.Sum256(input)
-		h, digest = crypto.SHA256, d[:]
-	case jwa.RS384, jwa.PS384, jwa.ES384:
-		d := sha512.Sum384(input)
-		h, digest = crypto.SHA384, d[:]
-	case jwa.RS512, jwa.PS512, jwa.ES512:
-		d := sha512.Sum512(input)
-		h, digest = crypto.SHA512, d[:]
-	default:
+	h, digest := digestFor(alg, input)
+	if digest == nil {
 		return false
 	}
 	switch k := pub.(type) {

@@ -604,9 +604,9 @@ func agreeWithJWX(t *testing.T, v *Verifier, compact string, key jwk.Key) {
 
 // TestHeaderManyMembers reads a header of 16,000 members the verifier does
 // not use, as an upstream could send, and still finds a name repeated far
-// from its first use. (The names past the first eight are kept in a map: a
-// pairwise check took seconds for such a header. How long it takes is not
-// asserted here; the machine is shared.)
+// from its first use. (The names are kept in a map: a pairwise check took
+// seconds for such a header. How long it takes is not asserted here; the
+// machine is shared.)
 func TestHeaderManyMembers(t *testing.T) {
 	v := &Verifier{}
 	header := func(n int, extra string) string {

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
@@ -148,12 +149,7 @@ func keyAllows(key jwk.Key, alg jwa.SignatureAlgorithm) bool {
 	if err != nil {
 		return false
 	}
-	for _, a := range algs {
-		if a == alg {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(algs, alg)
 }
 
 // asymmetricAlgorithms are the only token algorithms accepted from an

@@ -135,20 +135,10 @@ func (s *Signer) signature(input []byte) ([]byte, error) {
 		}
 		return ed25519.Sign(k, input), nil
 	}
-	var h crypto.Hash
-	switch s.alg {
-	case jwa.RS256, jwa.PS256, jwa.ES256:
-		h = crypto.SHA256
-	case jwa.RS384, jwa.PS384, jwa.ES384:
-		h = crypto.SHA384
-	case jwa.RS512, jwa.PS512, jwa.ES512:
-		h = crypto.SHA512
-	default:
+	h, digest := digestFor(s.alg, input)
+	if digest == nil {
 		return nil, fmt.Errorf("unsupported signing algorithm %s", s.alg)
 	}
-	hasher := h.New()
-	hasher.Write(input)
-	digest := hasher.Sum(nil)
 	switch k := s.raw.(type) {
 	case *rsa.PrivateKey:
 		switch s.alg {

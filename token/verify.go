@@ -107,7 +107,7 @@ func (v *Verifier) verifyJWS(ctx context.Context, compact string) (*Token, []byt
 			continue
 		}
 		pk, err := prepareKey(k)
-		if err != nil || !pk.allows(alg) {
+		if err != nil || !keyAllows(pk, alg) {
 			continue
 		}
 		tried++
