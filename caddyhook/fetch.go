@@ -173,6 +173,20 @@ func (f *fetcher) checkRedirect(req *http.Request, via []*http.Request) error {
 	if ref := via[0].Header.Values("Referer"); len(ref) > 0 {
 		req.Header["Referer"] = ref
 	}
+	// Go keeps credentials on a redirect to the same host name on another
+	// port or scheme (https to http included), and puts them back when
+	// the chain returns to the first host. Node's fetch drops them at the
+	// first change of origin, for the rest of the chain.
+	first := via[0].URL
+	left := u.Scheme != first.Scheme || u.Host != first.Host
+	for _, r := range via[1:] {
+		left = left || r.URL.Scheme != first.Scheme || r.URL.Host != first.Host
+	}
+	if left {
+		for _, h := range []string{"Authorization", "Proxy-Authorization", "Cookie", "Cookie2", "Www-Authenticate"} {
+			req.Header.Del(h)
+		}
+	}
 	return nil
 }
 

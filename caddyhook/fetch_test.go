@@ -827,6 +827,54 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 	}
 }
 
+// TestFetchRedirectCredentials: a redirect to another origin (here the
+// same host on another port, which Go's client treats as the same) drops
+// the credentials the script set, as Node's fetch does; one that stays on
+// the origin keeps them, and they stay dropped if the chain comes back.
+func TestFetchRedirectCredentials(t *testing.T) {
+	got := make(chan string, 3)
+	record := func(r *http.Request) {
+		got <- r.URL.Path + " " + r.Header.Get("Authorization") + r.Header.Get("Cookie") + r.Header.Get("Proxy-Authorization")
+	}
+	var hopURL string
+	land := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/bounce" {
+			http.Redirect(w, r, hopURL+"/v1/back", http.StatusFound)
+			return
+		}
+		record(r)
+	}))
+	t.Cleanup(land.Close)
+	hop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/away":
+			http.Redirect(w, r, land.URL+"/v1/land", http.StatusFound)
+		case "/v1/stay":
+			http.Redirect(w, r, "/v1/here", http.StatusFound)
+		default:
+			record(r)
+		}
+	}))
+	t.Cleanup(hop.Close)
+	hopURL = hop.URL
+	act := compileAction(t, "a.js", strings.ReplaceAll(scriptURL(`
+const h = { headers: { Authorization: 'Bearer SECRET', Cookie: 'c=SECRET', 'Proxy-Authorization': 'SECRET' } };
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	await fetch('BASE/v1/away', h);
+	await fetch('BASE/v1/stay', h);
+	await fetch('LAND/v1/bounce', h);
+};`, hop), "LAND", land.URL))
+	e := fetchEngine(t, hop, nil, []*Script{act}, func(c *Config) { c.FetchAllow = []string{hop.URL + "/v1/", land.URL + "/v1/"} })
+	if _, err := e.Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"/v1/land ", "/v1/here Bearer SECRETc=SECRETSECRET", "/v1/back "} {
+		if g := <-got; g != want {
+			t.Errorf("after a redirect: %q, want %q", g, want)
+		}
+	}
+}
+
 // rawServer answers each connection with the bytes replies holds for the
 // request's path, then closes it: responses no HTTP server library sends.
 func rawServer(t *testing.T, replies map[string]string) string {
