@@ -515,12 +515,14 @@ func cleanPath(p string) (string, error) {
 	return "/" + strings.Join(out, "/"), nil
 }
 
-// dotLike reports whether an escaped segment, decoded once or twice, is
-// only dots, spaces, tabs and NULs, with a dot: what a server trimming
-// those reads as "." or "..".
+// dotLike reports whether an escaped segment, decoded once or twice and
+// cut at a ";" (parameters, to Tomcat and Jetty), is only dots, spaces,
+// tabs and NULs, with a dot: what a server trimming those reads as "." or
+// "..".
 func dotLike(seg string) bool {
 	once := looseUnescape(seg)
 	for _, f := range []string{once, looseUnescape(once)} {
+		f, _, _ = strings.Cut(f, ";")
 		if strings.Contains(f, ".") && strings.Trim(f, ". \t\x00") == "" {
 			return true
 		}

@@ -546,6 +546,10 @@ func TestFetchAllowMatching(t *testing.T) {
 		{"https://api.example.com/v1/%252fadmin", ""},
 		{"https://api.example.com/v1/%2500", ""},
 		{"https://api.example.com/v1/...;x/admin", ""},
+		// A decoding proxy hands these to Tomcat or Jetty as "..;/".
+		{"https://api.example.com/v1/..%3b/admin", ""},
+		{"https://api.example.com/v1/%2e%2e%3Bx/admin", ""},
+		{"https://api.example.com/v1/..%253b/admin", ""},
 		{"https://api.example.com/v1/..a/b", "https://api.example.com/v1/..a/b"},
 		{"https://api.example.com/v1/a.b.", "https://api.example.com/v1/a.b."},
 		{"https://api.example.com/v1/caf%C3%A9", "https://api.example.com/v1/caf%C3%A9"},
