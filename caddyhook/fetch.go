@@ -587,8 +587,8 @@ var (
 		netip.MustParseAddr("168.63.129.16"):   true, // Azure WireServer
 	}
 	nat64 = netip.MustParsePrefix("64:ff9b::/96")
-	// RFC 8215's local-use NAT64 prefix: a network may put its /96 anywhere
-	// in it, or use the /48 itself (RFC 6052, section 2.2).
+	// RFC 8215's local-use NAT64 prefix: a network may use the /48 itself,
+	// or a /56, /64 or /96 inside it (RFC 6052, section 2.2).
 	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
 	// IPv4-translated (SIIT, RFC 2765) and the deprecated IPv4-compatible
 	// forms: a stack that still routes them reaches the IPv4 address.
@@ -615,10 +615,15 @@ func blockedAddr(ip netip.Addr) bool {
 	// An IPv6 address that carries an IPv4 one (NAT64, RFC 6052; SIIT;
 	// IPv4-compatible) may reach that IPv4 address: judge the one it
 	// carries. Where the local-use NAT64 prefix puts it depends on the
-	// network, so both places are judged.
+	// prefix length the network uses (RFC 6052, section 2.2: /48, /56, /64
+	// or /96, the last judged below), so every place is judged.
 	b := ip.As16()
-	if nat64Local.Contains(ip) && blockedAddr(netip.AddrFrom4([4]byte{b[6], b[7], b[9], b[10]})) {
-		return true
+	if nat64Local.Contains(ip) {
+		for _, at := range [][4]int{{6, 7, 9, 10}, {7, 9, 10, 11}, {9, 10, 11, 12}} {
+			if blockedAddr(netip.AddrFrom4([4]byte{b[at[0]], b[at[1]], b[at[2]], b[at[3]]})) {
+				return true
+			}
+		}
 	}
 	if nat64.Contains(ip) || nat64Local.Contains(ip) || v4Translated.Contains(ip) || v4Compatible.Contains(ip) {
 		ip = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})

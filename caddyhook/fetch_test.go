@@ -378,13 +378,15 @@ func TestFetchMetadataGuard(t *testing.T) {
 		{"[fd00:ec2::254]:80", true},
 		{"[::ffff:169.254.169.254]:80", false}, // the same address, named
 		{"100.100.100.200:80", true},
-		{"[64:ff9b::a9fe:a9fe]:80", true},       // 169.254.169.254 through NAT64
-		{"[fd00:ec2::23]:80", true},             // EKS Pod Identity
-		{"[64:ff9b:1::a9fe:a9fe]:80", true},     // NAT64 local-use prefix, /96 form
-		{"[64:ff9b:1:a9fe:a9:fe00::]:80", true}, // NAT64 local-use prefix, /48 form
-		{"[::ffff:0:a9fe:a9fe]:80", true},       // IPv4-translated (SIIT)
-		{"[::a9fe:a9fe]:80", true},              // IPv4-compatible
-		{"[fec0::1]:80", true},                  // deprecated site-local
+		{"[64:ff9b::a9fe:a9fe]:80", true},         // 169.254.169.254 through NAT64
+		{"[fd00:ec2::23]:80", true},               // EKS Pod Identity
+		{"[64:ff9b:1::a9fe:a9fe]:80", true},       // NAT64 local-use prefix, /96 form
+		{"[64:ff9b:1:a9fe:a9:fe00::]:80", true},   // NAT64 local-use prefix, /48 form
+		{"[64:ff9b:1:a9:fe:a9fe:0:1]:80", true},   // NAT64 local-use prefix, /56 form
+		{"[64:ff9b:1:0:a9:fea9:fe00:1]:80", true}, // NAT64 local-use prefix, /64 form
+		{"[::ffff:0:a9fe:a9fe]:80", true},         // IPv4-translated (SIIT)
+		{"[::a9fe:a9fe]:80", true},                // IPv4-compatible
+		{"[fec0::1]:80", true},                    // deprecated site-local
 		{"0.0.0.0:80", true},
 		{"metadata.goog:80", true},
 	} {
