@@ -173,6 +173,20 @@ func (f *fetcher) checkRedirect(req *http.Request, via []*http.Request) error {
 	if ref := via[0].Header.Values("Referer"); len(ref) > 0 {
 		req.Header["Referer"] = ref
 	}
+	// Go keeps credentials on a redirect to the same host name on another
+	// port or scheme (https to http included), and puts them back when
+	// the chain returns to the first host. Node's fetch drops them at the
+	// first change of origin, for the rest of the chain.
+	first := via[0].URL
+	left := u.Scheme != first.Scheme || u.Host != first.Host
+	for _, r := range via[1:] {
+		left = left || r.URL.Scheme != first.Scheme || r.URL.Host != first.Host
+	}
+	if left {
+		for _, h := range []string{"Authorization", "Proxy-Authorization", "Cookie", "Cookie2", "Www-Authenticate"} {
+			req.Header.Del(h)
+		}
+	}
 	return nil
 }
 
@@ -501,12 +515,14 @@ func cleanPath(p string) (string, error) {
 	return "/" + strings.Join(out, "/"), nil
 }
 
-// dotLike reports whether an escaped segment, decoded once or twice, is
-// only dots, spaces, tabs and NULs, with a dot: what a server trimming
-// those reads as "." or "..".
+// dotLike reports whether an escaped segment, decoded once or twice and
+// cut at a ";" (parameters, to Tomcat and Jetty), is only dots, spaces,
+// tabs and NULs, with a dot: what a server trimming those reads as "." or
+// "..".
 func dotLike(seg string) bool {
 	once := looseUnescape(seg)
 	for _, f := range []string{once, looseUnescape(once)} {
+		f, _, _ = strings.Cut(f, ";")
 		if strings.Contains(f, ".") && strings.Trim(f, ". \t\x00") == "" {
 			return true
 		}
@@ -571,8 +587,8 @@ var (
 		netip.MustParseAddr("168.63.129.16"):   true, // Azure WireServer
 	}
 	nat64 = netip.MustParsePrefix("64:ff9b::/96")
-	// RFC 8215's local-use NAT64 prefix: a network may put its /96 anywhere
-	// in it, or use the /48 itself (RFC 6052, section 2.2).
+	// RFC 8215's local-use NAT64 prefix: a network may use the /48 itself,
+	// or a /56, /64 or /96 inside it (RFC 6052, section 2.2).
 	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
 	// IPv4-translated (SIIT, RFC 2765) and the deprecated IPv4-compatible
 	// forms: a stack that still routes them reaches the IPv4 address.
@@ -599,10 +615,15 @@ func blockedAddr(ip netip.Addr) bool {
 	// An IPv6 address that carries an IPv4 one (NAT64, RFC 6052; SIIT;
 	// IPv4-compatible) may reach that IPv4 address: judge the one it
 	// carries. Where the local-use NAT64 prefix puts it depends on the
-	// network, so both places are judged.
+	// prefix length the network uses (RFC 6052, section 2.2: /48, /56, /64
+	// or /96, the last judged below), so every place is judged.
 	b := ip.As16()
-	if nat64Local.Contains(ip) && blockedAddr(netip.AddrFrom4([4]byte{b[6], b[7], b[9], b[10]})) {
-		return true
+	if nat64Local.Contains(ip) {
+		for _, at := range [][4]int{{6, 7, 9, 10}, {7, 9, 10, 11}, {9, 10, 11, 12}} {
+			if blockedAddr(netip.AddrFrom4([4]byte{b[at[0]], b[at[1]], b[at[2]], b[at[3]]})) {
+				return true
+			}
+		}
 	}
 	if nat64.Contains(ip) || nat64Local.Contains(ip) || v4Translated.Contains(ip) || v4Compatible.Contains(ip) {
 		ip = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})

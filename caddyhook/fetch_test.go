@@ -378,13 +378,15 @@ func TestFetchMetadataGuard(t *testing.T) {
 		{"[fd00:ec2::254]:80", true},
 		{"[::ffff:169.254.169.254]:80", false}, // the same address, named
 		{"100.100.100.200:80", true},
-		{"[64:ff9b::a9fe:a9fe]:80", true},       // 169.254.169.254 through NAT64
-		{"[fd00:ec2::23]:80", true},             // EKS Pod Identity
-		{"[64:ff9b:1::a9fe:a9fe]:80", true},     // NAT64 local-use prefix, /96 form
-		{"[64:ff9b:1:a9fe:a9:fe00::]:80", true}, // NAT64 local-use prefix, /48 form
-		{"[::ffff:0:a9fe:a9fe]:80", true},       // IPv4-translated (SIIT)
-		{"[::a9fe:a9fe]:80", true},              // IPv4-compatible
-		{"[fec0::1]:80", true},                  // deprecated site-local
+		{"[64:ff9b::a9fe:a9fe]:80", true},         // 169.254.169.254 through NAT64
+		{"[fd00:ec2::23]:80", true},               // EKS Pod Identity
+		{"[64:ff9b:1::a9fe:a9fe]:80", true},       // NAT64 local-use prefix, /96 form
+		{"[64:ff9b:1:a9fe:a9:fe00::]:80", true},   // NAT64 local-use prefix, /48 form
+		{"[64:ff9b:1:a9:fe:a9fe:0:1]:80", true},   // NAT64 local-use prefix, /56 form
+		{"[64:ff9b:1:0:a9:fea9:fe00:1]:80", true}, // NAT64 local-use prefix, /64 form
+		{"[::ffff:0:a9fe:a9fe]:80", true},         // IPv4-translated (SIIT)
+		{"[::a9fe:a9fe]:80", true},                // IPv4-compatible
+		{"[fec0::1]:80", true},                    // deprecated site-local
 		{"0.0.0.0:80", true},
 		{"metadata.goog:80", true},
 	} {
@@ -546,6 +548,10 @@ func TestFetchAllowMatching(t *testing.T) {
 		{"https://api.example.com/v1/%252fadmin", ""},
 		{"https://api.example.com/v1/%2500", ""},
 		{"https://api.example.com/v1/...;x/admin", ""},
+		// A decoding proxy hands these to Tomcat or Jetty as "..;/".
+		{"https://api.example.com/v1/..%3b/admin", ""},
+		{"https://api.example.com/v1/%2e%2e%3Bx/admin", ""},
+		{"https://api.example.com/v1/..%253b/admin", ""},
 		{"https://api.example.com/v1/..a/b", "https://api.example.com/v1/..a/b"},
 		{"https://api.example.com/v1/a.b.", "https://api.example.com/v1/a.b."},
 		{"https://api.example.com/v1/caf%C3%A9", "https://api.example.com/v1/caf%C3%A9"},
@@ -824,6 +830,54 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 	}
 	if got := <-referers; len(got) != 1 || got[0] != "https://mine.example/" {
 		t.Errorf("Referer the script set = %q, want it kept", got)
+	}
+}
+
+// TestFetchRedirectCredentials: a redirect to another origin (here the
+// same host on another port, which Go's client treats as the same) drops
+// the credentials the script set, as Node's fetch does; one that stays on
+// the origin keeps them, and they stay dropped if the chain comes back.
+func TestFetchRedirectCredentials(t *testing.T) {
+	got := make(chan string, 3)
+	record := func(r *http.Request) {
+		got <- r.URL.Path + " " + r.Header.Get("Authorization") + r.Header.Get("Cookie") + r.Header.Get("Proxy-Authorization")
+	}
+	var hopURL string
+	land := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/bounce" {
+			http.Redirect(w, r, hopURL+"/v1/back", http.StatusFound)
+			return
+		}
+		record(r)
+	}))
+	t.Cleanup(land.Close)
+	hop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/away":
+			http.Redirect(w, r, land.URL+"/v1/land", http.StatusFound)
+		case "/v1/stay":
+			http.Redirect(w, r, "/v1/here", http.StatusFound)
+		default:
+			record(r)
+		}
+	}))
+	t.Cleanup(hop.Close)
+	hopURL = hop.URL
+	act := compileAction(t, "a.js", strings.ReplaceAll(scriptURL(`
+const h = { headers: { Authorization: 'Bearer SECRET', Cookie: 'c=SECRET', 'Proxy-Authorization': 'SECRET' } };
+exports.onExecuteCredentialsExchange = async (event, api) => {
+	await fetch('BASE/v1/away', h);
+	await fetch('BASE/v1/stay', h);
+	await fetch('LAND/v1/bounce', h);
+};`, hop), "LAND", land.URL))
+	e := fetchEngine(t, hop, nil, []*Script{act}, func(c *Config) { c.FetchAllow = []string{hop.URL + "/v1/", land.URL + "/v1/"} })
+	if _, err := e.Run(context.Background(), input()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"/v1/land ", "/v1/here Bearer SECRETc=SECRETSECRET", "/v1/back "} {
+		if g := <-got; g != want {
+			t.Errorf("after a redirect: %q, want %q", g, want)
+		}
 	}
 }
 
