@@ -263,66 +263,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.KeyPublishAhead == 0 && h.SigningKey == "" {
 		h.KeyPublishAhead = h.JWKSMaxAge + caddy.Duration(h.keyRefreshInterval())
 	}
-	repl := caddy.NewReplacer()
-
-	policy, err := caddyhook.ParseClaimsPolicy(h.ClaimsPolicy)
-	if err != nil {
-		return err
-	}
-	if h.Hook == "" && len(h.Actions) == 0 {
-		return errors.New("a hook or an action is required")
-	}
-	var hook *caddyhook.Script
-	if h.Hook != "" {
-		if hook, err = compileFile(h.Hook, caddyhook.HookKind); err != nil {
-			return err
-		}
-	}
-	actions := make([]*caddyhook.Script, len(h.Actions))
-	for i, path := range h.Actions {
-		if actions[i], err = compileFile(path, caddyhook.ActionKind); err != nil {
-			return err
-		}
-	}
-	h.tenant = repl.ReplaceKnown(h.Tenant, "")
-	secrets := replaceAll(repl, h.Secrets)
-	for path := range h.ActionSecrets {
-		if !slices.Contains(h.Actions, path) {
-			return fmt.Errorf("action_secrets: %s is not one of the actions", path)
-		}
-	}
-	actionSecrets := map[*caddyhook.Script]map[string]string{}
-	for i, path := range h.Actions { // an action listed twice gets them both times
-		if own, ok := h.ActionSecrets[path]; ok {
-			actionSecrets[actions[i]] = replaceAll(repl, own)
-		}
-	}
-	fetchAllow := make([]string, len(h.FetchAllow))
-	for i, p := range h.FetchAllow {
-		fetchAllow[i] = repl.ReplaceKnown(p, "")
-	}
-	cache, err := h.actionCache()
-	if err != nil {
-		return err
-	}
-	h.engine, err = caddyhook.NewEngine(caddyhook.Config{
-		Hook:             hook,
-		Actions:          actions,
-		Policy:           policy,
-		Timeout:          time.Duration(h.Timeout),
-		MemoryLimit:      h.MemoryLimit,
-		Secrets:          secrets,
-		ActionSecrets:    actionSecrets,
-		ModulesDir:       h.ModulesDir,
-		FetchAllow:       fetchAllow,
-		Storage:          ctx.Storage(),
-		StorageNamespace: h.tenant,
-		StorageKey:       h.StorageDocument,
-		Cache:            cache,
-		IsolateRuns:      h.IsolateRuns,
-		Logger:           h.logger.Named("hook"),
-	})
-	if err != nil {
+	var err error
+	if h.engine, err = h.buildEngine(ctx.Storage(), h.logger.Named("hook")); err != nil {
 		return err
 	}
 
@@ -442,6 +384,72 @@ func (h *Handler) Cleanup() error {
 		_, _ = actionCaches.Delete(h.cacheKey)
 	}
 	return nil
+}
+
+// buildEngine compiles the scripts and builds the engine that runs them, as
+// configured; the handler's exchanges and `caddy credentials-exchange run`
+// both run scripts through it. It sets h.tenant, and takes an api.cache
+// from actionCaches that Cleanup gives back.
+func (h *Handler) buildEngine(storage caddyhook.Storage, logger *zap.Logger) (*caddyhook.Engine, error) {
+	repl := caddy.NewReplacer()
+
+	policy, err := caddyhook.ParseClaimsPolicy(h.ClaimsPolicy)
+	if err != nil {
+		return nil, err
+	}
+	if h.Hook == "" && len(h.Actions) == 0 {
+		return nil, errors.New("a hook or an action is required")
+	}
+	var hook *caddyhook.Script
+	if h.Hook != "" {
+		if hook, err = compileFile(h.Hook, caddyhook.HookKind); err != nil {
+			return nil, err
+		}
+	}
+	actions := make([]*caddyhook.Script, len(h.Actions))
+	for i, path := range h.Actions {
+		if actions[i], err = compileFile(path, caddyhook.ActionKind); err != nil {
+			return nil, err
+		}
+	}
+	h.tenant = repl.ReplaceKnown(h.Tenant, "")
+	secrets := replaceAll(repl, h.Secrets)
+	for path := range h.ActionSecrets {
+		if !slices.Contains(h.Actions, path) {
+			return nil, fmt.Errorf("action_secrets: %s is not one of the actions", path)
+		}
+	}
+	actionSecrets := map[*caddyhook.Script]map[string]string{}
+	for i, path := range h.Actions { // an action listed twice gets them both times
+		if own, ok := h.ActionSecrets[path]; ok {
+			actionSecrets[actions[i]] = replaceAll(repl, own)
+		}
+	}
+	fetchAllow := make([]string, len(h.FetchAllow))
+	for i, p := range h.FetchAllow {
+		fetchAllow[i] = repl.ReplaceKnown(p, "")
+	}
+	cache, err := h.actionCache()
+	if err != nil {
+		return nil, err
+	}
+	return caddyhook.NewEngine(caddyhook.Config{
+		Hook:             hook,
+		Actions:          actions,
+		Policy:           policy,
+		Timeout:          time.Duration(h.Timeout),
+		MemoryLimit:      h.MemoryLimit,
+		Secrets:          secrets,
+		ActionSecrets:    actionSecrets,
+		ModulesDir:       h.ModulesDir,
+		FetchAllow:       fetchAllow,
+		Storage:          storage,
+		StorageNamespace: h.tenant,
+		StorageKey:       h.StorageDocument,
+		Cache:            cache,
+		IsolateRuns:      h.IsolateRuns,
+		Logger:           logger,
+	})
 }
 
 // actionCaches keeps each handler's api.cache across config reloads: a

@@ -141,6 +141,15 @@ func TestDefaultPolicyThroughEngine(t *testing.T) {
 		if len(res.Claims) != 2 || string(res.Claims["tenant_id"]) != `"acme-eu"` || string(res.Claims["urn:example:tier"]) != `"gold"` {
 			t.Fatalf("claims = %v", res.Claims)
 		}
+		// Every exchange reports what it dropped, warned about or not.
+		if res.DroppedTotal != 3 || len(res.Dropped) != 3 {
+			t.Fatalf("dropped = %d %+v, want 3", res.DroppedTotal, res.Dropped)
+		}
+		for _, d := range res.Dropped {
+			if d.Script != "hook.js" || d.Reason == "" || d.Name == "" {
+				t.Fatalf("dropped claim %+v", d)
+			}
+		}
 	}
 	warned := map[string]int{}
 	for _, entry := range logs.FilterMessage("custom claim dropped").All() {
@@ -176,5 +185,22 @@ func TestClaimCheckCache(t *testing.T) {
 		if len(c.results) != maxCachedClaimChecks {
 			t.Fatalf("%d names remembered", len(c.results))
 		}
+	}
+}
+
+// TestDroppedReportBounded: a run that drops claims under many names reports
+// the first MaxDroppedReported of them and counts them all.
+func TestDroppedReportBounded(t *testing.T) {
+	e := engine(t, compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
+		const out = { scope };
+		for (let i = 0; i < 100; i++) out['urn:auth0:c' + i] = i;
+		cb(null, out);
+	};`), nil)
+	res, err := e.Run(context.Background(), input())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.DroppedTotal != 100 || len(res.Dropped) != MaxDroppedReported || !strings.HasPrefix(res.Dropped[0].Name, "urn:auth0:c") {
+		t.Fatalf("dropped = %d, %d reported, first %+v", res.DroppedTotal, len(res.Dropped), res.Dropped[0])
 	}
 }

@@ -83,7 +83,26 @@ type Result struct {
 	Scope []string
 	// Claims are the accepted custom claims, as JSON.
 	Claims map[string]json.RawMessage
+	// Dropped are the custom claims the scripts set and the token does not
+	// get, with the reason; at most MaxDroppedReported of them
+	// (DroppedTotal counts them all).
+	Dropped      []DroppedClaim
+	DroppedTotal int
 }
+
+// DroppedClaim is a custom claim a script set that does not reach the token.
+type DroppedClaim struct {
+	// Name is the claim's name, capped at 256 bytes.
+	Name string
+	// Reason says why, for the operator ("the upstream token already has it").
+	Reason string
+	// Script is the name of the script that set it.
+	Script string
+}
+
+// MaxDroppedReported bounds Result.Dropped: a script may set any number of
+// claims, and the list goes into a log line.
+const MaxDroppedReported = 32
 
 // Config configures an Engine.
 type Config struct {
@@ -359,7 +378,8 @@ func (e *Engine) Run(ctx context.Context, in *Input) (res *Result, err error) {
 	}
 	// Copies: a script may keep this run's api and call it in a later
 	// exchange, which must not reach what the caller holds.
-	return &Result{Scope: slices.Clone(r.grantedScope()), Claims: maps.Clone(r.claims)}, nil
+	return &Result{Scope: slices.Clone(r.grantedScope()), Claims: maps.Clone(r.claims),
+		Dropped: slices.Clone(r.dropped), DroppedTotal: r.droppedClaims}, nil
 }
 
 // recovered turns a panic that reached Run into the exchange's error.
@@ -430,6 +450,8 @@ type run struct {
 	// droppedClaims counts the claims dropped, to keep their logging
 	// bounded.
 	droppedClaims int
+	// dropped lists the first MaxDroppedReported of them for the Result.
+	dropped []DroppedClaim
 	// consoleLines counts the console lines logged, consoleDropped those
 	// past maxConsoleLines.
 	consoleLines, consoleDropped int
@@ -1055,11 +1077,14 @@ const maxDroppedClaimLogs = 10
 
 func (r *run) dropClaim(log *scriptLog, name, why string) {
 	r.droppedClaims++
+	script := ""
+	if r.script != nil {
+		script = r.script.Name
+	}
+	if len(r.dropped) < MaxDroppedReported {
+		r.dropped = append(r.dropped, DroppedClaim{Name: capText(name, 256), Reason: why, Script: script})
+	}
 	if r.droppedClaims <= maxDroppedClaimLogs {
-		script := ""
-		if r.script != nil {
-			script = r.script.Name
-		}
 		r.eng.warnings.warn(log.logger(), script, name, why)
 	}
 }
