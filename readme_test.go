@@ -200,6 +200,10 @@ func validate(t *testing.T, dir string, cfgJSON []byte) {
 	}
 	cfg["storage"] = map[string]any{"module": "file_system", "root": filepath.Join(dir, "storage")}
 	cfg["admin"] = map[string]any{"disabled": true}
+	if _, ok := cfg["logging"]; !ok {
+		// Quiet, unless logging is what the snippet shows.
+		cfg["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}}
+	}
 	out, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
