@@ -331,3 +331,74 @@ func publicKeyPEM(t *testing.T) []byte {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }
+
+var (
+	mdLinkRE    = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	mdHeadingRE = regexp.MustCompile(`(?m)^#{1,6} (.+)$`)
+	anchorDrop  = regexp.MustCompile(`[^\p{L}\p{N}\- _]`)
+)
+
+// TestDocsLinks checks that every relative link in the docs names a file of
+// the repository and, with a #fragment, a heading of that file (as GitHub
+// makes anchors: lower case, punctuation dropped, spaces to hyphens), so a
+// renamed section cannot leave the contents or a cross-reference dangling.
+func TestDocsLinks(t *testing.T) {
+	anchors := func(file string) map[string]bool {
+		src, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set := map[string]bool{}
+		for _, m := range mdHeadingRE.FindAllStringSubmatch(withoutCodeBlocks(string(src)), -1) {
+			a := strings.ToLower(strings.TrimSpace(m[1]))
+			set[strings.ReplaceAll(anchorDrop.ReplaceAllString(a, ""), " ", "-")] = true
+		}
+		return set
+	}
+	links := 0
+	for _, file := range append(docFiles(t), "SECURITY.md", "xcaddy.md") {
+		src, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range mdLinkRE.FindAllStringSubmatch(withoutCodeBlocks(string(src)), -1) {
+			link := m[1]
+			if strings.Contains(link, "://") || strings.HasPrefix(link, "mailto:") {
+				continue
+			}
+			links++
+			path, frag, _ := strings.Cut(link, "#")
+			target := file
+			if path != "" {
+				target = filepath.Join(filepath.Dir(file), path)
+				if _, err := os.Stat(target); err != nil {
+					t.Errorf("%s: link %s: %v", file, link, err)
+					continue
+				}
+			}
+			if frag != "" && !anchors(target)[frag] {
+				t.Errorf("%s: link %s: %s has no heading with that anchor", file, link, target)
+			}
+		}
+	}
+	if links < 50 {
+		t.Errorf("found %d relative links in the docs; the README alone has more", links)
+	}
+}
+
+// withoutCodeBlocks drops fenced blocks, whose # lines are not headings.
+func withoutCodeBlocks(md string) string {
+	var out strings.Builder
+	in := false
+	for _, line := range strings.Split(md, "\n") {
+		if fenceRE.MatchString(line) {
+			in = !in
+			continue
+		}
+		if !in {
+			out.WriteString(line)
+			out.WriteByte('\n')
+		}
+	}
+	return out.String()
+}
