@@ -3,6 +3,12 @@
 // front of it, and a client that asks both for a token, so the difference the
 // hook makes is printed side by side. It keeps serving until interrupted
 // (or exits at once with -once) and prints a curl command to try.
+//
+// Caddy's admin API is turned off in the demo's config, whatever the
+// Caddyfile says, so the demo never collides with a Caddy already running on
+// the machine (which holds the default admin address localhost:2019).
+// -upstream-only starts just the OAuth server, on -upstream-port, for running
+// your own Caddy in front of it.
 package main
 
 import (
@@ -14,9 +20,11 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -33,22 +41,42 @@ func main() {
 	once := flag.Bool("once", false, "exit after the demo requests instead of serving until interrupted")
 	config := flag.String("config", "Caddyfile.example", "the Caddyfile to run")
 	port := flag.String("port", "8080", "the port Caddy listens on, on 127.0.0.1")
+	upstreamPort := flag.Int("upstream-port", 0, "the port the OAuth server listens on, on 127.0.0.1 (0: a free port)")
+	upstreamOnly := flag.Bool("upstream-only", false, "start only the OAuth server, for your own Caddy in front of it (use with -upstream-port)")
 	flag.Parse()
 	log.SetFlags(0)
-	if err := run(*config, *port, *once); err != nil {
+	if err := run(*config, *port, *upstreamPort, *once, *upstreamOnly); err != nil {
 		log.Fatalf("demo: %v", err)
 	}
 }
 
-func run(config, port string, once bool) error {
-	upstream, err := oauthserver.Start(oauthserver.Options{Clients: []oauthserver.Client{
-		{ID: "demo-client", Secret: "demo-secret"},
-		{ID: "gold-client", Secret: "gold-secret"},
-	}})
+func run(config, port string, upstreamPort int, once, upstreamOnly bool) error {
+	upstream, err := oauthserver.Start(oauthserver.Options{
+		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(upstreamPort)),
+		Clients: []oauthserver.Client{
+			{ID: "demo-client", Secret: "demo-secret"},
+			{ID: "gold-client", Secret: "gold-secret"},
+		},
+	})
 	if err != nil {
 		return fmt.Errorf("starting the OAuth server: %w", err)
 	}
 	defer upstream.Close()
+
+	if upstreamOnly {
+		fmt.Printf(`OAuth server (go-oauth2): %[1]s
+  clients: demo-client:demo-secret, gold-client:gold-secret
+  token:   %[1]s/oauth/token
+  JWKS:    %[1]s/.well-known/jwks.json
+
+Run your own Caddy in front of it, from the repository root:
+  CADDYHOOK_UPSTREAM=%[2]s caddy run --config Caddyfile.example
+`, upstream.URL, strings.TrimPrefix(upstream.URL, "http://"))
+		if once {
+			return nil
+		}
+		return waitForSignal()
+	}
 
 	// Caddyfile.example reads these; anything set by the caller wins.
 	setDefault("CADDYHOOK_UPSTREAM", strings.TrimPrefix(upstream.URL, "http://"))
@@ -61,6 +89,9 @@ func run(config, port string, once bool) error {
 	}
 	cfgJSON, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(caddyfile, map[string]any{"filename": config})
 	if err != nil {
+		return fmt.Errorf("adapting %s: %w", config, err)
+	}
+	if cfgJSON, err = withoutAdmin(cfgJSON); err != nil {
 		return fmt.Errorf("adapting %s: %w", config, err)
 	}
 	if err := caddy.Load(cfgJSON, true); err != nil {
@@ -86,11 +117,28 @@ Edit examples/hook.js and run the demo again to see your change.
 	if once {
 		return nil
 	}
+	return waitForSignal()
+}
+
+func waitForSignal() error {
 	fmt.Println("Serving; press Ctrl-C to stop.")
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
 	<-stop
 	return nil
+}
+
+// withoutAdmin turns Caddy's admin API off in an adapted config. The demo
+// needs no admin endpoint, and the default one (localhost:2019) is taken
+// whenever another Caddy runs on the machine, which would stop the demo
+// from starting.
+func withoutAdmin(cfgJSON []byte) ([]byte, error) {
+	var cfg map[string]any
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+		return nil, err
+	}
+	cfg["admin"] = map[string]any{"disabled": true}
+	return json.Marshal(cfg)
 }
 
 // compare asks the upstream and the proxy for a token with the same
