@@ -100,6 +100,8 @@ The input:
   --scope "a b" is the scope the upstream issued and the client asked for;
   without it the hook sees scope undefined, as for a client that asks for no
   scope. --audience is the token's audience.
+  --ip is the client's address (default 127.0.0.1); with the config's
+  geoip_db, event.request.geoip is looked up for it.
   --body k=v (repeatable; a repeated k gives an array) adds token request
   parameters to context.body / event.request.body, beside grant_type,
   client_id, audience and scope.
@@ -143,6 +145,7 @@ OAuth error code and description printed.
 	f.StringArray("metadata", nil, "client metadata key=value (repeatable)")
 	f.String("scope", "", "space-separated scope of the upstream token; unset: the hook sees undefined")
 	f.String("audience", "", "audience of the token")
+	f.String("ip", "127.0.0.1", "the client's address: context.request.ip, event.request.ip, and event.request.geoip with the config's geoip_db")
 	f.StringArray("body", nil, "token request parameter key=value (repeatable)")
 	f.StringArray("secret", nil, "secret NAME=value (repeatable; {env.X} and {file.X} are replaced)")
 	f.String("claims-policy", "", "open (default) or namespaced")
@@ -253,6 +256,7 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 		scope = scopeTokens(str("scope"))
 	}
 	in := offlineInput(clientID, info, scope, str("audience"), host, body, upstreamClaims)
+	in.Request.IP = str("ip")
 
 	out := &runReport{}
 	logger := zap.New(&reportCore{report: out, stderr: cmd.ErrOrStderr()})
@@ -270,6 +274,12 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 	h.engine = eng
 	defer func() { _ = h.Cleanup() }()
 	in.Client.Tenant = h.tenant
+	if h.GeoIPDB != "" {
+		if h.geoip, err = openGeoIP(h.GeoIPDB); err != nil {
+			return caddy.ExitCodeFailedStartup, err
+		}
+		in.Request.GeoIP = h.geoip.lookup(in.Request.IP, logger)
+	}
 
 	result, err := eng.Run(context.Background(), in)
 	if err != nil {
@@ -360,7 +370,7 @@ func offlineInput(clientID string, info ClientInfo, scope []string, audience, ho
 		Scope:    scope,
 		Audience: audience,
 		Request: caddyhook.Request{
-			IP: "127.0.0.1", Method: "POST", Hostname: host,
+			Method: "POST", Hostname: host,
 			UserAgent: "caddy credentials-exchange run", Body: req.hookBody(),
 		},
 		RequestedScopes: strings.Fields(req.stringParam("scope")),
@@ -376,18 +386,20 @@ func keyValues(flag string, args []string) (map[string][]string, error) {
 	for _, a := range args {
 		k, v, ok := strings.Cut(a, "=")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("--%s %q: want name=value", flag, redactValue(a))
+			if flag == "secret" { // what was given may be the secret itself
+				return nil, errors.New("--secret: want NAME=value")
+			}
+			return nil, fmt.Errorf("--%s %q: want name=value", flag, capFlag(a))
 		}
 		out[k] = append(out[k], v)
 	}
 	return out, nil
 }
 
-// redactValue keeps a malformed flag's name for the error message, never
-// what may be a secret.
-func redactValue(a string) string {
-	if len(a) > 24 {
-		return a[:8] + "…"
+// capFlag shortens a malformed flag value for the error message.
+func capFlag(a string) string {
+	if len(a) > 64 {
+		return a[:64] + "…"
 	}
 	return a
 }

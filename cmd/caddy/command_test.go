@@ -179,7 +179,7 @@ func TestRunHookAddsClaimAndScope(t *testing.T) {
 }
 
 const planAction = `exports.onExecuteCredentialsExchange = async (event, api) => {
-  console.log("action", event.client.client_id, event.request.body.region, event.resource_server.identifier);
+  console.log("action", event.client.client_id, event.request.body.region, event.resource_server.identifier, event.request.ip);
   if (event.secrets.API_KEY !== "from-env") {
     api.access.deny("invalid_request", "secret not passed");
     return;
@@ -198,7 +198,7 @@ func TestRunAction(t *testing.T) {
 	r := caddyRun(t, dir, []string{"MY_API_KEY=from-env"}, "credentials-exchange", "run",
 		"--action", "action.js", "--client-id", "app2", "--metadata", "plan=pro",
 		"--scope", "read:a write:b", "--audience", "https://api",
-		"--body", "region=eu", "--body", "region=us", "--secret", "API_KEY={env.MY_API_KEY}", "--json")
+		"--body", "region=eu", "--body", "region=us", "--secret", "API_KEY={env.MY_API_KEY}", "--ip", "192.0.2.7", "--json")
 	out := decodeRun(t, r)
 	if r.code != 0 || out.Outcome != "issued" {
 		t.Fatalf("want issued, got %s", r)
@@ -213,7 +213,7 @@ func TestRunAction(t *testing.T) {
 	if got := strings.Join(out.Scope, " "); got != "read:a write:b" {
 		t.Errorf("scope %q", got)
 	}
-	if len(out.Console) != 1 || out.Console[0].Message != "action app2 eu,us https://api" && out.Console[0].Message != `action app2 ["eu","us"] https://api` {
+	if len(out.Console) != 1 || out.Console[0].Message != `action app2 ["eu","us"] https://api 192.0.2.7` {
 		t.Errorf("console %+v", out.Console)
 	}
 	if strings.Contains(r.stdout+r.stderr, "from-env") {
@@ -357,6 +357,11 @@ func TestRunUsage(t *testing.T) {
 		if r.code != caddy.ExitCodeFailedStartup || r.stdout != "" {
 			t.Errorf("%v: want exit 1 and no report, got %s", args, r)
 		}
+	}
+	// A --secret without a name may be the value alone: it is not echoed.
+	r := caddyRun(t, dir, nil, "credentials-exchange", "run", "--hook", "hook.js", "--client-id", "c", "--secret", "s3cr3t-alone")
+	if r.code != caddy.ExitCodeFailedStartup || strings.Contains(r.stdout+r.stderr, "s3cr3t-alone") {
+		t.Errorf("malformed --secret: %s", r)
 	}
 }
 
