@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 
 	credentialsexchange "github.com/caddyhook/caddyhook"
+	"github.com/caddyhook/caddyhook/internal/oauthserver"
 )
 
 // asCaddy makes the test binary run Caddy's command entry point, the main
@@ -640,4 +643,133 @@ func jsonEqual(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
+}
+
+// run gives what the handler gives: the same Caddyfile serves a real
+// exchange against a real OAuth server, and `run --config` on it yields
+// the same scope and claims (the upstream's iss, jti and times aside).
+func TestRunAgreesWithHandler(t *testing.T) {
+	upstream, err := oauthserver.Start(oauthserver.Options{Clients: []oauthserver.Client{{ID: "svc", Secret: "client-secret"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = upstream.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("CADDYHOOK_TEST_SECRET", "from-env")
+
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+	storage file_system %s
+	log {
+		level ERROR
+	}
+}
+
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	credentials_exchange {
+		hook hook.js
+		action action.js
+		upstream_jwks %s/.well-known/jwks.json
+		tenant acme
+		secret API_KEY {env.CADDYHOOK_TEST_SECRET}
+		client svc {
+			name "Service"
+			metadata tier gold
+			grant_scopes read:a write:b
+		}
+	}
+	reverse_proxy %s
+}
+`, t.TempDir(), port, upstream.URL, strings.TrimPrefix(upstream.URL, "http://"))
+	dir := files(t, map[string]string{
+		"Caddyfile": caddyfile,
+		"hook.js": `module.exports = function (client, scope, audience, context, cb) {
+  var t = {};
+  t.scope = (scope || []).concat(["hooked"]);
+  t["https://example.com/input"] = [client.id, client.name, client.tenant, client.metadata, audience,
+    context.body, context.webtask.secrets.API_KEY === "from-env"];
+  t.iss = "dropped";
+  t.client_id = "dropped too";
+  cb(null, t);
+};
+`,
+		"action.js": `exports.onExecuteCredentialsExchange = async (event, api) => {
+  api.accessToken.setCustomClaim("https://example.com/event", [event.client, event.tenant, event.resource_server,
+    event.transaction, event.request.body, event.request.method, event.accessToken.scope]);
+  api.transaction.addTargetScope("write:b");
+  api.transaction.addTargetScope("admin");
+};
+`,
+	})
+	// Relative script paths resolve against the working directory, for
+	// Caddy as for the command.
+	t.Chdir(dir)
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "client_secret": {"client-secret"},
+		"scope": {"read:a"}, "audience": {"https://api.example.com"}}
+	resp, err := http.PostForm(fmt.Sprintf("http://127.0.0.1:%d/oauth/token", port), form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("token: %d %v", resp.StatusCode, err)
+	}
+	parts := strings.Split(tok.AccessToken, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var issued map[string]any
+	if err := json.Unmarshal(payload, &issued); err != nil {
+		t.Fatal(err)
+	}
+
+	r := caddyRun(t, dir, nil, "credentials-exchange", "run", "--config", "Caddyfile",
+		"--client-id", "svc", "--scope", "read:a", "--audience", "https://api.example.com", "--json")
+	if r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	out := decodeRun(t, r)
+	ran := map[string]any{}
+	for k, v := range out.Claims {
+		var x any
+		_ = json.Unmarshal(v, &x)
+		ran[k] = x
+	}
+	for _, k := range []string{"iat", "exp"} {
+		delete(ran, k)
+		delete(issued, k)
+	}
+	for _, k := range []string{"iss", "jti"} { // the upstream's own
+		delete(issued, k)
+	}
+	t.Logf("claims: %s", jsonOf(t, ran))
+	if !jsonEqual(ran, issued) {
+		t.Errorf("run gives\n%s\nthe handler issued\n%s", jsonOf(t, ran), jsonOf(t, issued))
+	}
+	if len(out.Dropped) != 2 {
+		t.Errorf("dropped %+v", out.Dropped)
+	}
 }
