@@ -150,6 +150,7 @@ OAuth error code and description printed.
 	f.StringArray("secret", nil, "secret NAME=value (repeatable; {env.X} and {file.X} are replaced)")
 	f.String("claims-policy", "", "open (default) or namespaced")
 	f.String("modules-dir", "", "folder of CommonJS packages scripts may require")
+	f.Duration("timeout", 0, "time limit of the run, as the config's timeout (default 5s)")
 	f.StringArray("upstream-claim", nil, "claim of the upstream token name=value, value as JSON else a string (repeatable)")
 	f.StringP("config", "c", "", "Caddyfile (or JSON config) to take the handler's settings from")
 	f.StringP("adapter", "a", "", "config adapter for --config (default: caddyfile, none for .json)")
@@ -199,6 +200,13 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 	}
 	if fl.Changed("claims-policy") {
 		h.ClaimsPolicy = str("claims-policy")
+	}
+	if fl.Changed("timeout") {
+		d, _ := fl.GetDuration("timeout")
+		if d <= 0 {
+			return caddy.ExitCodeFailedStartup, errors.New("--timeout must be positive")
+		}
+		h.Timeout = caddy.Duration(d)
 	}
 	secrets, err := keyValues("secret", arr("secret"))
 	if err != nil {

@@ -315,6 +315,10 @@ function helper(event) {
   cb(null, {
 };
 `,
+		"forgets.js": `module.exports = function (client, scope, audience, context, cb) {
+  setTimeout(function () { console.log("still here"); }, 1);
+};
+`,
 	})
 	for _, tc := range []struct {
 		name  string
@@ -325,6 +329,8 @@ function helper(event) {
 			"error: server_error: Cannot read property 'push' of undefined", "throw.js:4:"}},
 		{"async action", []string{"--action", "action.js"}, []string{
 			"error: server_error: no plan for c", "at helper (action.js:6:", "action.js:3:", "[action.js] log: before"}},
+		{"time-out", []string{"--hook", "forgets.js", "--timeout", "300ms"}, []string{
+			"error: server_error: hook timed out\n", "[forgets.js] log: still here"}},
 		{"syntax", []string{"--hook", "syntax.js"}, []string{
 			"error: server_error: syntax.js: does not compile: SyntaxError: syntax.js: Line 3:"}},
 	} {
@@ -446,6 +452,20 @@ func TestRunConfigSites(t *testing.T) {
 		"--client-id", "app1", "--hook", "hook.js", "--json")
 	if out := decodeRun(t, r); r.code != 0 || len(out.Console) == 0 || out.Console[0].Message != "hook for app1 of Blocked App asking  undefined" {
 		t.Errorf("--hook beside --config: %s", r)
+	}
+
+	// The same config as JSON, as caddy adapt writes it.
+	t.Chdir(dir) // the adapter reads the scripts named
+	js, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(twoSites), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "caddy.json"), js, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = caddyRun(t, dir, env, "credentials-exchange", "run", "--config", "caddy.json", "--site", "b.example.com", "--client-id", "app1")
+	if r.code != credentialsexchange.ExitCodeDenied {
+		t.Errorf("JSON config: %s", r)
 	}
 
 	r = caddyRun(t, dir, env, "credentials-exchange", "run", "--config", "Caddyfile", "--site", "c.example.com", "--client-id", "app1")
