@@ -266,21 +266,24 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 	in := offlineInput(clientID, info, scope, str("audience"), host, body, upstreamClaims)
 	in.Request.IP = str("ip")
 
+	asJSON, _ := fl.GetBool("json")
 	out := &runReport{}
 	logger := zap.New(&reportCore{report: out, stderr: cmd.ErrOrStderr()})
 	h.logger = logger
+	// Cleanup gives back the api.cache buildEngine takes, even when the
+	// engine is not built after all.
+	defer func() { _ = h.Cleanup() }()
 	eng, err := h.buildEngine(newMemStorage(), logger.Named("hook"))
 	if err != nil {
 		// A script that does not compile or whose top level throws is the
 		// script's fault, not the command line's.
 		if scriptFault(err, h) {
 			out.fail(ExitCodeScriptError, "error", caddyhook.CodeServerError, err.Error(), "")
-			return out.print(cmd.OutOrStdout(), fl.Changed("json"))
+			return out.print(cmd.OutOrStdout(), asJSON)
 		}
 		return caddy.ExitCodeFailedStartup, err
 	}
 	h.engine = eng
-	defer func() { _ = h.Cleanup() }()
 	in.Client.Tenant = h.tenant
 	if h.GeoIPDB != "" {
 		if h.geoip, err = openGeoIP(h.GeoIPDB); err != nil {
@@ -300,10 +303,10 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 		} else {
 			out.fail(ExitCodeScriptError, "error", hookErr.Code, hookErr.Description, hookErr.Where)
 		}
-		return out.print(cmd.OutOrStdout(), fl.Changed("json"))
+		return out.print(cmd.OutOrStdout(), asJSON)
 	}
 	out.issued(in, result)
-	return out.print(cmd.OutOrStdout(), fl.Changed("json"))
+	return out.print(cmd.OutOrStdout(), asJSON)
 }
 
 // scriptFault tells an error of buildEngine that is a script's (it does not
@@ -716,6 +719,8 @@ func (c *reportCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 		b.WriteString("\n" + e.Stack)
 	}
 	b.WriteByte('\n')
+	c.report.mu.Lock() // the fetch client may log from a goroutine of its own
+	defer c.report.mu.Unlock()
 	_, err := io.WriteString(c.stderr, b.String())
 	return err
 }
