@@ -145,7 +145,7 @@ OAuth error code and description printed.
 	f.StringArray("metadata", nil, "client metadata key=value (repeatable)")
 	f.String("scope", "", "space-separated scope of the upstream token; unset: the hook sees undefined")
 	f.String("audience", "", "audience of the token")
-	f.String("ip", "127.0.0.1", "the client's address: context.request.ip, event.request.ip, and event.request.geoip with the config's geoip_db")
+	f.String("ip", "127.0.0.1", "the client's address: context.ip, event.request.ip, and event.request.geoip with the config's geoip_db")
 	f.StringArray("body", nil, "token request parameter key=value (repeatable)")
 	f.StringArray("secret", nil, "secret NAME=value (repeatable; {env.X} and {file.X} are replaced)")
 	f.String("claims-policy", "", "open (default) or namespaced")
