@@ -99,7 +99,9 @@ The input:
   what the config's client/clients_file say for that client.
   --scope "a b" is the scope the upstream issued and the client asked for;
   without it the hook sees scope undefined, as for a client that asks for no
-  scope. --audience is the token's audience.
+  scope. --audience is the token's audience. --grant-scopes "a b" is the
+  client's grant (grant_scopes), to which actions' target scopes are cut;
+  by default the upstream's scope. --tenant is client.tenant.
   --ip is the client's address (default 127.0.0.1); with the config's
   geoip_db, event.request.geoip is looked up for it.
   --body k=v (repeatable; a repeated k gives an array) adds token request
@@ -145,6 +147,8 @@ OAuth error code and description printed.
 	f.StringArray("metadata", nil, "client metadata key=value (repeatable)")
 	f.String("scope", "", "space-separated scope of the upstream token; unset: the hook sees undefined")
 	f.String("audience", "", "audience of the token")
+	f.String("grant-scopes", "", "space-separated scopes the client is granted (actions' target scopes are cut to them); default: the upstream's scope")
+	f.String("tenant", "", "tenant name: client.tenant, event.tenant.id")
 	f.String("ip", "127.0.0.1", "the client's address: context.ip, event.request.ip, and event.request.geoip with the config's geoip_db")
 	f.StringArray("body", nil, "token request parameter key=value (repeatable)")
 	f.StringArray("secret", nil, "secret NAME=value (repeatable; {env.X} and {file.X} are replaced)")
@@ -194,6 +198,15 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 	}
 	if fl.Changed("action") {
 		h.Actions = arr("action")
+		// The config's secrets of actions no longer run go with them.
+		for path := range h.ActionSecrets {
+			if !slices.Contains(h.Actions, path) {
+				delete(h.ActionSecrets, path)
+			}
+		}
+	}
+	if fl.Changed("tenant") {
+		h.Tenant = str("tenant")
 	}
 	if fl.Changed("modules-dir") {
 		h.ModulesDir = str("modules-dir")
@@ -236,6 +249,9 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 	info := clients[clientID]
 	if fl.Changed("client-name") {
 		info.Name = str("client-name")
+	}
+	if fl.Changed("grant-scopes") {
+		info.GrantScopes = strings.Fields(str("grant-scopes"))
 	}
 	metadata, err := keyValues("metadata", arr("metadata"))
 	if err != nil {

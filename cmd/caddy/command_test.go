@@ -222,6 +222,19 @@ func TestRunAction(t *testing.T) {
 	if strings.Contains(r.stdout+r.stderr, "from-env") {
 		t.Errorf("a secret value was printed\n%s", r)
 	}
+
+	// With a grant that holds admin, admin stays.
+	r = caddyRun(t, dir, []string{"MY_API_KEY=from-env"}, "credentials-exchange", "run",
+		"--action", "action.js", "--client-id", "app2", "--scope", "read:a", "--grant-scopes", "read:a write:b admin",
+		"--secret", "API_KEY={env.MY_API_KEY}", "--json")
+	if out := decodeRun(t, r); strings.Join(out.Scope, " ") != "read:a write:b admin" {
+		t.Errorf("with --grant-scopes: %s", r)
+	}
+	// Without the secret, the action denies.
+	r = caddyRun(t, dir, nil, "credentials-exchange", "run", "--action", "action.js", "--client-id", "app2")
+	if r.code != credentialsexchange.ExitCodeDenied || !strings.HasPrefix(r.stdout, "denied: invalid_request: secret not passed\n") {
+		t.Errorf("action denial: %s", r)
+	}
 }
 
 // Claims the token does not get are listed with the reason: a restricted
@@ -381,6 +394,9 @@ const twoSites = `{
 a.example.com {
 	credentials_exchange {
 		hook hook.js
+		action secret-action.js {
+			secret OWN {env.CADDYHOOK_TEST_KEY}
+		}
 		upstream_jwks http://127.0.0.1:9/jwks
 		secret API_KEY {env.CADDYHOOK_TEST_KEY}
 		client app1 {
@@ -418,6 +434,14 @@ func TestRunConfigSites(t *testing.T) {
 };
 `,
 		"clients.json": `{"app1": {"name": "Blocked App", "metadata": {"blocked": "yes"}}}`,
+		"secret-action.js": `exports.onExecuteCredentialsExchange = async (event, api) => {
+  api.accessToken.setCustomClaim("https://example.com/own", event.secrets.OWN === "k");
+};
+`,
+		"other-action.js": `exports.onExecuteCredentialsExchange = async (event, api) => {
+  api.accessToken.setCustomClaim("https://example.com/other", Object.keys(event.secrets).join(","));
+};
+`,
 	})
 	env := []string{"CADDYHOOK_TEST_KEY=k"}
 
@@ -435,6 +459,15 @@ func TestRunConfigSites(t *testing.T) {
 	}
 	if got := out.Console[0].Message; got != "hook for app1 of App One asking  undefined" {
 		t.Errorf("console %q", got)
+	}
+	if claim(t, out, "https://example.com/own") != true {
+		t.Errorf("the action's own secret did not reach it: %s", r)
+	}
+	// --action replaces the config's actions, and their own secrets go.
+	r = caddyRun(t, dir, env, "credentials-exchange", "run", "--config", "Caddyfile", "--site", "a.example.com",
+		"--client-id", "app1", "--action", "other-action.js", "--json")
+	if out := decodeRun(t, r); r.code != 0 || claim(t, out, "https://example.com/other") != "API_KEY" {
+		t.Errorf("--action beside --config: %s", r)
 	}
 
 	// A flag beside --config wins over the config's client metadata.
