@@ -826,3 +826,32 @@ http://127.0.0.1:%d {
 		t.Errorf("dropped %+v", out.Dropped)
 	}
 }
+
+// context.webtask.storage is a throwaway: each run starts empty, and
+// nothing is written where Caddy keeps its storage.
+func TestRunStorageIsThrowaway(t *testing.T) {
+	dir := files(t, map[string]string{"hook.js": `module.exports = function (client, scope, audience, context, cb) {
+  context.webtask.storage.get(function (err, data) {
+    if (err) return cb(err);
+    data = data || { count: 0 };
+    data.count++;
+    context.webtask.storage.set(data, function (err) {
+      if (err) return cb(err);
+      cb(null, { "https://example.com/count": data.count });
+    });
+  });
+};
+`})
+	home := t.TempDir()
+	env := []string{"HOME=" + home, "XDG_DATA_HOME=" + filepath.Join(home, "data"), "XDG_CONFIG_HOME=" + filepath.Join(home, "config")}
+	for range 2 {
+		r := caddyRun(t, dir, env, "credentials-exchange", "run", "--hook", "hook.js", "--client-id", "c", "--json")
+		if out := decodeRun(t, r); r.code != 0 || claim(t, out, "https://example.com/count") != 1.0 {
+			t.Fatalf("%s", r)
+		}
+	}
+	entries, err := os.ReadDir(home)
+	if err != nil || len(entries) != 0 {
+		t.Errorf("run wrote to %s: %v %v", home, entries, err)
+	}
+}
