@@ -119,8 +119,9 @@ finds its credentials_exchange handler (--site <host> picks one by the
 site's host when there are several) and takes from it the hook, actions,
 modules_dir, secrets, action_secrets, clients and clients_file, tenant,
 claims_policy, timeout, memory_limit and fetch_allow. Flags given beside it
-win. Relative paths resolve against the current directory, as they do for
-'caddy run' started here.
+win (--action replaces the config's actions, with their own secrets;
+--secret and --metadata add to the config's). Relative paths resolve
+against the current directory, as they do for 'caddy run' started here.
 
 Nothing is written to Caddy's storage: context.webtask.storage is a
 throwaway in-memory storage that starts empty, and api.cache starts empty.
