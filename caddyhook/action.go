@@ -57,7 +57,9 @@ func (r *run) runAction(s *Script) error {
 		return werr
 	}
 	if p.State() == goja.PromiseStateRejected {
-		return errorFor(CodeServerError, r.describe(p.Result(), actionFailed))
+		out := errorFor(CodeServerError, r.describe(p.Result(), actionFailed))
+		out.Where = r.valueWhere(p.Result())
+		return out
 	}
 	return nil
 }

@@ -24,6 +24,11 @@ type Error struct {
 	Status      int
 	Code        string
 	Description string
+	// Where is the script stack of the exception that failed the run
+	// ("at fn (hook.js:3:9)", innermost first), for the operator: the
+	// log and the command line, never the client. "" when the failure
+	// was no exception or none of its frames is in a script.
+	Where string
 }
 
 func (e *Error) Error() string {
@@ -271,7 +276,9 @@ func errorFromThrow(vm *goja.Runtime, err error, fallback string) *Error {
 	case *goja.StackOverflowError:
 		return errorFor(CodeServerError, "maximum call stack size exceeded")
 	case *goja.Exception:
-		return errorFor(CodeServerError, describe(vm, e.Value(), fallback))
+		out := errorFor(CodeServerError, describe(vm, e.Value(), fallback))
+		out.Where = exceptionWhere(e)
+		return out
 	case *Error:
 		return e
 	}

@@ -906,7 +906,9 @@ func (r *run) runHook(s *Script) error {
 			return err
 		}
 		if !c.finished && rejected() {
-			return errorFor(CodeServerError, r.describe(p.Result(), hookFailed))
+			out := errorFor(CodeServerError, r.describe(p.Result(), hookFailed))
+			out.Where = r.valueWhere(p.Result())
+			return out
 		}
 	} else if r.fault != nil {
 		return r.fault // what wait would have returned
