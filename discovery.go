@@ -98,6 +98,10 @@ func (h *Handler) logDiscovered(m *token.Metadata) {
 		zap.String("jwks_path", h.servedJWKSPath(m)),
 	}
 	h.logger.Info("upstream discovery read", fields...)
+	if h.servedJWKSPath(m) == "" {
+		h.logger.Warn("the discovered jwks_uri has no path of its own, and serving the JWKS at / would shadow the site: the merged JWKS is not served; set jwks_path",
+			fields...)
+	}
 	iu, _ := url.Parse(m.Issuer)
 	ju, _ := url.Parse(m.JWKSURI)
 	if h.JWKSPath == "" && iu != nil && ju != nil && iu.Host != ju.Host {
