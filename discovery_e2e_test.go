@@ -223,7 +223,16 @@ func TestUpstreamIssuerDownAtStart(t *testing.T) {
 		t.Fatalf("upstream down: %d %s; want 502", r.status, r.body)
 	}
 
-	startZitadel(t, upPort)
+	upstream := startZitadel(t, upPort)
+	// The JWKS path is recognised without any exchange having run: until
+	// discovery succeeds /keys is the upstream's alone, then it holds the
+	// proxy's key too.
+	upstreamKeys := getJWKS(t, upstream+"/keys").Len()
+	eventually(t, "the proxy's key at the discovered /keys", func() (bool, string) {
+		r := do(t, mustRequest(t, http.MethodGet, base+"/keys"))
+		set, err := jwk.Parse(r.body)
+		return err == nil && set.Len() == upstreamKeys+1, fmt.Sprintf("%d %s", r.status, r.body)
+	})
 	eventually(t, "a token once the upstream is up", func() (bool, string) {
 		r = zitadelToken(t, base)
 		return r.status == http.StatusOK, fmt.Sprintf("%d %s", r.status, r.body)
