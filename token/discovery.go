@@ -57,7 +57,8 @@ type Discovery struct {
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 
-	cur atomic.Pointer[Metadata] // last good document; read without the lock
+	cur        atomic.Pointer[Metadata] // last good document; read without the lock
+	freshUntil atomic.Int64             // UnixNano: cur is used without the lock until then
 
 	mu        sync.Mutex // held while fetching
 	fetchedAt time.Time
@@ -92,6 +93,11 @@ func (d *Discovery) TryGet(ctx context.Context) (*Metadata, error) {
 
 func (d *Discovery) get(ctx context.Context, wait bool) (*Metadata, error) {
 	cur := d.cur.Load()
+	// The common case, on every GET the handler routes: a fresh document,
+	// read without taking the lock.
+	if cur != nil && d.now().UnixNano() < d.freshUntil.Load() {
+		return cur, nil
+	}
 	if cur != nil || !wait {
 		if !d.mu.TryLock() {
 			if cur == nil {
@@ -113,6 +119,7 @@ func (d *Discovery) get(ctx context.Context, wait bool) (*Metadata, error) {
 			d.lastErr = err
 		} else {
 			d.cur.Store(m)
+			d.freshUntil.Store(now.Add(d.TTL).UnixNano())
 			cur, d.fetchedAt, d.lastErr = m, now, nil
 		}
 	}
