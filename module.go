@@ -6,6 +6,7 @@
 package credentialsexchange
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -325,7 +326,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		zap.String("hook", h.Hook),
 		zap.Strings("actions", h.Actions),
 		zap.String("token_path", h.TokenPath),
-		zap.String("jwks_path", h.JWKSPath),
+		zap.String("jwks_path", cmp.Or(h.JWKSPath, "(the path of the discovered jwks_uri)")),
 		zap.String("upstream_issuer", h.UpstreamIssuer),
 		zap.String("scripts_digest", h.ScriptsDigest),
 		zap.String("kid", h.keys.Signer().KeyID()),
