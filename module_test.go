@@ -803,6 +803,7 @@ func TestValidationUpstreamIssuer(t *testing.T) {
 		"issuer alone, down":       {Handler{UpstreamIssuer: down}, ""},
 		"issuer and upstream_key":  {Handler{UpstreamIssuer: down, UpstreamKey: up.keyFile}, ""},
 		"issuer and jwks_path":     {Handler{UpstreamIssuer: down, JWKSPath: "/certs"}, ""},
+		"issuer, key and path":     {Handler{UpstreamIssuer: down, UpstreamKey: up.keyFile, JWKSPath: "/certs"}, ""},
 		"issuer with a query":      {Handler{UpstreamIssuer: down + "?x=1"}, "must not have a query"},
 		"issuer not http":          {Handler{UpstreamIssuer: "ftp://127.0.0.1"}, "must be an http:// or https:// URL"},
 		"two explicit sources":     {Handler{UpstreamIssuer: down, UpstreamKey: up.keyFile, InsecureSkipVerify: true}, "exactly one of"},
@@ -837,6 +838,12 @@ func TestValidationUpstreamIssuer(t *testing.T) {
 			}
 			if h.verifier.Issuer != tc.h.UpstreamIssuer {
 				t.Fatalf("verifier issuer = %q", h.verifier.Issuer)
+			}
+			// The document is read only for what is not configured: with
+			// the keys and the path given, the issuer check alone remains.
+			needed := tc.h.UpstreamIssuer != "" && (tc.h.UpstreamKey == "" || tc.h.JWKSPath == "")
+			if (h.discovery != nil) != needed {
+				t.Fatalf("discovery used: %v, want %v", h.discovery != nil, needed)
 			}
 		})
 	}
