@@ -11,6 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddyhook/caddyhook/caddyhook"
+	"github.com/caddyhook/caddyhook/token"
 )
 
 func init() {
@@ -40,7 +41,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		token_path    <path>                # default /oauth/token
 //		json_body     form|keep             # default form
 //		audience_param <name>               # default: forwarded as audience
-//		jwks_path     <path>                # default /.well-known/jwks.json
+//		jwks_path     <path>                # default: discovered, else /.well-known/jwks.json
+//		upstream_issuer <url>               # discovery: jwks_uri, JWKS path, required iss
 //		upstream_jwks <url>
 //		upstream_key  <file>
 //		insecure_skip_verify
@@ -128,6 +130,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "jwks_path":
 			if err := oneArg(d, &h.JWKSPath); err != nil {
 				return err
+			}
+		case "upstream_issuer":
+			if err := oneArg(d, &h.UpstreamIssuer); err != nil {
+				return err
+			}
+			if _, err := token.ParseIssuer(h.UpstreamIssuer); err != nil {
+				return d.Errf("upstream_issuer: %v", err)
 			}
 		case "upstream_jwks":
 			if err := oneArg(d, &h.UpstreamJWKS); err != nil {
@@ -253,6 +262,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if h.Hook == "" && len(h.Actions) == 0 {
 		return d.Err("credentials_exchange needs a hook or an action: hook <file.js> or action <file.js>")
 	}
+	// Last, once every file is named: `caddy reload` loads a config only
+	// when it differs from the running one, and the files' contents are
+	// not otherwise in it.
+	digest, err := h.scriptsDigest()
+	if err != nil {
+		return d.Errf("%v", err)
+	}
+	h.ScriptsDigest = digest
 	return nil
 }
 

@@ -111,6 +111,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		},
 		ClientsFile: files["CADDYHOOK_TEST_CLIENTS"], MaxBodySize: 16 * 1024,
 	}
+	// The digest of the files' contents; TestScriptsDigest checks its value.
+	if !strings.HasPrefix(h.ScriptsDigest, "sha256:") || len(h.ScriptsDigest) != len("sha256:")+64 {
+		t.Fatalf("scripts_digest = %q, want sha256:<64 hex digits>", h.ScriptsDigest)
+	}
+	want.ScriptsDigest = h.ScriptsDigest
 	if !reflect.DeepEqual(h, want) {
 		got, _ := json.MarshalIndent(h, "", "  ")
 		exp, _ := json.MarshalIndent(want, "", "  ")
@@ -219,6 +224,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	}
 }
 
+var scriptsDigestJSON = regexp.MustCompile(`"scripts_digest": "sha256:[0-9a-f]{64}"`)
+
 // TestCaddyfileAdapt runs every case in testdata/caddyfile_adapt: a
 // Caddyfile, a line of dashes, and the JSON it must adapt to (or "error:"
 // and text the error must contain). Paths made by the test are written as
@@ -254,6 +261,9 @@ func TestCaddyfileAdapt(t *testing.T) {
 			for name, p := range files {
 				got = strings.ReplaceAll(got, p, "{$"+name+"}")
 			}
+			// The test's key files are new on every run, so is the digest
+			// of the files' contents; TestScriptsDigest checks its value.
+			got = scriptsDigestJSON.ReplaceAllString(got, `"scripts_digest": "sha256:<digest>"`)
 			if *update {
 				if err := os.WriteFile(path, []byte(input+"----------\n"+got+"\n"), 0o644); err != nil {
 					t.Fatal(err)

@@ -6,6 +6,7 @@
 package credentialsexchange
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -86,8 +87,25 @@ type Handler struct {
 	AudienceParam string `json:"audience_param,omitempty"`
 
 	// JWKSPath is the path at which the upstream's JWKS is served with the
-	// proxy's public key merged in. Default: /.well-known/jwks.json.
+	// proxy's public key merged in. Default: the path of the jwks_uri that
+	// upstream_issuer discovers, else /.well-known/jwks.json.
 	JWKSPath string `json:"jwks_path,omitempty"`
+
+	// UpstreamIssuer is the upstream's issuer identifier, an http(s) URL
+	// without query or fragment. The proxy reads the upstream's metadata
+	// from it, OpenID Connect Discovery (<issuer>/.well-known/openid-configuration)
+	// or else RFC 8414 (/.well-known/oauth-authorization-server inserted
+	// before the issuer's path), whose issuer must be identical to this
+	// value, and takes from it: the jwks_uri that verifies upstream tokens
+	// (unless upstream_jwks, upstream_key or insecure_skip_verify is set),
+	// the path at which the merged JWKS is served, the path of that
+	// jwks_uri (unless jwks_path is set), and the issuer every upstream
+	// token's iss claim must equal (always, once this is set). The document
+	// is fetched in the background from start-up, when first needed, and
+	// again after 5 minutes; until it has been read, exchanges fail with 502
+	// and requests to the discovered path go to the upstream untouched.
+	// Redirects are not followed.
+	UpstreamIssuer string `json:"upstream_issuer,omitempty"`
 
 	// UpstreamJWKS is the URL of the upstream's JWKS, used to verify its
 	// tokens. It is fetched when first needed, cached, and fetched again when
@@ -203,16 +221,28 @@ type Handler struct {
 	// larger one is refused with 413. Default: 65536.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
 
-	engine      *caddyhook.Engine
-	tokenRoute  string // routePath(TokenPath), computed once
-	cacheKey    string // this handler's api.cache in actionCaches
-	keys        keySource
-	stopRefresh context.CancelFunc
-	verifier    *token.Verifier
-	clients     map[string]ClientInfo
-	geoip       *geoIPDB // nil without geoip_db
-	tenant      string
-	logger      *zap.Logger
+	// ScriptsDigest is a digest of the contents of the files this handler
+	// reads at provisioning (hook, actions, everything under modules_dir,
+	// clients_file, key files and geoip_db), which the Caddyfile adapter
+	// writes. The handler does not use it except to log it; it is there so
+	// that editing a script changes the adapted config, and `caddy reload`,
+	// which skips a config equal to the running one, loads the new script.
+	// With a JSON config, change it (any string) whenever a file changes,
+	// or reload with --force.
+	ScriptsDigest string `json:"scripts_digest,omitempty"`
+
+	engine       *caddyhook.Engine
+	tokenRoute   string // routePath(TokenPath), computed once
+	cacheKey     string // this handler's api.cache in actionCaches
+	keys         keySource
+	stopRefresh  context.CancelFunc
+	verifier     *token.Verifier
+	discovery    *token.Discovery   // nil without upstream_issuer, or when nothing needs it
+	stopDiscover context.CancelFunc // the background start-up discovery
+	clients      map[string]ClientInfo
+	geoip        *geoIPDB // nil without geoip_db
+	tenant       string
+	logger       *zap.Logger
 }
 
 // ClientInfo is what the operator tells hooks about one OAuth client.
@@ -245,7 +275,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.TokenPath = DefaultTokenPath
 	}
 	h.tokenRoute = routePath(h.TokenPath)
-	if h.JWKSPath == "" {
+	if h.JWKSPath == "" && h.UpstreamIssuer == "" {
+		// With upstream_issuer, the path of the discovered jwks_uri.
 		h.JWKSPath = DefaultJWKSPath
 	}
 	if h.JSONBody == "" {
@@ -290,11 +321,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionKeys(ctx); err != nil {
 		return err
 	}
+	h.startDiscovery(ctx)
 	h.logger.Info("credentials exchange ready",
 		zap.String("hook", h.Hook),
 		zap.Strings("actions", h.Actions),
 		zap.String("token_path", h.TokenPath),
-		zap.String("jwks_path", h.JWKSPath),
+		zap.String("jwks_path", cmp.Or(h.JWKSPath, "(the path of the discovered jwks_uri)")),
+		zap.String("upstream_issuer", h.UpstreamIssuer),
+		zap.String("scripts_digest", h.ScriptsDigest),
 		zap.String("kid", h.keys.Signer().KeyID()),
 		zap.String("alg", h.keys.Signer().Algorithm()),
 		zap.Bool("generated_keys", h.SigningKey == ""),
@@ -315,13 +349,19 @@ func (h *Handler) Validate() error {
 			n++
 		}
 	}
-	if n != 1 {
-		return errors.New("exactly one of upstream_jwks, upstream_key or insecure_skip_verify is required: the proxy must know how to verify the upstream's tokens")
+	// upstream_issuer names the keys too, but an explicit source wins.
+	if n > 1 || (n == 0 && h.UpstreamIssuer == "") {
+		return errors.New("exactly one of upstream_jwks, upstream_key or insecure_skip_verify is required, or upstream_issuer to discover the upstream's JWKS: the proxy must know how to verify the upstream's tokens")
+	}
+	if h.UpstreamIssuer != "" {
+		if _, err := token.ParseIssuer(h.UpstreamIssuer); err != nil {
+			return fmt.Errorf("upstream_issuer: %w", err)
+		}
 	}
 	if h.TokenPath == h.JWKSPath {
 		return errors.New("token_path and jwks_path must differ")
 	}
-	if !strings.HasPrefix(h.TokenPath, "/") || !strings.HasPrefix(h.JWKSPath, "/") {
+	if !strings.HasPrefix(h.TokenPath, "/") || (h.JWKSPath != "" && !strings.HasPrefix(h.JWKSPath, "/")) {
 		return fmt.Errorf("token_path (%q) and jwks_path (%q) must be paths starting with /", h.TokenPath, h.JWKSPath)
 	}
 	if h.UpstreamJWKS != "" {
@@ -376,6 +416,9 @@ func (h *Handler) Cleanup() error {
 	}
 	if h.stopRefresh != nil {
 		h.stopRefresh()
+	}
+	if h.stopDiscover != nil {
+		h.stopDiscover()
 	}
 	if err := h.geoip.close(); err != nil {
 		h.logger.Warn("closing the GeoIP database", zap.String("geoip_db", h.GeoIPDB), zap.Error(err))
@@ -473,17 +516,28 @@ func (h *Handler) actionCache() (*caddyhook.ActionCache, error) {
 	return v.(pooledCache).ActionCache, nil
 }
 
+// newRemoteJWKS makes the fetcher of an upstream JWKS URL, configured or
+// discovered.
+func (h *Handler) newRemoteJWKS(url string) *token.RemoteJWKS {
+	return &token.RemoteJWKS{
+		URL:        url,
+		Client:     &http.Client{Timeout: 10 * time.Second},
+		TTL:        upstreamJWKSTTL,
+		MinRefresh: upstreamJWKSMinRefetch,
+		RetryAfter: upstreamJWKSRetryAfter,
+	}
+}
+
 func (h *Handler) buildVerifier() (*token.Verifier, error) {
-	v := &token.Verifier{Leeway: clockLeeway}
+	// The issuer a discovered document names must equal the configured
+	// one, so the configured one is what tokens are held to.
+	v := &token.Verifier{Leeway: clockLeeway, Issuer: h.UpstreamIssuer}
+	h.discovery = h.newDiscovery()
 	switch {
 	case h.UpstreamJWKS != "":
-		v.Keys = &token.RemoteJWKS{
-			URL:        h.UpstreamJWKS,
-			Client:     &http.Client{Timeout: 10 * time.Second},
-			TTL:        upstreamJWKSTTL,
-			MinRefresh: upstreamJWKSMinRefetch,
-			RetryAfter: upstreamJWKSRetryAfter,
-		}
+		// A JWKS URL on the proxy's own host gets the proxy's keys merged
+		// in: they are never upstream keys.
+		v.Keys = token.ExcludeKeys{Keys: h.newRemoteJWKS(h.UpstreamJWKS), Own: h.publicKeys}
 	case h.UpstreamKey != "":
 		static, err := loadUpstreamKeys(h.UpstreamKey)
 		if err != nil {
@@ -492,6 +546,13 @@ func (h *Handler) buildVerifier() (*token.Verifier, error) {
 		v.Keys = static
 	case h.InsecureSkipVerify:
 		h.logger.Warn("insecure_skip_verify is set: upstream token signatures are NOT verified")
+	case h.discovery != nil:
+		// A discovered jwks_uri is usually on the issuer's public host,
+		// which may well be this proxy.
+		v.Keys = token.ExcludeKeys{
+			Keys: &token.DiscoveredJWKS{Discovery: h.discovery, New: h.newRemoteJWKS},
+			Own:  h.publicKeys,
+		}
 	}
 	return v, nil
 }
@@ -511,7 +572,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// back is checked, though the request is not read. Only POST, so
 		// that large downloads under such paths are not held in memory.
 		return h.passThrough(w, r, next)
-	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.URL.Path == h.JWKSPath:
+	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && h.isJWKSPath(r):
 		return h.serveJWKS(w, r, next)
 	}
 	return next.ServeHTTP(w, r)

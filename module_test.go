@@ -787,3 +787,64 @@ func TestActionSecrets(t *testing.T) {
 		t.Errorf("secrets for an unknown action: %v", err)
 	}
 }
+
+// upstream_issuer is a key source of its own, which an explicit one
+// overrides; an unreachable issuer is no config error.
+func TestValidationUpstreamIssuer(t *testing.T) {
+	hook := writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{})}`)
+	up := newTestUpstream(t)
+	// Port 1 on loopback: nothing listens, the connection is refused.
+	const down = "http://127.0.0.1:1/realms/acme"
+	for name, tc := range map[string]struct {
+		h       Handler
+		wantErr string
+	}{
+		"no key source":            {Handler{}, "or upstream_issuer to discover"},
+		"issuer alone, down":       {Handler{UpstreamIssuer: down}, ""},
+		"issuer and upstream_key":  {Handler{UpstreamIssuer: down, UpstreamKey: up.keyFile}, ""},
+		"issuer and jwks_path":     {Handler{UpstreamIssuer: down, JWKSPath: "/certs"}, ""},
+		"issuer, key and path":     {Handler{UpstreamIssuer: down, UpstreamKey: up.keyFile, JWKSPath: "/certs"}, ""},
+		"issuer with a query":      {Handler{UpstreamIssuer: down + "?x=1"}, "must not have a query"},
+		"issuer not http":          {Handler{UpstreamIssuer: "ftp://127.0.0.1"}, "must be an http:// or https:// URL"},
+		"two explicit sources":     {Handler{UpstreamIssuer: down, UpstreamKey: up.keyFile, InsecureSkipVerify: true}, "exactly one of"},
+		"jwks_path on token_path":  {Handler{UpstreamIssuer: down, JWKSPath: DefaultTokenPath}, "must differ"},
+		"jwks_path not a path":     {Handler{UpstreamIssuer: down, JWKSPath: "certs"}, "must be paths starting with /"},
+		"default path without one": {Handler{UpstreamKey: up.keyFile}, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := tc.h
+			h.Hook = hook
+			err := h.Provision(storageContext(t, t.TempDir()))
+			if err == nil {
+				err = h.Validate()
+			}
+			defer func() { _ = h.Cleanup() }()
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			case err != nil:
+				return
+			}
+			// Without jwks_path the served path is the discovered one, not
+			// the default.
+			wantPath := tc.h.JWKSPath
+			if wantPath == "" && tc.h.UpstreamIssuer == "" {
+				wantPath = DefaultJWKSPath
+			}
+			if h.JWKSPath != wantPath {
+				t.Fatalf("jwks_path = %q, want %q", h.JWKSPath, wantPath)
+			}
+			if h.verifier.Issuer != tc.h.UpstreamIssuer {
+				t.Fatalf("verifier issuer = %q", h.verifier.Issuer)
+			}
+			// The document is read only for what is not configured: with
+			// the keys and the path given, the issuer check alone remains.
+			needed := tc.h.UpstreamIssuer != "" && (tc.h.UpstreamKey == "" || tc.h.JWKSPath == "")
+			if (h.discovery != nil) != needed {
+				t.Fatalf("discovery used: %v, want %v", h.discovery != nil, needed)
+			}
+		})
+	}
+}

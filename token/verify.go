@@ -44,6 +44,11 @@ type Verifier struct {
 	Leeway time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Issuer, when set, is the value every token's iss claim must equal:
+	// the upstream's issuer, so that a token another issuer signed with a
+	// key the upstream's JWKS also holds (or, with insecure_skip_verify,
+	// any token) is not taken for the upstream's. Empty skips the check.
+	Issuer string
 }
 
 // ErrNotJWT is returned for an access token that is not a compact JWS.
@@ -65,10 +70,35 @@ func (v *Verifier) Verify(ctx context.Context, compact string) (*Token, error) {
 		return nil, errors.New("token payload is not a JSON object")
 	}
 	tok.Claims = claims
+	if err := v.checkIssuer(tok.Claims); err != nil {
+		return nil, err
+	}
 	if err := v.checkTimes(tok.Claims); err != nil {
 		return nil, err
 	}
 	return tok, nil
+}
+
+// checkIssuer compares the iss claim with Issuer exactly, as RFC 9068 §4
+// and OpenID Connect Core §3.1.3.7 compare it: no normalisation, so that a
+// trailing slash or a different case is another issuer.
+func (v *Verifier) checkIssuer(claims map[string]json.RawMessage) error {
+	if v.Issuer == "" {
+		return nil
+	}
+	raw, ok := claims["iss"]
+	if !ok {
+		return fmt.Errorf("token has no iss claim; expected issuer %q", v.Issuer)
+	}
+	var iss string
+	if err := json.Unmarshal(raw, &iss); err != nil {
+		return fmt.Errorf("token claim iss is not a string; expected issuer %q", v.Issuer)
+	}
+	if iss != v.Issuer {
+		// Bounded: the claim is the upstream's to choose.
+		return fmt.Errorf("token issuer is %.200q; expected %q", iss, v.Issuer)
+	}
+	return nil
 }
 
 // verifyJWS is Verify up to the claims: the compact JWS parsed, its header

@@ -1,0 +1,337 @@
+package token
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
+)
+
+// maxMetadataSize bounds what is read from a discovery document. Real ones
+// are a few KiB; the bound only stops a hostile or broken server.
+const maxMetadataSize = 256 << 10
+
+// Metadata is what the proxy takes from an authorization server's discovery
+// document.
+type Metadata struct {
+	// Issuer is the document's issuer, equal to the configured one.
+	Issuer string
+	// JWKSURI is the document's jwks_uri, an absolute http(s) URL.
+	JWKSURI string
+	// Source is the URL the document was read from.
+	Source string
+}
+
+// Discovery reads an authorization server's metadata: OpenID Connect
+// Discovery 1.0 (<issuer>/.well-known/openid-configuration) or, when that
+// fails, RFC 8414 (/.well-known/oauth-authorization-server inserted before
+// the issuer's path). Like RemoteJWKS it fetches lazily, caches for TTL,
+// keeps the last good document while fetching fails, and tries at most once
+// per RetryAfter while it fails, so clients cannot make it hammer the
+// upstream.
+//
+// The document is refused unless its issuer is exactly Issuer (OIDC
+// Discovery §4.3, RFC 8414 §3.3): otherwise a server reached at one URL could
+// name keys and an issuer for another. Redirects are refused for the same
+// reason, and a jwks_uri that is not http(s), or is http when the issuer is
+// https, is refused.
+type Discovery struct {
+	// Issuer is the configured issuer URL, without query or fragment.
+	Issuer string
+	// Client makes the requests; its CheckRedirect is replaced by one that
+	// refuses redirects. Nil means a client with a 10 s timeout.
+	Client *http.Client
+	// TTL is how long a document is used before it is fetched again.
+	TTL time.Duration
+	// RetryAfter is the shortest time between attempts while fetching fails.
+	RetryAfter time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+
+	cur        atomic.Pointer[Metadata] // last good document; read without the lock
+	freshUntil atomic.Int64             // UnixNano: cur is used without the lock until then
+
+	mu        sync.Mutex // held while fetching
+	fetchedAt time.Time
+	triedAt   time.Time
+	lastErr   error
+}
+
+// Current returns the last document fetched, or nil before the first
+// success. It never blocks and never fetches.
+func (d *Discovery) Current() *Metadata { return d.cur.Load() }
+
+// Get returns the document, fetching it first when there is none or it is
+// older than TTL. While another caller fetches, a cached document is returned
+// at once rather than waiting. With no document, the error says why the last
+// attempt failed.
+func (d *Discovery) Get(ctx context.Context) (*Metadata, error) {
+	return d.get(ctx, true)
+}
+
+// ErrDiscoveryInFlight is TryGet's error when there is no document yet and
+// another caller is fetching it.
+var ErrDiscoveryInFlight = errors.New("upstream discovery is being fetched")
+
+// TryGet is Get that never waits for another caller's fetch: with no
+// document yet it fails with ErrDiscoveryInFlight instead. The handler
+// routes requests with it, because the fetch it would wait for may be
+// waiting for that very request (an issuer URL that points back through the
+// proxy).
+func (d *Discovery) TryGet(ctx context.Context) (*Metadata, error) {
+	return d.get(ctx, false)
+}
+
+func (d *Discovery) get(ctx context.Context, wait bool) (*Metadata, error) {
+	cur := d.cur.Load()
+	// The common case, on every GET the handler routes: a fresh document,
+	// read without taking the lock.
+	if cur != nil && d.now().UnixNano() < d.freshUntil.Load() {
+		return cur, nil
+	}
+	if cur != nil || !wait {
+		if !d.mu.TryLock() {
+			if cur == nil {
+				return nil, ErrDiscoveryInFlight
+			}
+			return cur, nil
+		}
+	} else {
+		d.mu.Lock()
+	}
+	defer d.mu.Unlock()
+	now := d.now()
+	cur = d.cur.Load()
+	stale := cur == nil || now.Sub(d.fetchedAt) >= d.TTL
+	if stale && (d.lastErr == nil || now.Sub(d.triedAt) >= d.RetryAfter) {
+		d.triedAt = now
+		m, err := d.fetch(ctx)
+		if err != nil {
+			d.lastErr = err
+		} else {
+			d.cur.Store(m)
+			d.freshUntil.Store(now.Add(d.TTL).UnixNano())
+			cur, d.fetchedAt, d.lastErr = m, now, nil
+		}
+	}
+	if cur == nil {
+		return nil, fmt.Errorf("upstream discovery for issuer %s unavailable: %w", d.Issuer, d.lastErr)
+	}
+	return cur, nil
+}
+
+func (d *Discovery) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
+// MetadataURLs returns where the metadata of issuer is looked for, in order:
+// OpenID Connect Discovery's (the well-known suffix appended to the issuer,
+// OIDC Discovery §4.1) and RFC 8414's (the well-known prefix inserted between
+// the host and the issuer's path, RFC 8414 §3.1). For an issuer without a
+// path both are at the root.
+func MetadataURLs(issuer string) ([]string, error) {
+	u, err := ParseIssuer(issuer)
+	if err != nil {
+		return nil, err
+	}
+	path := strings.TrimSuffix(u.EscapedPath(), "/")
+	origin := u.Scheme + "://" + u.Host
+	return []string{
+		origin + path + "/.well-known/openid-configuration",
+		origin + "/.well-known/oauth-authorization-server" + path,
+	}, nil
+}
+
+// ParseIssuer checks that issuer is an issuer identifier as RFC 8414 §2 and
+// OIDC Discovery §3 define it: an absolute http or https URL with a host and
+// no query, fragment or user info. (Both require https; http is accepted so
+// that a server on a private network can be reached without TLS.)
+func ParseIssuer(issuer string) (*url.URL, error) {
+	u, err := url.Parse(issuer)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("issuer %q is not a URL: %w", issuer, err)
+	case u.Scheme != "http" && u.Scheme != "https", u.Host == "", u.Opaque != "":
+		return nil, fmt.Errorf("issuer %q must be an http:// or https:// URL", issuer)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(issuer, "#"):
+		return nil, fmt.Errorf("issuer %q must not have a query or a fragment", issuer)
+	case u.User != nil:
+		return nil, fmt.Errorf("issuer %q must not have user info", issuer)
+	}
+	return u, nil
+}
+
+// fetch tries the metadata URLs in order and returns the first acceptable
+// document; when none is, the error names what each answered.
+func (d *Discovery) fetch(ctx context.Context) (*Metadata, error) {
+	urls, err := MetadataURLs(d.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, u := range urls {
+		m, err := d.fetchOne(ctx, u)
+		if err == nil {
+			return m, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", u, err))
+		if errors.Is(err, errWrongIssuer) {
+			// The server answered with a document for another issuer: the
+			// other URL would not make it right, and its error would hide
+			// this one.
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+var errWrongIssuer = errors.New("wrong issuer")
+
+func (d *Discovery) fetchOne(ctx context.Context, docURL string) (*Metadata, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, docURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	client := http.Client{Timeout: 10 * time.Second}
+	if d.Client != nil {
+		client = *d.Client
+	}
+	// A redirect would let another URL speak for the issuer.
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		if loc := resp.Header.Get("Location"); loc != "" && resp.StatusCode/100 == 3 {
+			return nil, fmt.Errorf("status %s, redirecting to %.200q: redirects are not followed; configure the issuer exactly as the server names itself", resp.Status, loc)
+		}
+		return nil, fmt.Errorf("status %s", resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetadataSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxMetadataSize {
+		return nil, fmt.Errorf("metadata document larger than %d bytes", maxMetadataSize)
+	}
+	return ParseMetadata(body, d.Issuer, docURL)
+}
+
+// ParseMetadata reads a discovery document and checks it against the
+// configured issuer.
+func ParseMetadata(body []byte, issuer, source string) (*Metadata, error) {
+	var doc struct {
+		Issuer  *string `json:"issuer"`
+		JWKSURI *string `json:"jwks_uri"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, errors.New("metadata document is not a JSON object with string issuer and jwks_uri members")
+	}
+	switch {
+	case doc.Issuer == nil:
+		return nil, errors.New("metadata document has no issuer")
+	case *doc.Issuer != issuer:
+		return nil, fmt.Errorf("%w: the document's issuer is %.200q, the configured one %q; they must be identical (OpenID Connect Discovery §4.3, RFC 8414 §3.3), so set upstream_issuer to the document's",
+			errWrongIssuer, *doc.Issuer, issuer)
+	case doc.JWKSURI == nil || *doc.JWKSURI == "":
+		return nil, errors.New("metadata document has no jwks_uri")
+	}
+	iu, _ := url.Parse(issuer)
+	ju, err := url.Parse(*doc.JWKSURI)
+	switch {
+	case err != nil || ju.Host == "" || ju.Opaque != "" || ju.User != nil || ju.Fragment != "":
+		return nil, fmt.Errorf("metadata jwks_uri %.200q is not an absolute URL without user info or fragment", *doc.JWKSURI)
+	case ju.Scheme != "https" && ju.Scheme != "http":
+		return nil, fmt.Errorf("metadata jwks_uri %.200q must be an http:// or https:// URL", *doc.JWKSURI)
+	case ju.Scheme == "http" && iu != nil && iu.Scheme == "https":
+		// The keys that verify every token must come at least as securely
+		// as the document that named them.
+		return nil, fmt.Errorf("metadata jwks_uri %.200q is http while the issuer is https", *doc.JWKSURI)
+	}
+	return &Metadata{Issuer: *doc.Issuer, JWKSURI: ju.String(), Source: source}, nil
+}
+
+// DiscoveredJWKS is the KeyProvider of a discovered jwks_uri: it looks the
+// document up on every lookup (cached by Discovery) and asks a RemoteJWKS for
+// its jwks_uri, made with New, for the keys; a new jwks_uri gets a new one.
+// Until the document is fetched, every lookup fails, so exchanges fail
+// closed.
+type DiscoveredJWKS struct {
+	Discovery *Discovery
+	// New makes the RemoteJWKS for a jwks_uri.
+	New func(jwksURI string) *RemoteJWKS
+
+	mu  sync.Mutex
+	url string
+	jwk *RemoteJWKS
+}
+
+// LookupKeys implements KeyProvider.
+func (d *DiscoveredJWKS) LookupKeys(ctx context.Context, kid string) ([]jwk.Key, error) {
+	m, err := d.Discovery.Get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	if d.jwk == nil || d.url != m.JWKSURI {
+		d.url, d.jwk = m.JWKSURI, d.New(m.JWKSURI)
+	}
+	remote := d.jwk
+	d.mu.Unlock()
+	return remote.LookupKeys(ctx, kid)
+}
+
+// ExcludeKeys hides from Keys every key whose RFC 7638 thumbprint is one of
+// Own's: an upstream JWKS fetched through the proxy (a jwks_uri on the
+// proxy's own host) holds the proxy's public keys, and the proxy must never
+// take a token it signed itself for one the upstream issued.
+type ExcludeKeys struct {
+	Keys KeyProvider
+	// Own returns the proxy's public keys; it is called on every lookup, so
+	// rotated keys are excluded as soon as they are published.
+	Own func() []jwk.Key
+}
+
+// LookupKeys implements KeyProvider.
+func (e ExcludeKeys) LookupKeys(ctx context.Context, kid string) ([]jwk.Key, error) {
+	keys, err := e.Keys.LookupKeys(ctx, kid)
+	if err != nil || e.Own == nil {
+		return keys, err
+	}
+	own := e.Own()
+	if len(own) == 0 {
+		return keys, nil
+	}
+	mine := make(map[string]bool, len(own))
+	for _, k := range own {
+		if tp, err := Thumbprint(k); err == nil {
+			mine[tp] = true
+		}
+	}
+	out := keys[:0:0]
+	for _, k := range keys {
+		tp, err := Thumbprint(k)
+		if err != nil || mine[tp] {
+			continue
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
