@@ -57,7 +57,7 @@ func (r *run) runAction(s *Script) error {
 		return werr
 	}
 	if p.State() == goja.PromiseStateRejected {
-		return errorFor(CodeServerError, r.describe(p.Result(), actionFailed))
+		return r.rejected(p.Result(), actionFailed)
 	}
 	return nil
 }
