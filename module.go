@@ -263,6 +263,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.KeyPublishAhead == 0 && h.SigningKey == "" {
 		h.KeyPublishAhead = h.JWKSMaxAge + caddy.Duration(h.keyRefreshInterval())
 	}
+	if err := provisionMetrics(ctx); err != nil {
+		return err
+	}
 	var err error
 	if h.engine, err = h.buildEngine(ctx.Storage(), h.logger.Named("hook")); err != nil {
 		return err
@@ -271,6 +274,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.verifier, err = h.buildVerifier(); err != nil {
 		return err
 	}
+	metrics().observeVerifier(h.verifier)
 	h.clients = map[string]ClientInfo{}
 	if h.ClientsFile != "" {
 		if h.clients, err = loadClientsFile(h.ClientsFile); err != nil {
@@ -448,6 +452,7 @@ func (h *Handler) buildEngine(storage caddyhook.Storage, logger *zap.Logger) (*c
 		StorageKey:       h.StorageDocument,
 		Cache:            cache,
 		IsolateRuns:      h.IsolateRuns,
+		OnOutboundCall:   metrics().outboundCall,
 		Logger:           logger,
 	})
 }
