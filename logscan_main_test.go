@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"testing"
 
 	"github.com/caddyhook/caddyhook/internal/logscan"
@@ -51,34 +50,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// secretPatterns find the secret values the tests configure, in their
-// sources: Caddyfile secret lines, Secrets and ActionSecrets literals, and
-// environment variables named as secrets. Placeholders ({env.X}) are not
-// values; values shorter than logscan.MinSecretLen are not looked for.
-var secretPatterns = []*regexp.Regexp{
-	// The value ends the Caddyfile line: followed by a quote, a \n or
-	// \t escape, or the end of a raw string's line (so prose and error
-	// texts such as "secret A already specified" are not taken).
-	regexp.MustCompile(`(?m)\bsecret [A-Z][A-Z0-9_]* ([^\s"\\{}]+)(?:["\\]|$)`),
-	regexp.MustCompile(`Secrets:\s*map\[string\](?:map\[string\])?string\{[^\n]*?"[^"]*":\s*"([^"{]+)"`),
-	regexp.MustCompile(`Setenv\("[A-Z_]*SECRET[A-Z_]*",\s*"([^"]+)"\)`),
-	regexp.MustCompile(`(?:Client)?Secret:\s*"([^"]+)"`),
-	regexp.MustCompile(`const obs[A-Za-z]*Secret\s*=\s*"([^"]+)"`),
-}
-
+// configuredSecrets are the secret values the package's tests configure:
+// those logscan finds in the test sources, and the distinctive ones of
+// TestMetricsAndExchangeLog.
 func configuredSecrets() []string {
-	files, _ := filepath.Glob("*_test.go")
-	var out []string
-	for _, f := range files {
-		src, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, re := range secretPatterns {
-			for _, m := range re.FindAllSubmatch(src, -1) {
-				out = append(out, string(m[1]))
-			}
-		}
-	}
-	return append(out, obsOKSecret, obsDenySecret, obsThrowSecret, obsHookSecret)
+	return append(logscan.ConfiguredSecrets("*_test.go"), obsOKSecret, obsDenySecret, obsThrowSecret, obsHookSecret)
 }

@@ -5,10 +5,15 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/caddyhook/caddyhook/internal/logscan"
 )
 
 // A script's runtime error carries, for the log, the file, line and column
@@ -97,5 +102,47 @@ func TestOnOutboundCall(t *testing.T) {
 	defer mu.Unlock()
 	if want := []string{OutboundOK, OutboundHTTPError, OutboundRefused}; !slices.Equal(got, want) {
 		t.Fatalf("outcomes %v, want %v", got, want)
+	}
+}
+
+// A require that fails, at the top level or in a run, in the script or in
+// a package it requires, is described without Go internals: no GoError
+// class, no Go function frame, no Go file.
+func TestRequireFailureHasNoGoInternals(t *testing.T) {
+	dir := t.TempDir()
+	pkg := filepath.Join(dir, "node_modules", "p")
+	if err := os.MkdirAll(pkg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	clean := func(t *testing.T, text string) {
+		t.Helper()
+		for _, bad := range []string{"GoError", "github.com", "(native)", ".go:"} {
+			if strings.Contains(text, bad) {
+				t.Errorf("%q holds %q", text, bad)
+			}
+		}
+	}
+	for _, inner := range []string{"require('fs');", "require('nope');", "null.x;"} {
+		if err := os.WriteFile(filepath.Join(pkg, "index.js"), []byte(inner+"\nmodule.exports = 1;"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, top := range []string{"require('p');", "require('fs');", ""} {
+			src := top + "\nmodule.exports = function (c, s, a, x, cb) { require('p'); cb(null, {}); };"
+			_, err := NewEngine(Config{Hook: compileHook(t, src), Timeout: time.Second, ModulesDir: dir, Logger: logscan.Logger()})
+			if top != "" {
+				if err == nil {
+					t.Fatalf("%s / %s: no error at load", inner, top)
+				}
+				clean(t, err.Error())
+				continue
+			}
+			e := engine(t, compileHook(t, src), func(c *Config) { c.ModulesDir = dir })
+			_, err = e.Run(context.Background(), input())
+			var he *Error
+			if !errors.As(err, &he) {
+				t.Fatalf("%s: err = %v", inner, err)
+			}
+			clean(t, he.Description)
+		}
 	}
 }

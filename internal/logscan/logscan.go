@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -176,6 +177,56 @@ func Core() zapcore.Core {
 // Tee returns a logger writing to core and to the capture.
 func Tee(core zapcore.Core) *zap.Logger {
 	return zap.New(zapcore.NewTee(core, Core()))
+}
+
+// Logger is a logger that writes only to the capture: for tests that
+// would otherwise log nowhere (zap.NewNop).
+func Logger() *zap.Logger { return Tee(zapcore.NewNopCore()) }
+
+// secretPatterns find the secret values tests configure, in their Go
+// sources: Caddyfile secret lines, Secrets and ActionSecrets literals,
+// client secrets, and environment variables named as secrets.
+// Placeholders ({env.X}) are not values.
+var secretPatterns = []*regexp.Regexp{
+	// The value ends the Caddyfile line: followed by a quote, a \n or
+	// \t escape, or the end of a raw string's line (so prose and error
+	// texts such as "secret A already specified" are not taken).
+	regexp.MustCompile(`(?m)(?:^|[\s"]|\\[nt])secret [A-Z][A-Z0-9_]* ([^\s"\\{}]+)(?:["\\]|$)`),
+	regexp.MustCompile(`Setenv\("[A-Z_]*SECRET[A-Z_]*",\s*"([^"]+)"\)`),
+	regexp.MustCompile(`(?:Client)?Secret:\s*"([^"]+)"`),
+}
+
+var (
+	secretsMap = regexp.MustCompile(`Secrets\s*[:=]\s*map\[`)
+	mapValue   = regexp.MustCompile(`"[^"]*":\s*"([^"{]+)"`)
+)
+
+// ConfiguredSecrets returns the secret values configured in the Go files
+// matching glob (the package's *_test.go), as secretPatterns find them.
+func ConfiguredSecrets(glob string) []string {
+	files, _ := filepath.Glob(glob)
+	var out []string
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, re := range secretPatterns {
+			for _, m := range re.FindAllSubmatch(src, -1) {
+				out = append(out, string(m[1]))
+			}
+		}
+		// Secrets and ActionSecrets map literals, written on one line:
+		// every string value in them.
+		for _, line := range bytes.Split(src, []byte("\n")) {
+			if secretsMap.Match(line) {
+				for _, m := range mapValue.FindAllSubmatch(line, -1) {
+					out = append(out, string(m[1]))
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Check scans the files (a capture, log sinks the tests configured; a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -75,4 +76,27 @@ func TestCaptureAndCheck(t *testing.T) {
 	}
 	// After Stop, nothing more is captured, and the core drops entries.
 	Tee(zapcore.NewNopCore()).Info("after stop")
+}
+
+// ConfiguredSecrets reads the values tests configure, and not the prose or
+// error texts around them.
+func TestConfiguredSecrets(t *testing.T) {
+	dir := t.TempDir()
+	src := "package x\n" +
+		"var a = \"credentials_exchange {\\n\\tsecret API_KEY caddyfile-value\\n}\"\n" +
+		"var b = `\n\tsecret TOKEN raw-string-value\n`\n" +
+		"var c = Config{Secrets: map[string]string{\"A\": \"map-value-1\", \"B\": \"{env.X}\"}}\n" +
+		"func f() { c.ActionSecrets = map[*Script]map[string]string{s: {\"K\": \"map-value-2\"}} }\n" +
+		"var d = oauthserver.Client{ID: \"x\", Secret: \"client-value\"}\n" +
+		"func g(t *testing.T) { t.Setenv(\"MY_SECRET\", \"env-value\") }\n" +
+		"// the secret A already specified, a secret of the test\n"
+	if err := os.WriteFile(filepath.Join(dir, "x_test.go"), []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := ConfiguredSecrets(filepath.Join(dir, "*_test.go"))
+	slices.Sort(got)
+	want := []string{"caddyfile-value", "client-value", "env-value", "map-value-1", "map-value-2", "raw-string-value"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("ConfiguredSecrets = %v, want %v", got, want)
+	}
 }
