@@ -42,6 +42,7 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 		// response is written last, in one go. A panic is a bug; it must
 		// still end as an OAuth error without a token, not an empty reply.
 		if p := recover(); p != nil {
+			rec.counted = true // whatever the request was, the bug is logged
 			rec.panicStack = zap.Stack("stack")
 			rec.fail(w, http.StatusInternalServerError, caddyhook.CodeServerError, "the token could not be issued",
 				fmt.Errorf("panic in the token exchange: %v", p))
