@@ -318,7 +318,13 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 		if hookErr.Status < 500 {
 			out.fail(ExitCodeDenied, "denied", hookErr.Code, hookErr.Description, "")
 		} else {
-			out.fail(ExitCodeScriptError, "error", hookErr.Code, hookErr.Description, hookErr.Where)
+			var where []string
+			if hookErr.Where != nil {
+				for _, frame := range strings.Split(hookErr.Where.Stack, "\n") {
+					where = append(where, strings.TrimSpace(frame))
+				}
+			}
+			out.fail(ExitCodeScriptError, "error", hookErr.Code, hookErr.Description, strings.Join(where, "\n"))
 		}
 		return out.print(cmd.OutOrStdout(), asJSON)
 	}
@@ -566,7 +572,7 @@ type runReport struct {
 	UpstreamScope    []string                   `json:"upstream_scope"`
 	Claims           map[string]json.RawMessage `json:"claims,omitempty"`
 	CustomClaims     []string                   `json:"custom_claims,omitempty"`
-	Dropped          []droppedClaim             `json:"dropped,omitempty"`
+	Dropped          []caddyhook.DroppedClaim   `json:"dropped,omitempty"`
 	DroppedTotal     int                        `json:"dropped_total,omitempty"`
 	Error            string                     `json:"error,omitempty"`
 	ErrorDescription string                     `json:"error_description,omitempty"`
@@ -574,12 +580,6 @@ type runReport struct {
 	Console          []consoleLine              `json:"console"`
 
 	mu sync.Mutex
-}
-
-type droppedClaim struct {
-	Name   string `json:"name"`
-	Reason string `json:"reason"`
-	Script string `json:"script"`
 }
 
 type consoleLine struct {
@@ -609,9 +609,7 @@ func (r *runReport) issued(in *caddyhook.Input, res *caddyhook.Result) {
 	}
 	maps.Copy(r.Claims, res.Claims)
 	r.CustomClaims = slices.Sorted(maps.Keys(res.Claims))
-	for _, d := range res.Dropped {
-		r.Dropped = append(r.Dropped, droppedClaim{Name: d.Name, Reason: d.Reason, Script: d.Script})
-	}
+	r.Dropped = slices.Clone(res.Dropped)
 	r.DroppedTotal = res.DroppedTotal
 }
 

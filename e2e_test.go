@@ -111,8 +111,19 @@ func globalOptions(t testing.TB) string {
 	log {
 		level ERROR
 	}
+%s}
+`, t.TempDir(), logSink())
 }
-`, t.TempDir())
+
+// logSink is the global option that copies every Caddy log entry, at debug
+// level, into the file TestMain scans for tokens and secrets
+// (logscan_main_test.go); none when it runs without one.
+func logSink() string {
+	path := os.Getenv(logSinkEnv)
+	if path == "" {
+		return ""
+	}
+	return fmt.Sprintf("\tlog logscan {\n\t\toutput file %s {\n\t\t\troll_disabled\n\t\t}\n\t\tformat json\n\t\tlevel DEBUG\n\t}\n", path)
 }
 
 func hookPath(t testing.TB, name string) string {

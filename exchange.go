@@ -33,42 +33,60 @@ func upstreamErrorf(format string, args ...any) error {
 // serveToken handles every request to the token path: it decides the grant
 // (request.go), hooks client credentials requests, and lets only
 // unambiguously other grants through, behind the response guard (guard.go).
+// Every request it answers itself, or forwards as client credentials, ends
+// in exactly one log line and one count (exchangeRecord.finish).
 func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+	rec := &exchangeRecord{start: time.Now()}
 	defer func() {
 		// Nothing has been written to w when a panic can happen: the
 		// response is written last, in one go. A panic is a bug; it must
 		// still end as an OAuth error without a token, not an empty reply.
 		if p := recover(); p != nil {
-			h.logger.Error("panic in the token exchange; no token returned",
-				zap.String("panic", fmt.Sprint(p)), zap.Stack("stack"))
-			writeOAuthError(w, http.StatusInternalServerError, caddyhook.CodeServerError, "the token could not be issued")
+			rec.counted = true // whatever the request was, the bug is logged
+			rec.panicStack = zap.Stack("stack")
+			rec.fail(w, http.StatusInternalServerError, caddyhook.CodeServerError, "the token could not be issued",
+				fmt.Errorf("panic in the token exchange: %v", p))
 			err = nil
+		}
+		if rec.counted {
+			rec.finish(h.logger, metrics())
 		}
 	}()
 
 	req, err := readTokenRequest(r, h.MaxBodySize)
-	if errors.Is(err, errBodyTooLarge) {
-		writeOAuthError(w, http.StatusRequestEntityTooLarge, caddyhook.CodeInvalidRequest,
-			fmt.Sprintf("the token request body is larger than %d bytes", h.MaxBodySize))
-		return nil
-	}
 	if err != nil {
+		rec.counted = true
+		rec.clientID = basicClientID(r)
+		if errors.Is(err, errBodyTooLarge) {
+			rec.fail(w, http.StatusRequestEntityTooLarge, caddyhook.CodeInvalidRequest,
+				fmt.Sprintf("the token request body is larger than %d bytes", h.MaxBodySize), err)
+			return nil
+		}
+		// Caddy's error handling answers it, as before; the record
+		// counts it as the invalid_request it is.
+		rec.outcome, rec.code, rec.status, rec.cause = outcomeDenied, caddyhook.CodeInvalidRequest, http.StatusBadRequest, err
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
-	switch req.grant {
-	case grantRefused:
-		h.logger.Info("token request refused; not forwarded",
-			zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("reason", req.refusal))
-		writeOAuthError(w, http.StatusBadRequest, caddyhook.CodeInvalidRequest, req.refusal)
-		return nil
-	case grantOther:
+	if req.grant == grantOther {
+		// Not an exchange: neither counted nor logged here (the guard
+		// counts what it blocks).
 		restoreBody(r, req.raw)
 		return h.passThrough(w, r, next)
+	}
+	rec.counted = true
+	rec.clientID = clientIDFromRequest(r, req)
+	if aud := req.requestedAudiences(); len(aud) > 0 {
+		rec.audience = aud[0]
+	}
+	if req.grant == grantRefused {
+		rec.fail(w, http.StatusBadRequest, caddyhook.CodeInvalidRequest, req.refusal,
+			errors.New("token request refused; not forwarded"))
+		return nil
 	}
 
 	body, contentType, err := h.forwardBody(req)
 	if err != nil {
-		writeOAuthError(w, http.StatusBadRequest, caddyhook.CodeInvalidRequest, err.Error())
+		rec.fail(w, http.StatusBadRequest, caddyhook.CodeInvalidRequest, err.Error(), err)
 		return nil
 	}
 	restoreBody(r, body)
@@ -76,23 +94,26 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 		r.Header.Set("Content-Type", contentType)
 	}
 
+	upStart := time.Now()
 	up, err := h.forward(r, next)
+	rec.upstream = time.Since(upStart)
 	if err != nil {
-		h.failUpstream(w, r, err)
+		rec.failUpstream(w, err)
 		return nil
 	}
 	if up.statusCode() != http.StatusOK {
 		if up.carriesAccessToken() || up.unhookedToken() != "" {
-			h.failUpstream(w, r, upstreamErrorf("upstream answered a client credentials request with status %d and a token", up.statusCode()))
+			rec.failUpstream(w, upstreamErrorf("upstream answered a client credentials request with status %d and a token", up.statusCode()))
 			return nil
 		}
 		up.replay(w) // the upstream's own error, such as invalid_client
+		rec.replayed(up)
 		return nil
 	}
 
-	out, err := h.exchange(r, req, up)
+	out, err := h.exchange(r, req, up, rec)
 	if err != nil {
-		h.fail(w, r, req, err)
+		rec.failWith(w, err)
 		return nil
 	}
 
@@ -102,6 +123,7 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
+	rec.outcome, rec.status = outcomeIssued, http.StatusOK
 	return nil
 }
 
@@ -130,42 +152,16 @@ func (h *Handler) forward(r *http.Request, next caddyhttp.Handler) (up *capture,
 	return up, nil
 }
 
-// fail answers a failed exchange, never with a token: the hook's own OAuth
-// error, 502 for what the upstream sent, 500 for anything else.
-func (h *Handler) fail(w http.ResponseWriter, r *http.Request, req *tokenRequest, err error) {
-	var hookErr *caddyhook.Error
-	var upErr upstreamFailure
-	switch {
-	case errors.As(err, &hookErr):
-		fields := []zap.Field{
-			zap.String("client_id", clientIDFromRequest(r, req)),
-			zap.String("error", hookErr.Code),
-			zap.String("error_description", hookErr.Description),
-		}
-		if hookErr.Status >= 500 {
-			h.logger.Error("hook failed; no token returned", fields...)
-		} else {
-			h.logger.Info("hook denied the exchange", fields...)
-		}
-		writeOAuthError(w, hookErr.Status, hookErr.Code, hookErr.Description)
-	case errors.As(err, &upErr):
-		h.failUpstream(w, r, err)
-	default:
-		h.logger.Error("token exchange failed; no token returned", zap.String("path", r.URL.Path), zap.Error(err))
-		writeOAuthError(w, http.StatusInternalServerError, caddyhook.CodeServerError, "the token could not be issued")
-	}
-}
-
-func (h *Handler) failUpstream(w http.ResponseWriter, r *http.Request, err error) {
-	h.logger.Error("upstream token response rejected; no token returned",
-		zap.String("path", r.URL.Path), zap.Error(err))
+// writeUpstreamFailure answers a request whose upstream answer cannot be
+// used.
+func writeUpstreamFailure(w http.ResponseWriter) {
 	writeOAuthError(w, http.StatusBadGateway, caddyhook.CodeServerError,
 		"the authorization server's token response could not be processed")
 }
 
 // exchange verifies the upstream token, runs the hook and returns the
 // rewritten response body.
-func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]byte, error) {
+func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec *exchangeRecord) ([]byte, error) {
 	if enc := up.header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
 		return nil, upstreamErrorf("upstream token response is encoded (%s)", enc)
 	}
@@ -205,21 +201,33 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture) ([]b
 	if why := unhookedIn(restJSON, up.header); why != "" {
 		return nil, upstreamErrorf("upstream token response carries a second token: %s", why)
 	}
+	m := metrics()
+	start := time.Now()
 	tok, err := h.verifier.Verify(r.Context(), accessToken)
+	rec.verify = time.Since(start)
 	if err != nil {
+		m.verifyFailures.WithLabelValues(token.FailureReason(err)).Inc()
 		return nil, upstreamErrorf("upstream access token: %w", err)
 	}
 
 	in, scopeForm := h.hookInput(r, req, tok)
+	rec.clientID, rec.audience, rec.scopeBefore, rec.hooked = in.Client.ID, in.Audience, in.Scope, true
+	start = time.Now()
 	result, err := h.engine.Run(r.Context(), in)
+	rec.scripts = time.Since(start)
+	m.scripts.WithLabelValues(scriptOutcome(err)).Observe(rec.scripts.Seconds())
 	if err != nil {
 		return nil, err
 	}
+	rec.result = result
 
+	start = time.Now()
 	signed, err := h.resign(tok, result, scopeForm)
+	rec.sign = time.Since(start)
 	if err != nil {
 		return nil, err
 	}
+	m.sign.Observe(rec.sign.Seconds())
 	// A compact JWS is base64url and dots: quoted, it is its JSON string.
 	if plainString(signed) {
 		resp["access_token"] = json.RawMessage(`"` + signed + `"`)

@@ -28,10 +28,13 @@ func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddy
 			// error handling answers it as for any other path.
 			return herr
 		}
-		h.failUpstream(w, r, err)
+		h.logger.Error("upstream answer to a passed-through request could not be read",
+			zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.NamedError("cause", err))
+		writeUpstreamFailure(w)
 		return nil
 	}
 	if why := up.unhookedToken(); why != "" {
+		metrics().guardBlocked.Inc()
 		h.logger.Error("blocked a client credentials token that did not go through the hook",
 			zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("reason", why))
 		writeOAuthError(w, http.StatusBadGateway, "server_error",

@@ -294,6 +294,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.KeyPublishAhead == 0 && h.SigningKey == "" {
 		h.KeyPublishAhead = h.JWKSMaxAge + caddy.Duration(h.keyRefreshInterval())
 	}
+	if err := provisionMetrics(ctx); err != nil {
+		return err
+	}
 	var err error
 	if h.engine, err = h.buildEngine(ctx.Storage(), h.logger.Named("hook")); err != nil {
 		return err
@@ -491,6 +494,7 @@ func (h *Handler) buildEngine(storage caddyhook.Storage, logger *zap.Logger) (*c
 		StorageKey:       h.StorageDocument,
 		Cache:            cache,
 		IsolateRuns:      h.IsolateRuns,
+		OnOutboundCall:   metrics().outboundCall,
 		Logger:           logger,
 	})
 }
@@ -525,6 +529,7 @@ func (h *Handler) newRemoteJWKS(url string) *token.RemoteJWKS {
 		TTL:        upstreamJWKSTTL,
 		MinRefresh: upstreamJWKSMinRefetch,
 		RetryAfter: upstreamJWKSRetryAfter,
+		OnFetch:    metrics().jwksFetched,
 	}
 }
 

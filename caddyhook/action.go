@@ -57,9 +57,7 @@ func (r *run) runAction(s *Script) error {
 		return werr
 	}
 	if p.State() == goja.PromiseStateRejected {
-		out := errorFor(CodeServerError, r.describe(p.Result(), actionFailed))
-		out.Where = r.valueWhere(p.Result())
-		return out
+		return r.rejected(p.Result(), actionFailed)
 	}
 	return nil
 }

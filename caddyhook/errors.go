@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -24,12 +25,28 @@ type Error struct {
 	Status      int
 	Code        string
 	Description string
-	// Where is the script stack of the exception that failed the run
-	// ("at fn (hook.js:3:9)", innermost first), for the operator: the
-	// log and the command line, never the client. "" when the failure
-	// was no exception or none of its frames is in a script.
-	Where string
+	// Where is where in the scripts the failure happened, for the
+	// operator's log only: it is never sent to the client. Nil when the
+	// failure has no place in a script (a time-out between runs, a denial
+	// by an Auth0 error class, an internal error).
+	Where *Location
 }
+
+// Location is where a script failed: the innermost frame of script code and
+// the JavaScript stack, with goja's native (Go) frames left out, since they
+// name Go functions and say nothing about the script.
+type Location struct {
+	File   string
+	Line   int
+	Column int
+	// Stack is the JavaScript stack, one "at fn (file:line:col)" line per
+	// frame, innermost first, at most maxStackFrames frames.
+	Stack string
+}
+
+// maxStackFrames bounds Location.Stack: a deep recursion would otherwise put
+// thousands of frames into one log line.
+const maxStackFrames = 16
 
 func (e *Error) Error() string {
 	return fmt.Sprintf("%s (%d): %s", e.Code, e.Status, e.Description)
@@ -253,7 +270,11 @@ func describe(vm *goja.Runtime, v goja.Value, fallback string) string {
 func errorFromValue(vm *goja.Runtime, v goja.Value, fallback string) *Error {
 	name, msg := errorFields(vm, v)
 	if code, ok := errorNames[name]; ok {
-		return errorFor(code, cleanDescription(msg))
+		out := errorFor(code, cleanDescription(msg))
+		if out.Status >= 500 {
+			out.Where = valueLocation(vm, v)
+		}
+		return out
 	}
 	if msg == "" {
 		msg = name
@@ -261,7 +282,9 @@ func errorFromValue(vm *goja.Runtime, v goja.Value, fallback string) *Error {
 	if msg = cleanDescription(msg); msg == "" {
 		msg = fallback
 	}
-	return errorFor(CodeServerError, msg)
+	out := errorFor(CodeServerError, msg)
+	out.Where = valueLocation(vm, v)
+	return out
 }
 
 // errorFromThrow turns an exception or an interrupt from goja into an Error.
@@ -269,23 +292,141 @@ func errorFromValue(vm *goja.Runtime, v goja.Value, fallback string) *Error {
 func errorFromThrow(vm *goja.Runtime, err error, fallback string) *Error {
 	switch e := gojaCause(err).(type) {
 	case *goja.InterruptedError:
+		// Where the script was when it was stopped: the loop that ran out
+		// the time, or the allocation past the memory limit.
 		if inner, ok := e.Value().(*Error); ok {
-			return inner
+			return located(inner, stackLocation(e.Stack()))
 		}
-		return errTimedOut()
+		return located(errTimedOut(), stackLocation(e.Stack()))
 	case *goja.StackOverflowError:
-		return errorFor(CodeServerError, "maximum call stack size exceeded")
+		return located(errorFor(CodeServerError, "maximum call stack size exceeded"), stackLocation(e.Stack()))
 	case *goja.Exception:
 		out := errorFor(CodeServerError, describe(vm, e.Value(), fallback))
-		out.Where = exceptionWhere(e)
+		if loc := stackLocation(e.Stack()); loc != nil {
+			out.Where = loc
+		} else {
+			out.Where = valueLocation(vm, e.Value())
+		}
 		return out
 	case *Error:
 		return e
 	}
+	// Not goja's: its text is the description, but never Go internals
+	// (a goja exception's text ends with its first frame, which may name a
+	// Go function).
 	if msg := cleanDescription(err.Error()); msg != "" {
 		return errorFor(CodeServerError, msg)
 	}
 	return errorFor(CodeServerError, fallback)
+}
+
+// located sets where on a copy of err; the *Error values made once and
+// shared must not be written.
+func located(err *Error, where *Location) *Error {
+	if where == nil {
+		return err
+	}
+	c := *err
+	c.Where = where
+	return &c
+}
+
+// stackLocation is the Location of goja's stack frames: the first frame of
+// script code, and the script frames as text. It runs no script code. Nil
+// when no frame is script code.
+func stackLocation(frames []goja.StackFrame) *Location {
+	var st stackText
+	for i := range frames {
+		f := &frames[i]
+		if f.SrcName() == "<native>" {
+			continue // a Go function: its name is Go internals
+		}
+		p := f.Position()
+		if !st.add(f.FuncName(), p.Filename, p.Line, p.Column) {
+			break
+		}
+	}
+	return st.location()
+}
+
+// stackFrameLine matches a frame line of a JavaScript error's stack as goja
+// writes it: "at fn (file:line:col(pc))" or "at file:line:col(pc)".
+var stackFrameLine = regexp.MustCompile(`^\s*at (?:(.*) \()?(.+):(\d+):(\d+)\(\d+\)\)?$`)
+
+// valueLocation is the Location an error value's own stack property gives,
+// for an error that was passed (cb(err), a rejection) rather than thrown:
+// its stack is where it was made. The property is read only as a
+// primitive, under protect; native frames are left out. Nil without a
+// usable stack.
+func valueLocation(vm *goja.Runtime, v goja.Value) *Location {
+	obj, ok := v.(*goja.Object)
+	if !ok || vm == nil {
+		return nil
+	}
+	var stack string
+	if !guard(vm, func() { stack, _ = scriptString(obj.Get("stack")) }) || stack == "" {
+		return nil
+	}
+	if len(stack) > 16*1024 {
+		stack = stack[:16*1024]
+	}
+	var st stackText
+	for _, line := range strings.Split(strings.ToValidUTF8(stack, "\uFFFD"), "\n") {
+		m := stackFrameLine.FindStringSubmatch(strings.TrimRight(line, "\r"))
+		if m == nil {
+			continue // the message line, or a native frame
+		}
+		l, _ := strconv.Atoi(m[3])
+		c, _ := strconv.Atoi(m[4])
+		if !st.add(m[1], m[2], l, c) {
+			break
+		}
+	}
+	return st.location()
+}
+
+// stackText gathers the script frames of a stack into a Location.
+type stackText struct {
+	loc *Location
+	b   strings.Builder
+	n   int
+}
+
+// add appends one frame, unless it belongs to the runtime's own programs
+// ("caddyhook:prelude" and the like), which say nothing about the script.
+// A first-line column is counted from the script's own text, not from the
+// module wrapper compiled in front of it. It returns false once the stack
+// is full.
+func (s *stackText) add(fn, file string, line, col int) bool {
+	if file == "" || strings.HasPrefix(file, "caddyhook:") {
+		return true
+	}
+	if line == 1 && col > len(moduleHead) {
+		col -= len(moduleHead)
+	}
+	if s.loc == nil {
+		s.loc = &Location{File: file, Line: line, Column: col}
+	}
+	if s.n == maxStackFrames {
+		s.b.WriteString("\n    …")
+		return false
+	}
+	if s.n > 0 {
+		s.b.WriteByte('\n')
+	}
+	if fn == "" {
+		fn = "<anonymous>"
+	}
+	fmt.Fprintf(&s.b, "    at %s (%s:%d:%d)", capText(fn, 128), file, line, col)
+	s.n++
+	return true
+}
+
+func (s *stackText) location() *Location {
+	if s.loc != nil {
+		s.loc.Stack = strings.ToValidUTF8(s.b.String(), "\uFFFD")
+	}
+	return s.loc
 }
 
 // goDump matches what goja puts in some of its own messages when it cannot
@@ -296,6 +437,9 @@ var (
 	goStruct    = regexp.MustCompile(`&\{[^{}]*\}`)
 	goType      = regexp.MustCompile(`\s*\(\*?goja\.[A-Za-z]+\)`)
 	goPointer   = regexp.MustCompile(`0x[0-9a-f]{8,}`)
+	// goFrame is a goja stack frame of a Go function, as an exception's
+	// text ends with one: " at github.com/x/y.(*T).f-fm (native)".
+	goFrame = regexp.MustCompile(`\s*\bat \S+ ?\(native\)`)
 )
 
 // cleanDescription makes text from a script fit for an error description:
@@ -308,6 +452,12 @@ func cleanDescription(s string) string {
 	if strings.Contains(s, "Could not convert") {
 		s = gojaConvert.ReplaceAllString(s, "Cannot convert object to primitive value")
 	}
+	if strings.Contains(s, "native)") {
+		s = goFrame.ReplaceAllString(s, "")
+	}
+	// goja's class for Go errors thrown into scripts: its name is Go
+	// internals to a client.
+	s = strings.ReplaceAll(s, "GoError: ", "")
 	if strings.Contains(s, "&{") || strings.Contains(s, "goja.") || strings.Contains(s, "0x") {
 		s = goStruct.ReplaceAllString(s, "[object]")
 		s = goType.ReplaceAllString(s, "")

@@ -68,6 +68,11 @@ type fetcher struct {
 	// lookup resolves a host name; tests replace it, as there is no DNS.
 	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 	dialer net.Dialer
+	// onCall, when set, is told the outcome of every call
+	// (Config.OnOutboundCall). Set only once warmUp is over, so that the
+	// calls a top level makes at config load (which never go out) are not
+	// counted; atomic, since such a call may still be ending then.
+	onCall atomic.Pointer[func(outcome string)]
 }
 
 // allowPrefix is one fetch_allow entry, parsed and normalised.
@@ -721,6 +726,41 @@ type fetchResult struct {
 // call a script does not await still completes, and cancels it when the
 // script aborts.
 func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error) {
+	res, err := f.call(ctx, spec)
+	if report := f.onCall.Load(); report != nil {
+		(*report)(callOutcome(res, err))
+	}
+	return res, err
+}
+
+// The outcomes of an outbound call, as Config.OnOutboundCall gets them: a
+// fixed set, so that a metric labelled with them stays bounded.
+const (
+	OutboundOK        = "ok"         // an answer with a status below 400
+	OutboundHTTPError = "http_error" // an answer with a status of 400 or more
+	OutboundRefused   = "refused"    // not in fetch_allow, or a guarded address
+	OutboundTimeout   = "timeout"    // the call's or the exchange's time ran out
+	OutboundFailed    = "failed"     // anything else: the network, TLS, a bad request or answer
+)
+
+func callOutcome(res *fetchResult, err error) string {
+	switch {
+	case err == nil && res.status >= 400:
+		return OutboundHTTPError
+	case err == nil:
+		return OutboundOK
+	}
+	switch errorCode(err) {
+	case "ERR_FETCH_NOT_ALLOWED", "ERR_FETCH_ADDRESS_REFUSED":
+		return OutboundRefused
+	case "ETIMEDOUT":
+		return OutboundTimeout
+	}
+	return OutboundFailed
+}
+
+// call is do without the report.
+func (f *fetcher) call(ctx context.Context, spec *fetchSpec) (*fetchResult, error) {
 	u, err := f.check(spec.url)
 	if err != nil {
 		return nil, err

@@ -21,6 +21,8 @@ import (
 	"github.com/dop251/goja"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddyhook/caddyhook/internal/logscan"
 )
 
 // fetchService is the API scripts call in these tests. It records what
@@ -355,7 +357,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 // metadata address is refused when dialled, whatever prefix allowed the
 // name; a prefix naming the address itself allows it.
 func TestFetchMetadataGuard(t *testing.T) {
-	f, err := newFetcher([]string{"http://rebind.test/", "http://169.254.169.254/latest/", "http://metadata.google.internal/"}, nil, zap.NewNop())
+	f, err := newFetcher([]string{"http://rebind.test/", "http://169.254.169.254/latest/", "http://metadata.google.internal/"}, nil, logscan.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -456,7 +458,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 	await fetch('BASE/v1/missing?key=query-secret', { headers: { Authorization: 'Bearer request-header-secret' } });
 	await fetch('BASE/admin?key=query-secret', { body: 'request-body-secret', method: 'POST' }).catch(() => {});
 };`, srv))
-	e := fetchEngine(t, srv, nil, []*Script{act}, func(c *Config) { c.Logger = zap.New(core) })
+	e := fetchEngine(t, srv, nil, []*Script{act}, func(c *Config) { c.Logger = logscan.Tee(core) })
 	if _, err := e.Run(context.Background(), input()); err != nil {
 		t.Fatal(err)
 	}
@@ -497,7 +499,7 @@ func TestFetchAllowMatching(t *testing.T) {
 		"http://127.0.0.1:8080/",
 		"https://[2001:db8::1]/",
 		"http://intranet.example.com:80/hooks",
-	}, nil, zap.NewNop())
+	}, nil, logscan.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -752,7 +754,7 @@ func BenchmarkRunFetch(b *testing.B) {
 // any case, in do itself, whatever the layer above did.
 func TestFetchMethodCase(t *testing.T) {
 	srv := fetchService(t)
-	f, err := newFetcher([]string{srv.URL + "/v1/"}, nil, zap.NewNop())
+	f, err := newFetcher([]string{srv.URL + "/v1/"}, nil, logscan.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -939,7 +941,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 };`, "BASE", base)
 	act := compileAction(t, "a.js", strings.Replace(src, "event.throw", "true", 1))
 	core, logs := observer.New(zap.DebugLevel)
-	e, err := NewEngine(Config{Actions: []*Script{act}, FetchAllow: []string{base + "/v1/"}, Logger: zap.New(core)})
+	e, err := NewEngine(Config{Actions: []*Script{act}, FetchAllow: []string{base + "/v1/"}, Logger: logscan.Tee(core)})
 	if err != nil {
 		t.Fatal(err)
 	}

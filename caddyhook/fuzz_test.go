@@ -12,7 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"go.uber.org/zap"
+	"github.com/caddyhook/caddyhook/internal/logscan"
 )
 
 // FuzzClaimsPolicy checks that ClaimsPolicy.Check never panics, never
@@ -105,7 +105,7 @@ func FuzzValueConversion(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	e, err := NewEngine(Config{Hook: hook, Actions: []*Script{act}, Timeout: 10 * time.Second, Logger: zap.NewNop()})
+	e, err := NewEngine(Config{Hook: hook, Actions: []*Script{act}, Timeout: 10 * time.Second, Logger: logscan.Logger()})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddyhook/caddyhook/internal/logscan"
 )
 
 // The tests in this file hand the engine values a hostile (or merely
@@ -52,7 +54,7 @@ func observed(t *testing.T, level zap.AtomicLevel) (*zap.Logger, *observer.Obser
 			}
 		}
 	})
-	return zap.New(core), logs
+	return logscan.Tee(core), logs
 }
 
 // failsThenRecovers runs e with a body that makes its script misbehave and
@@ -339,7 +341,7 @@ func (panicky) MarshalJSON() ([]byte, error) { panic(errors.New("secret-value-in
 func TestRunRecoversPanics(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
 	e := engine(t, compileHook(t, `module.exports = function (c, s, a, x, cb) { cb(null, { scope: ['ok'] }); };`),
-		func(c *Config) { c.Logger = zap.New(core) })
+		func(c *Config) { c.Logger = logscan.Tee(core) })
 	in := input()
 	in.Request.Body = map[string]any{"x": panicky{}}
 	res, err := e.Run(context.Background(), in)

@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddyhook/caddyhook/internal/logscan"
 )
 
 var modulesDir = filepath.Join("..", "testdata", "modules")
@@ -158,7 +160,7 @@ func TestNodeStyle(t *testing.T) {
 	t.Run("cb twice: first wins, warning logged", func(t *testing.T) {
 		core, logs := observer.New(zap.WarnLevel)
 		got := claimOf(t, `module.exports = function (c, s, a, x, cb) { cb(null, {'https://t.example/out': 'first'}); cb(null, {'https://t.example/out': 'second'}); };`,
-			func(c *Config) { c.Logger = zap.New(core) })
+			func(c *Config) { c.Logger = logscan.Tee(core) })
 		if got != "first" || logs.FilterMessageSnippet("more than once").Len() != 1 {
 			t.Fatalf("got %v, logs %v", got, logs.All())
 		}
@@ -296,7 +298,7 @@ func TestConsoleLevelsAndCap(t *testing.T) {
 		console.log('x'.repeat(10000));
 		cb(null, {});
 	};`
-	if _, err := engine(t, compileHook(t, src), func(c *Config) { c.Logger = zap.New(core) }).Run(context.Background(), input()); err != nil {
+	if _, err := engine(t, compileHook(t, src), func(c *Config) { c.Logger = logscan.Tee(core) }).Run(context.Background(), input()); err != nil {
 		t.Fatal(err)
 	}
 	levels := map[string]string{}
@@ -324,7 +326,7 @@ func TestWarnsWhenNothingCanCallCb(t *testing.T) {
 		`module.exports = function (c, s, a, x, cb) { setTimeout(function () {}, 5000) };`:  false,
 	} {
 		core, logs := observer.New(zap.WarnLevel)
-		_, err := engine(t, compileHook(t, src), func(c *Config) { c.Timeout = 50 * time.Millisecond; c.Logger = zap.New(core) }).Run(context.Background(), input())
+		_, err := engine(t, compileHook(t, src), func(c *Config) { c.Timeout = 50 * time.Millisecond; c.Logger = logscan.Tee(core) }).Run(context.Background(), input())
 		wantError(t, err, 500, CodeServerError, "hook timed out")
 		if got := logs.FilterMessageSnippet("nothing scheduled").Len() == 1; got != warns {
 			t.Errorf("%s: warned = %v, want %v", src, got, warns)

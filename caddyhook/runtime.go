@@ -93,11 +93,11 @@ type Result struct {
 // DroppedClaim is a custom claim a script set that does not reach the token.
 type DroppedClaim struct {
 	// Name is the claim's name, capped at 256 bytes.
-	Name string
+	Name string `json:"name"`
 	// Reason says why, for the operator ("the upstream token already has it").
-	Reason string
+	Reason string `json:"reason"`
 	// Script is the name of the script that set it.
-	Script string
+	Script string `json:"script"`
 }
 
 // MaxDroppedReported bounds Result.Dropped: a script may set any number of
@@ -151,7 +151,12 @@ type Config struct {
 	// FetchAllow are the URL prefixes scripts may call with fetch,
 	// request, axios and node-fetch (fetch.go); empty refuses every call.
 	FetchAllow []string
-	Logger     *zap.Logger
+	// OnOutboundCall, when set, is called once per outbound call a script
+	// makes (fetch, request, axios, node-fetch) with its outcome, one of the
+	// Outbound* constants; it must be cheap and safe for concurrent use.
+	// It lets the caller count calls without this package knowing how.
+	OnOutboundCall func(outcome string)
+	Logger         *zap.Logger
 	// fetchRootCAs, set only by tests, verifies the TLS servers scripts
 	// call; nil means the system's roots.
 	fetchRootCAs *x509.CertPool
@@ -235,6 +240,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	if err := e.warmUp(); err != nil {
 		return nil, err
+	}
+	if cfg.OnOutboundCall != nil {
+		f.onCall.Store(&cfg.OnOutboundCall)
 	}
 	return e, nil
 }
@@ -488,6 +496,16 @@ func (r *run) describe(v goja.Value, fallback string) string {
 		return fallback
 	}
 	return describe(r.vm, v, fallback)
+}
+
+// rejected is the Error for a promise a script returned that was rejected
+// with v: its description, and where v was made when it is an error.
+func (r *run) rejected(v goja.Value, fallback string) *Error {
+	out := errorFor(CodeServerError, r.describe(v, fallback))
+	if r.alive() {
+		out.Where = valueLocation(r.vm, v)
+	}
+	return out
 }
 
 // errorFromThrow is errorFromThrow for this run. A stack overflow or an
@@ -906,9 +924,7 @@ func (r *run) runHook(s *Script) error {
 			return err
 		}
 		if !c.finished && rejected() {
-			out := errorFor(CodeServerError, r.describe(p.Result(), hookFailed))
-			out.Where = r.valueWhere(p.Result())
-			return out
+			return r.rejected(p.Result(), hookFailed)
 		}
 	} else if r.fault != nil {
 		return r.fault // what wait would have returned

@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddyhook/caddyhook/internal/logscan"
 )
 
 func compileHook(t *testing.T, src string) *Script {
@@ -248,7 +250,7 @@ func TestResultClaimRules(t *testing.T) {
 	} {
 		t.Run(tc.policy.String(), func(t *testing.T) {
 			core, logs := observer.New(zap.DebugLevel)
-			e := engine(t, compileHook(t, src), func(c *Config) { c.Policy = tc.policy; c.Logger = zap.New(core) })
+			e := engine(t, compileHook(t, src), func(c *Config) { c.Policy = tc.policy; c.Logger = logscan.Tee(core) })
 			res, err := e.Run(context.Background(), input())
 			if err != nil {
 				t.Fatal(err)
@@ -280,7 +282,7 @@ func TestNonObjectResultCountsAsEmpty(t *testing.T) {
 		`module.exports=function(c,s,a,x,cb){ cb(null, [1]) }`,
 	} {
 		core, logs := observer.New(zap.WarnLevel)
-		res, err := engine(t, compileHook(t, src), func(c *Config) { c.Logger = zap.New(core) }).Run(context.Background(), input())
+		res, err := engine(t, compileHook(t, src), func(c *Config) { c.Logger = logscan.Tee(core) }).Run(context.Background(), input())
 		if err != nil {
 			t.Fatalf("%s: %v", src, err)
 		}
@@ -322,7 +324,7 @@ func TestCompileErrors(t *testing.T) {
 func TestConsoleGoesToLog(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
 	src := `module.exports=function(c,s,a,x,cb){ console.log('hello', {a:1}); console.error('bad'); cb(null,{}) }`
-	_, err := engine(t, compileHook(t, src), func(c *Config) { c.Logger = zap.New(core) }).Run(context.Background(), input())
+	_, err := engine(t, compileHook(t, src), func(c *Config) { c.Logger = logscan.Tee(core) }).Run(context.Background(), input())
 	if err != nil {
 		t.Fatal(err)
 	}

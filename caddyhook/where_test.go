@@ -59,8 +59,14 @@ module.exports = async function (client) {
 			if !errors.As(err, &herr) {
 				t.Fatalf("want an *Error, got %v", err)
 			}
-			if got := strings.Join(tc.want, "\n"); herr.Where != got {
-				t.Errorf("Where = %q, want %q", herr.Where, got)
+			var got []string
+			if herr.Where != nil {
+				for _, line := range strings.Split(herr.Where.Stack, "\n") {
+					got = append(got, strings.TrimSpace(line))
+				}
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("Where = %q, want %q", got, tc.want)
 			}
 			if strings.Contains(herr.Description, "w.js") {
 				t.Errorf("the client's description holds the position: %q", herr.Description)

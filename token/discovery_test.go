@@ -275,6 +275,9 @@ func TestVerifierIssuer(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
 		}
+		if r := FailureReason(err); r != ReasonIssuer {
+			t.Errorf("%s: counted as %q, want %q", name, r, ReasonIssuer)
+		}
 		if err != nil && len(err.Error()) > 400 {
 			t.Errorf("%s: error of %d bytes; the claim must be cut short", name, len(err.Error()))
 		}

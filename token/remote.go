@@ -31,6 +31,9 @@ type RemoteJWKS struct {
 	RetryAfter time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// OnFetch, when set, is called after every fetch of the set with its
+	// error (nil on success) and how long it took; for metrics.
+	OnFetch func(err error, d time.Duration)
 
 	mu        sync.Mutex
 	keys      []jwk.Key
@@ -76,7 +79,11 @@ func (r *RemoteJWKS) now() time.Time {
 // passing upstream outage does not stop tokens signed with known keys.
 func (r *RemoteJWKS) fetch(ctx context.Context, now time.Time) {
 	r.triedAt = now
+	start := time.Now()
 	keys, err := r.get(ctx)
+	if r.OnFetch != nil {
+		r.OnFetch(err, time.Since(start))
+	}
 	if err != nil {
 		r.lastErr = err
 		return

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -475,6 +476,25 @@ func TestMergeJWKS(t *testing.T) {
 	for _, bad := range []string{`[]`, `{"keys":{}}`, `{"issuer":"x"}`, `nope`} {
 		if _, err := MergeJWKS([]byte(bad), []jwk.Key{priv}); err == nil {
 			t.Errorf("%s: accepted", bad)
+		}
+	}
+}
+
+// Every way Verify fails names its reason, from a bounded set, and keeps
+// its text.
+func TestFailureReason(t *testing.T) {
+	if got := FailureReason(errors.New("x")); got != ReasonOther {
+		t.Fatalf("FailureReason(other) = %q", got)
+	}
+	v := &Verifier{}
+	for compact, want := range map[string]string{
+		"abc":                      ReasonMalformed,
+		"a.b.c":                    ReasonMalformed,
+		"eyJhbGciOiJub25lIn0.e30.": ReasonHeader,
+	} {
+		_, err := v.Verify(context.Background(), compact)
+		if err == nil || FailureReason(err) != want {
+			t.Errorf("Verify(%q) = %v (%s), want reason %s", compact, err, FailureReason(err), want)
 		}
 	}
 }

@@ -58,6 +58,25 @@ type Options struct {
 	Lenient bool
 }
 
+// secrets are the client secrets of every server started in this process,
+// for tests that check no log line holds one (ClientSecrets).
+var (
+	secretsMu sync.Mutex
+	secrets   = map[string]bool{}
+)
+
+// ClientSecrets returns the client secret of every client of every server
+// started in this process so far.
+func ClientSecrets() []string {
+	secretsMu.Lock()
+	defer secretsMu.Unlock()
+	out := make([]string, 0, len(secrets))
+	for s := range secrets {
+		out = append(out, s)
+	}
+	return out
+}
+
 // Server is a running authorization server.
 type Server struct {
 	// URL is the server's base URL, such as http://127.0.0.1:41234.
@@ -83,6 +102,11 @@ func Start(opts Options) (*Server, error) {
 		opts.DefaultAudience = "https://api.example.com"
 	}
 	s := &Server{opts: opts}
+	secretsMu.Lock()
+	for _, c := range opts.Clients {
+		secrets[c.Secret] = true
+	}
+	secretsMu.Unlock()
 	if err := s.RotateKey(); err != nil {
 		return nil, err
 	}
