@@ -58,7 +58,9 @@ func (h *Handler) scriptsDigest() (string, error) {
 				if err != nil {
 					return fmt.Errorf("scripts digest: %w", err)
 				}
-				if fi, err := os.Stat(path); err != nil || fi.IsDir() {
+				// Only a link to a regular file is read: one to a FIFO or a
+				// device (/dev/zero) would block or never end the walk.
+				if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
 					return hashString(d, "module link", rel, target)
 				}
 			} else if !e.Type().IsRegular() {
