@@ -186,7 +186,7 @@ func (d *Discovery) fetch(ctx context.Context) (*Metadata, error) {
 		if err == nil {
 			return m, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", u, err))
+		errs = append(errs, fmt.Errorf("%s: %w", u, bounded(err)))
 		if errors.Is(err, errWrongIssuer) {
 			// The server answered with a document for another issuer: the
 			// other URL would not make it right, and its error would hide
