@@ -49,3 +49,41 @@ func TestScriptsDigestLinkToSpecialFile(t *testing.T) {
 		t.Fatal("scriptsDigest read a link to a special file")
 	}
 }
+
+// TestScriptsDigestModulesDirLink: a modules_dir that is itself a link to
+// the directory (/etc/caddy/modules -> /opt/hooks/modules) is walked, so
+// that editing a module there changes the digest and caddy reload loads it.
+func TestScriptsDigestModulesDirLink(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real")
+	if err := os.MkdirAll(filepath.Join(real, "node_modules", "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	module := filepath.Join(real, "node_modules", "a", "index.js")
+	if err := os.WriteFile(module, []byte("module.exports = 1;"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "modules")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	hook := filepath.Join(dir, "hook.js")
+	if err := os.WriteFile(hook, []byte("module.exports = function (c, s, a, ctx, cb) { cb(null, {}); };"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{Hook: hook, ModulesDir: link}
+	before, err := h.scriptsDigest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(module, []byte("module.exports = 2;"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	after, err := h.scriptsDigest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before == after {
+		t.Fatal("a module edited under a linked modules_dir left the digest unchanged")
+	}
+}
