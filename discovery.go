@@ -2,7 +2,6 @@ package credentialsexchange
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/url"
 	"time"
@@ -130,10 +129,14 @@ func (h *Handler) isJWKSPath(r *http.Request) bool {
 }
 
 // jwksRoute returns the path at which the merged JWKS is served: jwks_path,
-// or the discovered one. Before the document has been read, a request tries
-// to read it (at most once a second, never waiting for a fetch already
-// under way), and when that fails it is let through with a warning: its
-// path may be the JWKS path, which then goes out without the proxy's key.
+// or the discovered one. Before the document has been read, no request
+// reads it: the start-up goroutine is at it (and warns while it fails), and
+// every GET or HEAD the site serves comes here, so a fetch in the request
+// would hold up unrelated requests (up to the fetch time-outs, when the
+// upstream does not answer) and a warning per request would flood the log.
+// Such a request is let through: its path may be the JWKS path, which then
+// goes out without the proxy's key. Once there is a document, a stale one
+// is refreshed here without waiting for a fetch already under way.
 func (h *Handler) jwksRoute(r *http.Request) string {
 	if h.JWKSPath != "" {
 		return h.JWKSPath
@@ -141,16 +144,14 @@ func (h *Handler) jwksRoute(r *http.Request) string {
 	if h.discovery == nil {
 		return ""
 	}
-	m, err := h.discovery.TryGet(r.Context())
-	if err != nil {
-		level := zap.WarnLevel
-		if errors.Is(err, token.ErrDiscoveryInFlight) {
-			// Likely the discovery fetch itself, through this proxy.
-			level = zap.DebugLevel
-		}
-		h.logger.Log(level, "the JWKS path is not known yet (upstream discovery has not succeeded): this request goes to the upstream untouched, and if it asks for the upstream's JWKS, the answer lacks the proxy's key",
-			zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+	m := h.discovery.Current()
+	if m == nil {
+		h.logger.Debug("the JWKS path is not known yet (upstream discovery has not succeeded): this request goes to the upstream untouched, and if it asks for the upstream's JWKS, the answer lacks the proxy's key",
+			zap.String("method", r.Method), zap.String("path", r.URL.Path))
 		return ""
+	}
+	if fresh, err := h.discovery.TryGet(r.Context()); err == nil {
+		m = fresh
 	}
 	return h.servedJWKSPath(m)
 }
