@@ -231,3 +231,10 @@ func capField(s string, max int) string {
 	}
 	return s[:cut] + "…"
 }
+
+// Interface guards
+var (
+	_ zapcore.ObjectMarshaler = durations{}
+	_ zapcore.ArrayMarshaler  = droppedClaims(nil)
+	_ zapcore.ObjectMarshaler = droppedClaim{}
+)

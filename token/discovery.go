@@ -335,3 +335,9 @@ func (e ExcludeKeys) LookupKeys(ctx context.Context, kid string) ([]jwk.Key, err
 	}
 	return out, nil
 }
+
+// Interface guards
+var (
+	_ KeyProvider = (*DiscoveredJWKS)(nil)
+	_ KeyProvider = ExcludeKeys{}
+)
