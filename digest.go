@@ -40,14 +40,21 @@ func (h *Handler) scriptsDigest() (string, error) {
 		}
 	}
 	if h.ModulesDir != "" {
-		err := filepath.WalkDir(h.ModulesDir, func(path string, e fs.DirEntry, err error) error {
+		// The directory itself may be a link (/etc/caddy/modules ->
+		// /opt/…): WalkDir would not follow it, and the modules under it
+		// would not count.
+		root, err := filepath.EvalSymlinks(h.ModulesDir)
+		if err != nil {
+			return "", fmt.Errorf("scripts digest: %w", err)
+		}
+		err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
 			if err != nil {
 				return fmt.Errorf("scripts digest: %w", err)
 			}
 			if e.IsDir() {
 				return nil
 			}
-			rel, err := filepath.Rel(h.ModulesDir, path)
+			rel, err := filepath.Rel(root, path)
 			if err != nil {
 				return err
 			}
@@ -58,7 +65,9 @@ func (h *Handler) scriptsDigest() (string, error) {
 				if err != nil {
 					return fmt.Errorf("scripts digest: %w", err)
 				}
-				if fi, err := os.Stat(path); err != nil || fi.IsDir() {
+				// Only a link to a regular file is read: one to a FIFO or a
+				// device (/dev/zero) would block or never end the walk.
+				if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
 					return hashString(d, "module link", rel, target)
 				}
 			} else if !e.Type().IsRegular() {

@@ -2,7 +2,6 @@ package credentialsexchange
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/url"
 	"time"
@@ -51,12 +50,14 @@ func (h *Handler) publicKeys() []jwk.Key {
 	return h.keys.PublicKeys()
 }
 
-// startDiscovery fetches the upstream's metadata in the background until it
-// succeeds once, so that the discovered JWKS path is served from the start
-// rather than after the first exchange; Cleanup stops it. Provision does not
-// wait: an upstream that is down at start-up is not a config error, and the
-// document's URL may lead back through this very server, which is not
-// listening yet.
+// startDiscovery reads the upstream's metadata in the background for the
+// handler's life: from start-up, retrying with a growing pause until it
+// succeeds, so that the discovered JWKS path is served from the start
+// rather than after the first exchange, and then again every discoveryTTL,
+// so that routing (jwksRoute) never fetches in a request. Cleanup stops it.
+// Provision does not wait: an upstream that is down at start-up is not a
+// config error, and the document's URL may lead back through this very
+// server, which is not listening yet.
 func (h *Handler) startDiscovery(ctx caddy.Context) {
 	if h.discovery == nil {
 		return
@@ -65,25 +66,31 @@ func (h *Handler) startDiscovery(ctx caddy.Context) {
 	h.stopDiscover = cancel
 	go func() {
 		pause := discoveryRetryAfter
+		var logged string // the jwks_uri last logged
 		for {
+			wait := discoveryTTL
 			m, err := h.discovery.Get(bg)
-			if err == nil {
-				h.logDiscovered(m)
+			switch {
+			case bg.Err() != nil:
 				return
+			case err != nil:
+				h.logger.Warn("upstream discovery failed; exchanges fail with 502 and the discovered JWKS path is not served until it succeeds",
+					zap.String("upstream_issuer", h.UpstreamIssuer), zap.Duration("retry_in", pause), zap.Error(err))
+				wait, pause = pause, min(2*pause, discoveryMaxBackoff)
+			default:
+				pause = discoveryRetryAfter
+				if m.JWKSURI != logged {
+					h.logDiscovered(m)
+					logged = m.JWKSURI
+				}
 			}
-			if bg.Err() != nil {
-				return
-			}
-			h.logger.Warn("upstream discovery failed; exchanges fail with 502 and the discovered JWKS path is not served until it succeeds",
-				zap.String("upstream_issuer", h.UpstreamIssuer), zap.Duration("retry_in", pause), zap.Error(err))
-			t := time.NewTimer(pause)
+			t := time.NewTimer(wait)
 			select {
 			case <-bg.Done():
 				t.Stop()
 				return
 			case <-t.C:
 			}
-			pause = min(2*pause, discoveryMaxBackoff)
 		}
 	}()
 }
@@ -130,10 +137,12 @@ func (h *Handler) isJWKSPath(r *http.Request) bool {
 }
 
 // jwksRoute returns the path at which the merged JWKS is served: jwks_path,
-// or the discovered one. Before the document has been read, a request tries
-// to read it (at most once a second, never waiting for a fetch already
-// under way), and when that fails it is let through with a warning: its
-// path may be the JWKS path, which then goes out without the proxy's key.
+// or the discovered one. It never fetches: every GET and HEAD the site
+// serves comes here, and a fetch in the request would hold up unrelated
+// requests (up to the fetch time-outs, when the upstream does not answer);
+// startDiscovery keeps the document read and warns while it cannot. Before
+// the first document a request is let through: its path may be the JWKS
+// path, which then goes out without the proxy's key.
 func (h *Handler) jwksRoute(r *http.Request) string {
 	if h.JWKSPath != "" {
 		return h.JWKSPath
@@ -141,15 +150,10 @@ func (h *Handler) jwksRoute(r *http.Request) string {
 	if h.discovery == nil {
 		return ""
 	}
-	m, err := h.discovery.TryGet(r.Context())
-	if err != nil {
-		level := zap.WarnLevel
-		if errors.Is(err, token.ErrDiscoveryInFlight) {
-			// Likely the discovery fetch itself, through this proxy.
-			level = zap.DebugLevel
-		}
-		h.logger.Log(level, "the JWKS path is not known yet (upstream discovery has not succeeded): this request goes to the upstream untouched, and if it asks for the upstream's JWKS, the answer lacks the proxy's key",
-			zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+	m := h.discovery.Current()
+	if m == nil {
+		h.logger.Debug("the JWKS path is not known yet (upstream discovery has not succeeded): this request goes to the upstream untouched, and if it asks for the upstream's JWKS, the answer lacks the proxy's key",
+			zap.String("method", r.Method), zap.String("path", r.URL.Path))
 		return ""
 	}
 	return h.servedJWKSPath(m)

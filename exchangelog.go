@@ -141,11 +141,13 @@ func (rec *exchangeRecord) finish(logger *zap.Logger, m *exchangeMetrics) {
 	if rec.code != "" {
 		fields = append(fields, zap.String("error", rec.code))
 	}
+	// The description and the cause may quote what the client or the
+	// upstream sent (a parameter's name, a Content-Type, a kid).
 	if rec.description != "" {
-		fields = append(fields, zap.String("error_description", rec.description))
+		fields = append(fields, zap.String("error_description", capField(rec.description, maxLoggedError)))
 	}
 	if rec.cause != nil {
-		fields = append(fields, zap.String("cause", rec.cause.Error()))
+		fields = append(fields, zap.String("cause", capField(rec.cause.Error(), maxLoggedError)))
 	}
 	if w := rec.where; w != nil {
 		fields = append(fields, zap.String("script", w.File), zap.Int("line", w.Line), zap.Int("column", w.Column),
@@ -214,6 +216,9 @@ func basicClientID(r *http.Request) string {
 	return ""
 }
 
+// maxLoggedError bounds the error_description and cause of the log line.
+const maxLoggedError = 2048
+
 // capField bounds a value a client or upstream chose before it goes into a
 // log line, at a character boundary.
 func capField(s string, max int) string {
@@ -226,3 +231,10 @@ func capField(s string, max int) string {
 	}
 	return s[:cut] + "…"
 }
+
+// Interface guards
+var (
+	_ zapcore.ObjectMarshaler = durations{}
+	_ zapcore.ArrayMarshaler  = droppedClaims(nil)
+	_ zapcore.ObjectMarshaler = droppedClaim{}
+)

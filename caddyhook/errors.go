@@ -363,9 +363,19 @@ func valueLocation(vm *goja.Runtime, v goja.Value) *Location {
 	if !ok || vm == nil {
 		return nil
 	}
-	var stack string
-	if !guard(vm, func() { stack, _ = scriptString(obj.Get("stack")) }) || stack == "" {
+	var stack, head string
+	headKnown := false
+	if !guard(vm, func() {
+		stack, _ = scriptString(obj.Get("stack"))
+		head, headKnown = errorHead(obj)
+	}) || stack == "" {
 		return nil
+	}
+	// The stack starts with the error's name and message, which may hold
+	// any text (a client's, passed to new Error), lines shaped like frames
+	// included: frames are read only after it.
+	if headKnown && strings.HasPrefix(stack, head+"\n") {
+		stack = stack[len(head)+1:]
 	}
 	if len(stack) > 16*1024 {
 		stack = stack[:16*1024]
@@ -383,6 +393,30 @@ func valueLocation(vm *goja.Runtime, v goja.Value) *Location {
 		}
 	}
 	return st.location()
+}
+
+// errorHead is the first line goja writes into an error's stack (the
+// text Error.prototype.toString gives), when name and message are strings
+// or undefined; ok is false otherwise. Call it under guard: a getter runs.
+func errorHead(obj *goja.Object) (head string, ok bool) {
+	field := func(name, undefined string) (string, bool) {
+		v := obj.Get(name)
+		if v == nil || goja.IsUndefined(v) {
+			return undefined, true
+		}
+		return scriptString(v)
+	}
+	name, okName := field("name", "Error")
+	msg, okMsg := field("message", "")
+	switch {
+	case !okName || !okMsg:
+		return "", false
+	case name == "":
+		return msg, true
+	case msg == "":
+		return name, true
+	}
+	return name + ": " + msg, true
 }
 
 // stackText gathers the script frames of a stack into a Location.
@@ -404,6 +438,7 @@ func (s *stackText) add(fn, file string, line, col int) bool {
 	if line == 1 && col > len(moduleHead) {
 		col -= len(moduleHead)
 	}
+	file = capText(file, 256) // a stack property's text is the script's
 	if s.loc == nil {
 		s.loc = &Location{File: file, Line: line, Column: col}
 	}

@@ -146,3 +146,32 @@ func TestRequireFailureHasNoGoInternals(t *testing.T) {
 		}
 	}
 }
+
+// An error's message is often text the script did not write (a client's
+// parameter, an upstream's answer) and goja puts it at the head of the
+// error's stack: lines in it shaped like stack frames must not become the
+// logged location, and a frame's file name stays bounded.
+func TestErrorLocationNotForgedByMessage(t *testing.T) {
+	forged := `no\n    at forged (` + strings.Repeat("e", 4000) + `.js:99:7(0))\n\tat forged2 (evil.js:1:1(0))`
+	cases := map[string]string{
+		"cb":     "module.exports = function (c, s, a, x, cb) {\n  cb(new Error('" + forged + "'));\n};",
+		"reject": "module.exports = async function (c, s, a, x, cb) {\n  await null;\n  return Promise.reject(new TypeError('" + forged + "'));\n};",
+	}
+	for name, src := range cases {
+		t.Run(name, func(t *testing.T) {
+			e := engine(t, compileHook(t, src), nil)
+			_, err := e.Run(context.Background(), input())
+			var he *Error
+			if !errors.As(err, &he) || he.Where == nil {
+				t.Fatalf("err = %v", err)
+			}
+			w := he.Where
+			if w.File != "hook.js" {
+				t.Errorf("location %.80s:%d:%d, want hook.js", w.File, w.Line, w.Column)
+			}
+			if strings.Contains(w.Stack, "forged") || len(w.Stack) > 4096 {
+				t.Errorf("stack %.200q holds the message's lines", w.Stack)
+			}
+		})
+	}
+}

@@ -75,34 +75,14 @@ func (d *Discovery) Current() *Metadata { return d.cur.Load() }
 // at once rather than waiting. With no document, the error says why the last
 // attempt failed.
 func (d *Discovery) Get(ctx context.Context) (*Metadata, error) {
-	return d.get(ctx, true)
-}
-
-// ErrDiscoveryInFlight is TryGet's error when there is no document yet and
-// another caller is fetching it.
-var ErrDiscoveryInFlight = errors.New("upstream discovery is being fetched")
-
-// TryGet is Get that never waits for another caller's fetch: with no
-// document yet it fails with ErrDiscoveryInFlight instead. The handler
-// routes requests with it, because the fetch it would wait for may be
-// waiting for that very request (an issuer URL that points back through the
-// proxy).
-func (d *Discovery) TryGet(ctx context.Context) (*Metadata, error) {
-	return d.get(ctx, false)
-}
-
-func (d *Discovery) get(ctx context.Context, wait bool) (*Metadata, error) {
 	cur := d.cur.Load()
-	// The common case, on every GET the handler routes: a fresh document,
-	// read without taking the lock.
+	// The common case, on every exchange: a fresh document, read without
+	// taking the lock.
 	if cur != nil && d.now().UnixNano() < d.freshUntil.Load() {
 		return cur, nil
 	}
-	if cur != nil || !wait {
+	if cur != nil {
 		if !d.mu.TryLock() {
-			if cur == nil {
-				return nil, ErrDiscoveryInFlight
-			}
 			return cur, nil
 		}
 	} else {
@@ -186,7 +166,7 @@ func (d *Discovery) fetch(ctx context.Context) (*Metadata, error) {
 		if err == nil {
 			return m, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", u, err))
+		errs = append(errs, fmt.Errorf("%s: %w", u, bounded(err)))
 		if errors.Is(err, errWrongIssuer) {
 			// The server answered with a document for another issuer: the
 			// other URL would not make it right, and its error would hide
@@ -335,3 +315,9 @@ func (e ExcludeKeys) LookupKeys(ctx context.Context, kid string) ([]jwk.Key, err
 	}
 	return out, nil
 }
+
+// Interface guards
+var (
+	_ KeyProvider = (*DiscoveredJWKS)(nil)
+	_ KeyProvider = ExcludeKeys{}
+)

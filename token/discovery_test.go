@@ -3,7 +3,6 @@ package token
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -214,38 +213,6 @@ func TestDiscoveryCachesAndRetries(t *testing.T) {
 	now = now.Add(11 * time.Second)
 	if m3, err := d.Get(ctx); err != nil || m3.JWKSURI != srv.URL+"/keys2" {
 		t.Fatalf("refresh: %+v, %v", m3, err)
-	}
-}
-
-// TryGet never waits for a fetch under way: the fetch may be waiting for
-// the very request that asks (an issuer URL that leads back through the
-// proxy).
-func TestDiscoveryTryGetDoesNotWait(t *testing.T) {
-	arrived, release := make(chan struct{}), make(chan struct{})
-	var issuer string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
-		<-release
-		_, _ = w.Write([]byte(doc(issuer, issuer+"/keys")))
-	}))
-	defer srv.Close()
-	issuer = srv.URL
-	d := &Discovery{Issuer: issuer, TTL: time.Hour, RetryAfter: time.Second}
-	done := make(chan error, 1)
-	go func() {
-		_, err := d.Get(context.Background())
-		done <- err
-	}()
-	<-arrived
-	if _, err := d.TryGet(context.Background()); !errors.Is(err, ErrDiscoveryInFlight) {
-		t.Fatalf("TryGet during the first fetch: %v, want ErrDiscoveryInFlight", err)
-	}
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if m, err := d.TryGet(context.Background()); err != nil || m.JWKSURI != issuer+"/keys" {
-		t.Fatalf("TryGet after the fetch: %+v, %v", m, err)
 	}
 }
 

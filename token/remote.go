@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 )
@@ -85,10 +86,41 @@ func (r *RemoteJWKS) fetch(ctx context.Context, now time.Time) {
 		r.OnFetch(err, time.Since(start))
 	}
 	if err != nil {
-		r.lastErr = err
+		r.lastErr = bounded(err)
 		return
 	}
 	r.keys, r.fetchedAt, r.lastErr = keys, now, nil
+}
+
+// maxErrorText bounds the text of an error kept from a fetch: a status
+// line, a Location or a malformed answer quoted by net/http is the
+// server's to choose (up to the transport's 10 MiB header limit), and the
+// error is logged with every exchange that fails on it.
+const maxErrorText = 1024
+
+// boundedError is an error whose text is cut at maxErrorText bytes; the
+// error it wraps is still there for errors.Is and errors.As.
+type boundedError struct{ err error }
+
+func (e boundedError) Error() string {
+	s := e.err.Error()
+	if len(s) <= maxErrorText {
+		return s
+	}
+	cut := maxErrorText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+func (e boundedError) Unwrap() error { return e.err }
+
+func bounded(err error) error {
+	if err == nil {
+		return nil
+	}
+	return boundedError{err}
 }
 
 func (r *RemoteJWKS) get(ctx context.Context) ([]jwk.Key, error) {
