@@ -109,8 +109,9 @@ type Handler struct {
 
 	// UpstreamJWKS is the URL of the upstream's JWKS, used to verify its
 	// tokens. It is fetched when first needed, cached, and fetched again when
-	// a token names an unknown key. One of UpstreamJWKS, UpstreamKey or
-	// InsecureSkipVerify is required.
+	// a token names an unknown key. At most one of UpstreamJWKS, UpstreamKey
+	// and InsecureSkipVerify may be set, and one of them is required unless
+	// UpstreamIssuer discovers the upstream's JWKS.
 	UpstreamJWKS string `json:"upstream_jwks,omitempty"`
 
 	// UpstreamKey is the path of a file with the upstream's public key(s):
