@@ -1,7 +1,6 @@
 package caddyhook
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -15,24 +14,5 @@ import (
 // configure; any finding fails the run (see internal/logscan, whose own
 // tests show a planted token is caught).
 func TestMain(m *testing.M) {
-	capture, err := logscan.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	code := m.Run()
-	captured := capture.Stop()
-	if logscan.Fuzzing() {
-		os.Remove(captured)
-		os.Exit(code)
-	}
-	if logscan.Check(os.Stderr, []string{captured}, logscan.ConfiguredSecrets("*_test.go")) {
-		os.Remove(captured)
-	} else {
-		fmt.Fprintln(os.Stderr, "logscan: the capture is kept for a look")
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(logscan.Main(m, func() []string { return logscan.ConfiguredSecrets("*_test.go") }))
 }

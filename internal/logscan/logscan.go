@@ -242,6 +242,33 @@ func ConfiguredSecrets(glob string) []string {
 	return out
 }
 
+// Main runs a test binary's tests with everything they log captured, then
+// scans the capture and the sinks (files the tests have loggers write to)
+// for JWTs and the values secrets returns, called after the run so that it
+// sees the servers the tests started. A finding fails the run and keeps the
+// files for a look; a clean run removes them. It returns the exit code for
+// os.Exit. A fuzzing run is not scanned (see Fuzzing).
+func Main(m interface{ Run() int }, secrets func() []string, sinks ...string) int {
+	capture, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	code := m.Run()
+	files := append([]string{capture.Stop()}, sinks...)
+	if Fuzzing() || Check(os.Stderr, files, secrets()) {
+		for _, name := range files {
+			os.Remove(name)
+		}
+		return code
+	}
+	fmt.Fprintln(os.Stderr, "logscan: the files are kept for a look:", strings.Join(files, " "))
+	if code == 0 {
+		code = 1
+	}
+	return code
+}
+
 // Check scans the files (a capture, log sinks the tests configured; a
 // file that does not exist is skipped), reports each finding on w, and
 // returns whether they are clean.

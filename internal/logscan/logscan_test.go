@@ -100,3 +100,36 @@ func TestConfiguredSecrets(t *testing.T) {
 		t.Fatalf("ConfiguredSecrets = %v, want %v", got, want)
 	}
 }
+
+type runFunc func() int
+
+func (f runFunc) Run() int { return f() }
+
+// TestMainFailsARunThatLogsASecret: Main turns a passing run whose log
+// output holds a token, or a secret only known after the run, into a
+// failing one, keeps the files, and leaves a clean run's code alone.
+func TestMainFailsARunThatLogsASecret(t *testing.T) {
+	sink := filepath.Join(t.TempDir(), "sink.log")
+	logged := func(text string) runFunc {
+		return func() int {
+			Logger().Info("a test line", zap.String("value", text))
+			return 0
+		}
+	}
+	if code := Main(logged("nothing to see"), func() []string { return []string{"late-secret-1"} }, sink); code != 0 {
+		t.Fatalf("a clean run exits %d", code)
+	}
+	if err := os.WriteFile(sink, []byte("token "+planted+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := Main(logged("nothing to see"), func() []string { return nil }, sink); code != 1 {
+		t.Fatalf("a token in a sink: exit %d, want 1", code)
+	}
+	if _, err := os.Stat(sink); err != nil {
+		t.Fatalf("the sink of a failed scan is removed: %v", err)
+	}
+	os.Remove(sink)
+	if code := Main(logged("late-secret-1"), func() []string { return []string{"late-secret-1"} }); code != 1 {
+		t.Fatalf("a secret in the capture: exit %d, want 1", code)
+	}
+}
