@@ -270,28 +270,12 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Every file is read here, once per config load.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	if h.TokenPath == "" {
-		h.TokenPath = DefaultTokenPath
-	}
-	h.tokenRoute = routePath(h.TokenPath)
-	if h.JWKSPath == "" && h.UpstreamIssuer == "" {
-		// With upstream_issuer, the path of the discovered jwks_uri.
-		h.JWKSPath = DefaultJWKSPath
-	}
-	if h.JSONBody == "" {
-		h.JSONBody = "form"
-	}
-	if h.MaxBodySize == 0 {
-		h.MaxBodySize = DefaultMaxBodySize
-	}
-	if h.Timeout == 0 {
-		h.Timeout = caddy.Duration(caddyhook.DefaultTimeout)
-	}
-	if h.JWKSMaxAge == 0 {
-		h.JWKSMaxAge = caddy.Duration(DefaultJWKSMaxAge)
-	}
-	if h.KeyPublishAhead == 0 && h.SigningKey == "" {
-		h.KeyPublishAhead = h.JWKSMaxAge + caddy.Duration(h.keyRefreshInterval())
+	h.setDefaults()
+	// Caddy calls Validate only after Provision, which compiles scripts,
+	// joins actionCaches and may write a keyring to storage: a config that
+	// is wrong on its face must fail before any of that.
+	if err := h.checkConfig(); err != nil {
+		return err
 	}
 	if err := provisionMetrics(ctx); err != nil {
 		return err
@@ -300,7 +284,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.engine, err = h.buildEngine(ctx.Storage(), h.logger.Named("hook")); err != nil {
 		return err
 	}
-
 	if h.verifier, err = h.buildVerifier(); err != nil {
 		return err
 	}
@@ -338,12 +321,49 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate checks that the configuration is consistent.
-func (h *Handler) Validate() error {
-	switch h.JSONBody {
-	case "form", "keep":
-	default:
-		return fmt.Errorf("json_body must be form or keep, not %q", h.JSONBody)
+// setDefaults fills in the defaults of unset fields; every default that
+// depends on no file is set here, once.
+func (h *Handler) setDefaults() {
+	if h.TokenPath == "" {
+		h.TokenPath = DefaultTokenPath
+	}
+	h.tokenRoute = routePath(h.TokenPath)
+	if h.JWKSPath == "" && h.UpstreamIssuer == "" {
+		// With upstream_issuer, the path of the discovered jwks_uri.
+		h.JWKSPath = DefaultJWKSPath
+	}
+	if h.JSONBody == "" {
+		h.JSONBody = "form"
+	}
+	if h.MaxBodySize == 0 {
+		h.MaxBodySize = DefaultMaxBodySize
+	}
+	if h.Timeout == 0 {
+		h.Timeout = caddy.Duration(caddyhook.DefaultTimeout)
+	}
+	if h.JWKSMaxAge == 0 {
+		h.JWKSMaxAge = caddy.Duration(DefaultJWKSMaxAge)
+	}
+	if h.KeyPublishAhead == 0 && h.SigningKey == "" {
+		h.KeyPublishAhead = h.JWKSMaxAge + caddy.Duration(h.keyRefreshInterval())
+	}
+}
+
+// Validate checks that the configuration is consistent. Provision has
+// already done so, before any work; the check is cheap and depends on the
+// config alone, so it is simply made again.
+func (h *Handler) Validate() error { return h.checkConfig() }
+
+// checkConfig checks every rule that needs no file, on a config whose
+// defaults are set. Provision calls it first and Validate again; the
+// Caddyfile adapter reports values with their line through the same rules
+// (checkJSONBody, parseClaimsPolicy, checkScripts).
+func (h *Handler) checkConfig() error {
+	if err := checkJSONBody(h.JSONBody); err != nil {
+		return err
+	}
+	if err := h.checkScripts(); err != nil {
+		return err
 	}
 	n := 0
 	for _, set := range []bool{h.UpstreamJWKS != "", h.UpstreamKey != "", h.InsecureSkipVerify} {
@@ -394,6 +414,7 @@ func (h *Handler) Validate() error {
 		return nil
 	}
 	if h.SigningAlg != "" {
+		// Before OpenKeyring makes or writes any key with it.
 		if err := token.CheckGenerable(h.SigningAlg); err != nil {
 			return err
 		}
@@ -438,12 +459,14 @@ func (h *Handler) Cleanup() error {
 func (h *Handler) buildEngine(storage caddyhook.Storage, logger *zap.Logger) (*caddyhook.Engine, error) {
 	repl := caddy.NewReplacer()
 
-	policy, err := caddyhook.ParseClaimsPolicy(h.ClaimsPolicy)
-	if err != nil {
+	// Provision has checked the config; `caddy credentials-exchange run`
+	// comes here without Provision, and the rules about scripts matter to it.
+	if err := h.checkScripts(); err != nil {
 		return nil, err
 	}
-	if h.Hook == "" && len(h.Actions) == 0 {
-		return nil, errors.New("a hook or an action is required")
+	policy, err := parseClaimsPolicy(h.ClaimsPolicy)
+	if err != nil {
+		return nil, err
 	}
 	var hook *caddyhook.Script
 	if h.Hook != "" {
@@ -459,11 +482,6 @@ func (h *Handler) buildEngine(storage caddyhook.Storage, logger *zap.Logger) (*c
 	}
 	h.tenant = repl.ReplaceKnown(h.Tenant, "")
 	secrets := replaceAll(repl, h.Secrets)
-	for path := range h.ActionSecrets {
-		if !slices.Contains(h.Actions, path) {
-			return nil, fmt.Errorf("action_secrets: %s is not one of the actions", path)
-		}
-	}
 	actionSecrets := map[*caddyhook.Script]map[string]string{}
 	for i, path := range h.Actions { // an action listed twice gets them both times
 		if own, ok := h.ActionSecrets[path]; ok {
@@ -496,6 +514,45 @@ func (h *Handler) buildEngine(storage caddyhook.Storage, logger *zap.Logger) (*c
 		OnOutboundCall:   metrics().outboundCall,
 		Logger:           logger,
 	})
+}
+
+// errNoScripts is the rule that there is something to run.
+var errNoScripts = errors.New("credentials_exchange needs a hook or an action: hook <file.js> or action <file.js>")
+
+// checkScripts checks the rules about what runs: a hook or an action,
+// a known claims_policy, and action_secrets only for configured actions.
+func (h *Handler) checkScripts() error {
+	if h.Hook == "" && len(h.Actions) == 0 {
+		return errNoScripts
+	}
+	if _, err := parseClaimsPolicy(h.ClaimsPolicy); err != nil {
+		return err
+	}
+	for path := range h.ActionSecrets {
+		if !slices.Contains(h.Actions, path) {
+			return fmt.Errorf("action_secrets: %s is not one of the actions", path)
+		}
+	}
+	return nil
+}
+
+// parseClaimsPolicy reads claims_policy; the allowed values are
+// caddyhook.ParseClaimsPolicy's.
+func parseClaimsPolicy(s string) (caddyhook.ClaimsPolicy, error) {
+	p, err := caddyhook.ParseClaimsPolicy(s)
+	if err != nil {
+		return 0, fmt.Errorf("claims_policy: %w", err)
+	}
+	return p, nil
+}
+
+// checkJSONBody checks a json_body value (set; Provision defaults it to form).
+func checkJSONBody(v string) error {
+	switch v {
+	case "form", "keep":
+		return nil
+	}
+	return fmt.Errorf("json_body must be form or keep, not %q", v)
 }
 
 // actionCaches keeps each handler's api.cache across config reloads: a

@@ -1,6 +1,7 @@
 package credentialsexchange
 
 import (
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -244,5 +245,45 @@ func TestValidationUpstreamIssuer(t *testing.T) {
 				t.Fatalf("discovery used: %v, want %v", h.discovery != nil, needed)
 			}
 		})
+	}
+}
+
+// TestConfigCheckedBeforeWork: Caddy calls Validate after Provision, so a
+// config that is wrong on its face must fail in Provision before any script
+// is compiled, any api.cache is taken or any key is written to storage.
+func TestConfigCheckedBeforeWork(t *testing.T) {
+	up := newTestUpstream(t)
+	broken := writeScript(t, `module.exports = function (`) // does not compile
+	cases := map[string]struct {
+		h    *Handler
+		want string
+	}{
+		"json_body":      {&Handler{JSONBody: "xml"}, "json_body must be form or keep"},
+		"claims_policy":  {&Handler{ClaimsPolicy: "strict"}, "claims_policy: "},
+		"action_secrets": {&Handler{ActionSecrets: map[string]map[string]string{"other.js": {"K": "v"}}}, "action_secrets: "},
+		"signing_alg":    {&Handler{SigningAlg: "HS256"}, "signing_alg"},
+		"key_rotation":   {&Handler{KeyRotation: caddy.Duration(time.Minute), KeyPublishAhead: caddy.Duration(time.Hour)}, "key_rotation"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := tc.h
+			h.Hook, h.UpstreamKey = broken, up.keyFile
+			storage := t.TempDir()
+			err := h.Provision(storageContext(t, storage))
+			_ = h.Cleanup()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Provision: %v, want the config error %q before the script is compiled", err, tc.want)
+			}
+			if h.cacheKey != "" {
+				t.Error("an api.cache was taken before the config was checked")
+			}
+			if entries, _ := os.ReadDir(storage); len(entries) != 0 {
+				t.Errorf("storage written before the config was checked: %v", entries)
+			}
+		})
+	}
+	noScripts := &Handler{UpstreamKey: up.keyFile}
+	if err := noScripts.Provision(storageContext(t, t.TempDir())); !errors.Is(err, errNoScripts) {
+		t.Errorf("Provision without a hook or an action: %v, want %v", err, errNoScripts)
 	}
 }
