@@ -287,14 +287,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.verifier, err = h.buildVerifier(); err != nil {
 		return err
 	}
-	h.clients = map[string]ClientInfo{}
-	if h.ClientsFile != "" {
-		if h.clients, err = loadClientsFile(h.ClientsFile); err != nil {
-			return err
-		}
-	}
-	for id, c := range h.Clients {
-		h.clients[id] = c
+	if h.clients, err = h.loadClients(); err != nil {
+		return err
 	}
 	if h.GeoIPDB != "" {
 		if h.geoip, err = openGeoIP(h.GeoIPDB); err != nil {
