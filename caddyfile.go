@@ -120,8 +120,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.JSONBody); err != nil {
 				return err
 			}
-			if h.JSONBody != "form" && h.JSONBody != "keep" {
-				return d.Errf("json_body must be form or keep, not %q", h.JSONBody)
+			if err := checkJSONBody(h.JSONBody); err != nil {
+				return d.Errf("%v", err)
 			}
 		case "audience_param":
 			if err := oneArg(d, &h.AudienceParam); err != nil {
@@ -208,8 +208,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.ClaimsPolicy); err != nil {
 				return err
 			}
-			if _, err := caddyhook.ParseClaimsPolicy(h.ClaimsPolicy); err != nil {
-				return d.Errf("claims_policy: %v", err)
+			if _, err := parseClaimsPolicy(h.ClaimsPolicy); err != nil {
+				return d.Errf("%v", err)
 			}
 		case "timeout":
 			if err := durationArg(d, &h.Timeout); err != nil {
@@ -259,8 +259,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized subdirective '%s'", sub)
 		}
 	}
-	if h.Hook == "" && len(h.Actions) == 0 {
-		return d.Err("credentials_exchange needs a hook or an action: hook <file.js> or action <file.js>")
+	if err := h.checkScripts(); err != nil {
+		return d.Errf("%v", err)
 	}
 	// Last, once every file is named: `caddy reload` loads a config only
 	// when it differs from the running one, and the files' contents are

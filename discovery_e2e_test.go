@@ -3,7 +3,6 @@ package credentialsexchange_test
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -71,15 +70,6 @@ func startZitadel(t *testing.T, port int) string {
 const discoveryHook = `module.exports = function (client, scope, audience, context, cb) {
 	cb(null, { 'https://example.com/via': 'caddyhook' });
 };`
-
-func writeDiscoveryHook(t *testing.T) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "hook.js")
-	if err := os.WriteFile(p, []byte(discoveryHook), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 func zitadelToken(t *testing.T, base string) rawResponse {
 	t.Helper()
@@ -245,15 +235,4 @@ func TestUpstreamIssuerDownAtStart(t *testing.T) {
 func hostSite(port int, upstream, directive string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n\treverse_proxy %s {\n\t\theader_up Host {upstream_hostport}\n\t}\n}\n",
 		port, strings.ReplaceAll(directive, "\n", "\n\t"), strings.TrimPrefix(upstream, "http://"))
-}
-
-func tokenOf(t *testing.T, body []byte) string {
-	t.Helper()
-	var resp struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.Unmarshal(body, &resp); err != nil || resp.AccessToken == "" {
-		t.Fatalf("no access_token in %s: %v", body, err)
-	}
-	return resp.AccessToken
 }

@@ -3,7 +3,6 @@ package credentialsexchange
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,57 +11,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/maxmind/mmdbwriter"
-	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"go.uber.org/zap"
 )
-
-// writeGeoDB builds a small database in GeoIP2 City layout: a full record
-// for 203.0.113.0/24, a country-only record for 2001:db8::/32.
-func writeGeoDB(t *testing.T, databaseType string) string {
-	t.Helper()
-	w, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: databaseType, RecordSize: 24, IncludeReservedNetworks: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	en := func(s string) mmdbtype.Map { return mmdbtype.Map{"en": mmdbtype.String(s), "de": mmdbtype.String("x")} }
-	city := mmdbtype.Map{
-		"city":      mmdbtype.Map{"names": en("Zurich")},
-		"continent": mmdbtype.Map{"code": mmdbtype.String("EU"), "names": en("Europe")},
-		"country":   mmdbtype.Map{"iso_code": mmdbtype.String("CH"), "names": en("Switzerland")},
-		"location": mmdbtype.Map{"latitude": mmdbtype.Float64(47.3682), "longitude": mmdbtype.Float64(8.5671),
-			"time_zone": mmdbtype.String("Europe/Zurich"), "accuracy_radius": mmdbtype.Uint16(20)},
-		"subdivisions": mmdbtype.Slice{
-			mmdbtype.Map{"iso_code": mmdbtype.String("ZH"), "names": en("Zurich")},
-			mmdbtype.Map{"iso_code": mmdbtype.String("XX"), "names": en("Smaller")},
-		},
-	}
-	country := mmdbtype.Map{
-		"continent": mmdbtype.Map{"code": mmdbtype.String("NA")},
-		"country":   mmdbtype.Map{"iso_code": mmdbtype.String("US"), "names": en("United States")},
-	}
-	for cidr, rec := range map[string]mmdbtype.Map{"203.0.113.0/24": city, "2001:db8::/32": country} {
-		_, network, err := net.ParseCIDR(cidr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Insert(network, rec); err != nil {
-			t.Fatal(err)
-		}
-	}
-	path := filepath.Join(t.TempDir(), "geo.mmdb")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 var zurich = map[string]any{
 	"cityName": "Zurich", "continentCode": "EU", "countryCode": "CH", "countryCode3": "CHE", "countryName": "Switzerland",

@@ -3,6 +3,8 @@ package credentialsexchange
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"os"
 	"path"
 	"time"
 
@@ -156,4 +158,87 @@ func loadPublishKeys(paths []string) ([]jwk.Key, error) {
 		out = append(out, pubs...)
 	}
 	return out, nil
+}
+
+// newRemoteJWKS makes the fetcher of an upstream JWKS URL, configured or
+// discovered.
+func (h *Handler) newRemoteJWKS(url string) *token.RemoteJWKS {
+	return &token.RemoteJWKS{
+		URL:        url,
+		Client:     &http.Client{Timeout: 10 * time.Second},
+		TTL:        upstreamJWKSTTL,
+		MinRefresh: upstreamJWKSMinRefetch,
+		RetryAfter: upstreamJWKSRetryAfter,
+		OnFetch:    metrics().jwksFetched,
+	}
+}
+
+func (h *Handler) buildVerifier() (*token.Verifier, error) {
+	// The issuer a discovered document names must equal the configured
+	// one, so the configured one is what tokens are held to.
+	v := &token.Verifier{Leeway: clockLeeway, Issuer: h.UpstreamIssuer}
+	h.discovery = h.newDiscovery()
+	switch {
+	case h.UpstreamJWKS != "":
+		// A JWKS URL on the proxy's own host gets the proxy's keys merged
+		// in: they are never upstream keys.
+		v.Keys = token.ExcludeKeys{Keys: h.newRemoteJWKS(h.UpstreamJWKS), Own: h.publicKeys}
+	case h.UpstreamKey != "":
+		static, err := loadUpstreamKeys(h.UpstreamKey)
+		if err != nil {
+			return nil, err
+		}
+		v.Keys = static
+	case h.InsecureSkipVerify:
+		h.logger.Warn("insecure_skip_verify is set: upstream token signatures are NOT verified")
+	case h.discovery != nil:
+		// A discovered jwks_uri is usually on the issuer's public host,
+		// which may well be this proxy.
+		v.Keys = token.ExcludeKeys{
+			Keys: &token.DiscoveredJWKS{Discovery: h.discovery, New: h.newRemoteJWKS},
+			Own:  h.publicKeys,
+		}
+	}
+	return v, nil
+}
+
+// readKeys reads the keys in a key file named by option, with errors that
+// name both.
+func readKeys(option, path string) ([]jwk.Key, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", option, err)
+	}
+	keys, err := token.ParseKeys(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", option, path, err)
+	}
+	return keys, nil
+}
+
+func loadSigner(path, alg string) (*token.Signer, error) {
+	keys, err := readKeys("signing_key", path)
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) != 1 {
+		return nil, fmt.Errorf("signing_key %s: holds %d keys, want exactly one private key", path, len(keys))
+	}
+	s, err := token.NewSigner(keys[0], alg)
+	if err != nil {
+		return nil, fmt.Errorf("signing_key %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func loadUpstreamKeys(path string) (token.StaticKeys, error) {
+	keys, err := readKeys("upstream_key", path)
+	if err != nil {
+		return nil, err
+	}
+	static, err := token.NewStaticKeys(keys)
+	if err != nil {
+		return nil, fmt.Errorf("upstream_key %s: %w", path, err)
+	}
+	return static, nil
 }

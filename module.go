@@ -8,7 +8,6 @@ package credentialsexchange
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"go.uber.org/zap"
 
 	"github.com/caddyhook/caddyhook/caddyhook"
@@ -272,28 +270,12 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Every file is read here, once per config load.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	if h.TokenPath == "" {
-		h.TokenPath = DefaultTokenPath
-	}
-	h.tokenRoute = routePath(h.TokenPath)
-	if h.JWKSPath == "" && h.UpstreamIssuer == "" {
-		// With upstream_issuer, the path of the discovered jwks_uri.
-		h.JWKSPath = DefaultJWKSPath
-	}
-	if h.JSONBody == "" {
-		h.JSONBody = "form"
-	}
-	if h.MaxBodySize == 0 {
-		h.MaxBodySize = DefaultMaxBodySize
-	}
-	if h.Timeout == 0 {
-		h.Timeout = caddy.Duration(caddyhook.DefaultTimeout)
-	}
-	if h.JWKSMaxAge == 0 {
-		h.JWKSMaxAge = caddy.Duration(DefaultJWKSMaxAge)
-	}
-	if h.KeyPublishAhead == 0 && h.SigningKey == "" {
-		h.KeyPublishAhead = h.JWKSMaxAge + caddy.Duration(h.keyRefreshInterval())
+	h.setDefaults()
+	// Caddy calls Validate only after Provision, which compiles scripts,
+	// joins actionCaches and may write a keyring to storage: a config that
+	// is wrong on its face must fail before any of that.
+	if err := h.checkConfig(); err != nil {
+		return err
 	}
 	if err := provisionMetrics(ctx); err != nil {
 		return err
@@ -302,18 +284,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.engine, err = h.buildEngine(ctx.Storage(), h.logger.Named("hook")); err != nil {
 		return err
 	}
-
 	if h.verifier, err = h.buildVerifier(); err != nil {
 		return err
 	}
-	h.clients = map[string]ClientInfo{}
-	if h.ClientsFile != "" {
-		if h.clients, err = loadClientsFile(h.ClientsFile); err != nil {
-			return err
-		}
-	}
-	for id, c := range h.Clients {
-		h.clients[id] = c
+	if h.clients, err = h.loadClients(); err != nil {
+		return err
 	}
 	if h.GeoIPDB != "" {
 		if h.geoip, err = openGeoIP(h.GeoIPDB); err != nil {
@@ -340,12 +315,49 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate checks that the configuration is consistent.
-func (h *Handler) Validate() error {
-	switch h.JSONBody {
-	case "form", "keep":
-	default:
-		return fmt.Errorf("json_body must be form or keep, not %q", h.JSONBody)
+// setDefaults fills in the defaults of unset fields; every default that
+// depends on no file is set here, once.
+func (h *Handler) setDefaults() {
+	if h.TokenPath == "" {
+		h.TokenPath = DefaultTokenPath
+	}
+	h.tokenRoute = routePath(h.TokenPath)
+	if h.JWKSPath == "" && h.UpstreamIssuer == "" {
+		// With upstream_issuer, the path of the discovered jwks_uri.
+		h.JWKSPath = DefaultJWKSPath
+	}
+	if h.JSONBody == "" {
+		h.JSONBody = "form"
+	}
+	if h.MaxBodySize == 0 {
+		h.MaxBodySize = DefaultMaxBodySize
+	}
+	if h.Timeout == 0 {
+		h.Timeout = caddy.Duration(caddyhook.DefaultTimeout)
+	}
+	if h.JWKSMaxAge == 0 {
+		h.JWKSMaxAge = caddy.Duration(DefaultJWKSMaxAge)
+	}
+	if h.KeyPublishAhead == 0 && h.SigningKey == "" {
+		h.KeyPublishAhead = h.JWKSMaxAge + caddy.Duration(h.keyRefreshInterval())
+	}
+}
+
+// Validate checks that the configuration is consistent. Provision has
+// already done so, before any work; the check is cheap and depends on the
+// config alone, so it is simply made again.
+func (h *Handler) Validate() error { return h.checkConfig() }
+
+// checkConfig checks every rule that needs no file, on a config whose
+// defaults are set. Provision calls it first and Validate again; the
+// Caddyfile adapter reports values with their line through the same rules
+// (checkJSONBody, parseClaimsPolicy, checkScripts).
+func (h *Handler) checkConfig() error {
+	if err := checkJSONBody(h.JSONBody); err != nil {
+		return err
+	}
+	if err := h.checkScripts(); err != nil {
+		return err
 	}
 	n := 0
 	for _, set := range []bool{h.UpstreamJWKS != "", h.UpstreamKey != "", h.InsecureSkipVerify} {
@@ -396,6 +408,7 @@ func (h *Handler) Validate() error {
 		return nil
 	}
 	if h.SigningAlg != "" {
+		// Before OpenKeyring makes or writes any key with it.
 		if err := token.CheckGenerable(h.SigningAlg); err != nil {
 			return err
 		}
@@ -440,12 +453,14 @@ func (h *Handler) Cleanup() error {
 func (h *Handler) buildEngine(storage caddyhook.Storage, logger *zap.Logger) (*caddyhook.Engine, error) {
 	repl := caddy.NewReplacer()
 
-	policy, err := caddyhook.ParseClaimsPolicy(h.ClaimsPolicy)
-	if err != nil {
+	// Provision has checked the config; `caddy credentials-exchange run`
+	// comes here without Provision, and the rules about scripts matter to it.
+	if err := h.checkScripts(); err != nil {
 		return nil, err
 	}
-	if h.Hook == "" && len(h.Actions) == 0 {
-		return nil, errors.New("a hook or an action is required")
+	policy, err := parseClaimsPolicy(h.ClaimsPolicy)
+	if err != nil {
+		return nil, err
 	}
 	var hook *caddyhook.Script
 	if h.Hook != "" {
@@ -461,11 +476,6 @@ func (h *Handler) buildEngine(storage caddyhook.Storage, logger *zap.Logger) (*c
 	}
 	h.tenant = repl.ReplaceKnown(h.Tenant, "")
 	secrets := replaceAll(repl, h.Secrets)
-	for path := range h.ActionSecrets {
-		if !slices.Contains(h.Actions, path) {
-			return nil, fmt.Errorf("action_secrets: %s is not one of the actions", path)
-		}
-	}
 	actionSecrets := map[*caddyhook.Script]map[string]string{}
 	for i, path := range h.Actions { // an action listed twice gets them both times
 		if own, ok := h.ActionSecrets[path]; ok {
@@ -500,6 +510,45 @@ func (h *Handler) buildEngine(storage caddyhook.Storage, logger *zap.Logger) (*c
 	})
 }
 
+// errNoScripts is the rule that there is something to run.
+var errNoScripts = errors.New("credentials_exchange needs a hook or an action: hook <file.js> or action <file.js>")
+
+// checkScripts checks the rules about what runs: a hook or an action,
+// a known claims_policy, and action_secrets only for configured actions.
+func (h *Handler) checkScripts() error {
+	if h.Hook == "" && len(h.Actions) == 0 {
+		return errNoScripts
+	}
+	if _, err := parseClaimsPolicy(h.ClaimsPolicy); err != nil {
+		return err
+	}
+	for path := range h.ActionSecrets {
+		if !slices.Contains(h.Actions, path) {
+			return fmt.Errorf("action_secrets: %s is not one of the actions", path)
+		}
+	}
+	return nil
+}
+
+// parseClaimsPolicy reads claims_policy; the allowed values are
+// caddyhook.ParseClaimsPolicy's.
+func parseClaimsPolicy(s string) (caddyhook.ClaimsPolicy, error) {
+	p, err := caddyhook.ParseClaimsPolicy(s)
+	if err != nil {
+		return 0, fmt.Errorf("claims_policy: %w", err)
+	}
+	return p, nil
+}
+
+// checkJSONBody checks a json_body value (set; Provision defaults it to form).
+func checkJSONBody(v string) error {
+	switch v {
+	case "form", "keep":
+		return nil
+	}
+	return fmt.Errorf("json_body must be form or keep, not %q", v)
+}
+
 // actionCaches keeps each handler's api.cache across config reloads: a
 // reload builds a new handler with the same tenant and actions, which gets
 // the same cache; the cache goes when no config uses it any more.
@@ -519,48 +568,6 @@ func (h *Handler) actionCache() (*caddyhook.ActionCache, error) {
 	}
 	h.cacheKey = key
 	return v.(pooledCache).ActionCache, nil
-}
-
-// newRemoteJWKS makes the fetcher of an upstream JWKS URL, configured or
-// discovered.
-func (h *Handler) newRemoteJWKS(url string) *token.RemoteJWKS {
-	return &token.RemoteJWKS{
-		URL:        url,
-		Client:     &http.Client{Timeout: 10 * time.Second},
-		TTL:        upstreamJWKSTTL,
-		MinRefresh: upstreamJWKSMinRefetch,
-		RetryAfter: upstreamJWKSRetryAfter,
-		OnFetch:    metrics().jwksFetched,
-	}
-}
-
-func (h *Handler) buildVerifier() (*token.Verifier, error) {
-	// The issuer a discovered document names must equal the configured
-	// one, so the configured one is what tokens are held to.
-	v := &token.Verifier{Leeway: clockLeeway, Issuer: h.UpstreamIssuer}
-	h.discovery = h.newDiscovery()
-	switch {
-	case h.UpstreamJWKS != "":
-		// A JWKS URL on the proxy's own host gets the proxy's keys merged
-		// in: they are never upstream keys.
-		v.Keys = token.ExcludeKeys{Keys: h.newRemoteJWKS(h.UpstreamJWKS), Own: h.publicKeys}
-	case h.UpstreamKey != "":
-		static, err := loadUpstreamKeys(h.UpstreamKey)
-		if err != nil {
-			return nil, err
-		}
-		v.Keys = static
-	case h.InsecureSkipVerify:
-		h.logger.Warn("insecure_skip_verify is set: upstream token signatures are NOT verified")
-	case h.discovery != nil:
-		// A discovered jwks_uri is usually on the issuer's public host,
-		// which may well be this proxy.
-		v.Keys = token.ExcludeKeys{
-			Keys: &token.DiscoveredJWKS{Discovery: h.discovery, New: h.newRemoteJWKS},
-			Own:  h.publicKeys,
-		}
-	}
-	return v, nil
 }
 
 // ServeHTTP rewrites client credentials token responses and JWKS responses;
@@ -600,59 +607,6 @@ func compileFile(path string, kind caddyhook.Kind) (*caddyhook.Script, error) {
 		return nil, fmt.Errorf("reading script: %w", err)
 	}
 	return caddyhook.Compile(path, src, kind)
-}
-
-// readKeys reads the keys in a key file named by option, with errors that
-// name both.
-func readKeys(option, path string) ([]jwk.Key, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", option, err)
-	}
-	keys, err := token.ParseKeys(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", option, path, err)
-	}
-	return keys, nil
-}
-
-func loadSigner(path, alg string) (*token.Signer, error) {
-	keys, err := readKeys("signing_key", path)
-	if err != nil {
-		return nil, err
-	}
-	if len(keys) != 1 {
-		return nil, fmt.Errorf("signing_key %s: holds %d keys, want exactly one private key", path, len(keys))
-	}
-	s, err := token.NewSigner(keys[0], alg)
-	if err != nil {
-		return nil, fmt.Errorf("signing_key %s: %w", path, err)
-	}
-	return s, nil
-}
-
-func loadUpstreamKeys(path string) (token.StaticKeys, error) {
-	keys, err := readKeys("upstream_key", path)
-	if err != nil {
-		return nil, err
-	}
-	static, err := token.NewStaticKeys(keys)
-	if err != nil {
-		return nil, fmt.Errorf("upstream_key %s: %w", path, err)
-	}
-	return static, nil
-}
-
-func loadClientsFile(path string) (map[string]ClientInfo, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("clients_file: %w", err)
-	}
-	clients := map[string]ClientInfo{}
-	if err := json.Unmarshal(data, &clients); err != nil {
-		return nil, fmt.Errorf("clients_file %s: want {\"<client_id>\": {\"name\": \"...\", \"metadata\": {\"key\": \"string value\"}, \"grant_scopes\": [\"scope\"]}}: %w", path, err)
-	}
-	return clients, nil
 }
 
 // Interface guards

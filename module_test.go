@@ -1,471 +1,16 @@
 package credentialsexchange
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
-	"io"
-	"net/http"
-	"net/http/httptest"
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jws"
-	"github.com/lestrrat-go/jwx/v2/jwt"
 )
-
-// upstreamKey is an RSA key that plays the upstream's signing key in these
-// tests; it is generated once per test run.
-type testUpstream struct {
-	key     jwk.Key
-	keyFile string // public key, PEM
-}
-
-func newTestUpstream(t testing.TB) *testUpstream {
-	t.Helper()
-	raw, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := jwk.FromRaw(raw)
-	_ = key.Set(jwk.KeyIDKey, "up-1")
-	der, _ := x509.MarshalPKIXPublicKey(&raw.PublicKey)
-	path := filepath.Join(t.TempDir(), "upstream.pub.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return &testUpstream{key: key, keyFile: path}
-}
-
-func (u *testUpstream) sign(t testing.TB, alg jwa.SignatureAlgorithm, key any, claims map[string]any) string {
-	t.Helper()
-	payload, _ := json.Marshal(claims)
-	hdr := jws.NewHeaders()
-	_ = hdr.Set(jws.TypeKey, "at+jwt")
-	_ = hdr.Set(jws.KeyIDKey, "up-1")
-	out, err := jws.Sign(payload, jws.WithKey(alg, key, jws.WithProtectedHeaders(hdr)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
-
-func (u *testUpstream) token(t testing.TB, mod func(map[string]any)) string {
-	claims := map[string]any{
-		"iss": "https://up.example/", "sub": "svc", "aud": "https://api.example.com",
-		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(), "jti": "j1",
-		"client_id": "svc", "scope": "read:a",
-	}
-	if mod != nil {
-		mod(claims)
-	}
-	return u.sign(t, jwa.RS256, u.key, claims)
-}
-
-func writeSigningKey(t *testing.T) string {
-	t.Helper()
-	k, _ := rsa.GenerateKey(rand.Reader, 2048)
-	der, _ := x509.MarshalPKCS8PrivateKey(k)
-	p := filepath.Join(t.TempDir(), "signing.pem")
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func provision(t testing.TB, h *Handler) *Handler {
-	t.Helper()
-	return provisionWithStorage(t, h, t.TempDir())
-}
-
-// provisionWithStorage provisions h in a context whose storage is Caddy's
-// file_system module at root, as under caddy run with a storage option.
-func provisionWithStorage(t testing.TB, h *Handler, root string) *Handler {
-	t.Helper()
-	return provisionIn(t, h, storageContext(t, root))
-}
-
-// provisionIn provisions and validates h in ctx, cleaning it up after t.
-func provisionIn(t testing.TB, h *Handler, ctx caddy.Context) *Handler {
-	t.Helper()
-	if err := h.Provision(ctx); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
-	t.Cleanup(func() { _ = h.Cleanup() })
-	if err := h.Validate(); err != nil {
-		t.Fatalf("validate: %v", err)
-	}
-	return h
-}
-
-// storageContext makes a Caddy context with file_system storage at root.
-// Caddy's ProvisionContext sets package globals, so call it from one
-// goroutine at a time.
-func storageContext(t testing.TB, root string) caddy.Context {
-	t.Helper()
-	return storageContextLogging(t, root, nil)
-}
-
-// storageContextLogging is storageContext with Caddy's logging set to logs
-// (nil: Caddy's default).
-func storageContextLogging(t testing.TB, root string, logs *caddy.Logging) caddy.Context {
-	t.Helper()
-	storage, _ := json.Marshal(map[string]string{"module": "file_system", "root": root})
-	base, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: storage, Logging: logs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := caddy.NewContext(base)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func writeScript(t testing.TB, src string) string {
-	p := filepath.Join(t.TempDir(), "hook.js")
-	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// scriptedUpstream answers like an upstream token endpoint would, with a
-// response the test chooses, and records what it received.
-type scriptedUpstream struct {
-	status  int
-	header  http.Header
-	body    string
-	gotBody string
-	gotType string
-	gotAE   string
-}
-
-func (s *scriptedUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
-	b, _ := io.ReadAll(r.Body)
-	s.gotBody, s.gotType, s.gotAE = string(b), r.Header.Get("Content-Type"), r.Header.Get("Accept-Encoding")
-	for k, v := range s.header {
-		w.Header()[k] = v
-	}
-	if w.Header().Get("Content-Type") == "" {
-		w.Header().Set("Content-Type", "application/json")
-	}
-	w.WriteHeader(s.status)
-	_, _ = io.WriteString(w, s.body)
-	return nil
-}
-
-var _ caddyhttp.Handler = (*scriptedUpstream)(nil)
-
-func tokenResponse(tok string) string {
-	b, _ := json.Marshal(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3600, "scope": "read:a"})
-	return string(b)
-}
-
-func serve(t testing.TB, h *Handler, next caddyhttp.Handler, req *http.Request) *httptest.ResponseRecorder {
-	t.Helper()
-	rec := httptest.NewRecorder()
-	if err := h.ServeHTTP(rec, req, next); err != nil {
-		t.Fatalf("ServeHTTP: %v", err)
-	}
-	return rec
-}
-
-// issuedClaims returns the claims of the token in a successful token
-// response.
-func issuedClaims(t testing.TB, rec *httptest.ResponseRecorder) map[string]json.RawMessage {
-	t.Helper()
-	var resp map[string]json.RawMessage
-	_ = json.Unmarshal(rec.Body.Bytes(), &resp)
-	var compact string
-	_ = json.Unmarshal(resp["access_token"], &compact)
-	msg, err := jws.Parse([]byte(compact))
-	if err != nil {
-		t.Fatalf("no token in the response: %d %s", rec.Code, rec.Body)
-	}
-	var claims map[string]json.RawMessage
-	if err := json.Unmarshal(msg.Payload(), &claims); err != nil {
-		t.Fatal(err)
-	}
-	return claims
-}
-
-func formRequest(form url.Values) *http.Request {
-	r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(form.Encode()))
-	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return r
-}
-
-var ccForm = url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "client_secret": {"s"}}
-
-// provisionScopeHook provisions a handler in front of up whose hook grants
-// the requested scope and nothing else.
-func provisionScopeHook(t *testing.T, up *testUpstream) *Handler {
-	t.Helper()
-	return provision(t, &Handler{
-		Hook:        writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{scope:s})}`),
-		SigningKey:  writeSigningKey(t),
-		UpstreamKey: up.keyFile,
-	})
-}
-
-func TestUpstreamFailuresAre502(t *testing.T) {
-	up := newTestUpstream(t)
-	h := provisionScopeHook(t, up)
-	otherKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	pubJWK, _ := jwk.FromRaw(otherKey.Public())
-	pubBytes, _ := json.Marshal(pubJWK)
-
-	cases := map[string]*scriptedUpstream{
-		"not a JWT":       {status: 200, body: tokenResponse("opaque-token-value")},
-		"bad signature":   {status: 200, body: tokenResponse(up.sign(t, jwa.RS256, otherKey, map[string]any{"exp": time.Now().Add(time.Hour).Unix()}))},
-		"expired":         {status: 200, body: tokenResponse(up.token(t, func(c map[string]any) { c["exp"] = time.Now().Add(-time.Hour).Unix() }))},
-		"no exp":          {status: 200, body: tokenResponse(up.token(t, func(c map[string]any) { delete(c, "exp") }))},
-		"malformed JSON":  {status: 200, body: `{"access_token": "abc`},
-		"no access_token": {status: 200, body: `{"token_type":"Bearer"}`},
-		"not JSON":        {status: 200, header: http.Header{"Content-Type": {"text/plain"}}, body: "access_token=x"},
-		"compressed":      {status: 200, header: http.Header{"Content-Encoding": {"gzip"}}, body: tokenResponse(up.token(t, nil))},
-		"alg none":        {status: 200, body: tokenResponse(unsignedToken(t))},
-		// A token the hook would not see beside the one it does, or on a
-		// status the exchange replays.
-		"a second token in another member": {status: 200, body: `{"access_token":"` + up.token(t, nil) + `","token":"` + up.token(t, nil) + `"}`},
-		"a token in a header":              {status: 200, header: http.Header{"X-Token": {up.token(t, nil)}}, body: tokenResponse(up.token(t, nil))},
-		"201 with a token elsewhere":       {status: 201, body: `{"token":"` + up.token(t, nil) + `"}`},
-		"400 with a form token and a ;": {status: 400, header: http.Header{"Content-Type": {"application/x-www-form-urlencoded"}},
-			body: "access_token=opaque&x=a;b"},
-		// HS256 with the upstream's public key as the HMAC secret: key confusion.
-		"hmac with public key": {status: 200, body: tokenResponse(up.sign(t, jwa.HS256, pubBytes, map[string]any{"exp": time.Now().Add(time.Hour).Unix()}))},
-	}
-	for name, next := range cases {
-		t.Run(name, func(t *testing.T) {
-			rec := serve(t, h, next, formRequest(ccForm))
-			if rec.Code != http.StatusBadGateway {
-				t.Fatalf("status = %d, body %s", rec.Code, rec.Body)
-			}
-			checkErrorResponse(t, rec, "server_error")
-		})
-	}
-}
-
-func unsignedToken(t *testing.T) string {
-	enc := func(v any) string {
-		b, _ := json.Marshal(v)
-		return strings.TrimRight(base64URL(b), "=")
-	}
-	return enc(map[string]any{"alg": "none", "typ": "JWT"}) + "." + enc(map[string]any{"sub": "x", "exp": time.Now().Add(time.Hour).Unix()}) + "."
-}
-
-func checkErrorResponse(t *testing.T, rec *httptest.ResponseRecorder, code string) {
-	t.Helper()
-	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type = %q", ct)
-	}
-	if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
-		t.Errorf("Cache-Control = %q", cc)
-	}
-	var body map[string]string
-	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
-		t.Fatalf("error body %q: %v", rec.Body, err)
-	}
-	if body["error"] != code || body["error_description"] == "" {
-		t.Errorf("body = %v, want error %s with a description", body, code)
-	}
-	if strings.Contains(rec.Body.String(), "eyJ") {
-		t.Errorf("error response holds a token: %s", rec.Body)
-	}
-}
-
-func TestRequestHandling(t *testing.T) {
-	up := newTestUpstream(t)
-	echo := writeScript(t, `module.exports=function(client,scope,audience,context,cb){
-		cb(null,{scope:scope,'https://t.example/in':{id:client.id,audience:audience,body:context.body}})
-	}`)
-	newHandler := func(mod func(*Handler)) *Handler {
-		h := &Handler{Hook: echo, SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile, ClaimsPolicy: "namespaced"}
-		if mod != nil {
-			mod(h)
-		}
-		return provision(t, h)
-	}
-	hookSaw := func(t *testing.T, rec *httptest.ResponseRecorder) map[string]any {
-		t.Helper()
-		if rec.Code != 200 {
-			t.Fatalf("status %d: %s", rec.Code, rec.Body)
-		}
-		var resp map[string]any
-		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
-		msg, err := jws.Parse([]byte(resp["access_token"].(string)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var claims map[string]any
-		_ = json.Unmarshal(msg.Payload(), &claims)
-		return claims["https://t.example/in"].(map[string]any)
-	}
-
-	t.Run("JSON is re-encoded as a form, audience renamed", func(t *testing.T) {
-		h := newHandler(func(h *Handler) { h.AudienceParam = "resource" })
-		next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}
-		r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(
-			`{"grant_type":"client_credentials","client_id":"svc","client_secret":"s","audience":"https://api.example.com"}`))
-		r.Header.Set("Content-Type", "application/json")
-		r.Header.Set("Accept-Encoding", "gzip")
-		in := hookSaw(t, serve(t, h, next, r))
-		form, err := url.ParseQuery(next.gotBody)
-		if err != nil || next.gotType != "application/x-www-form-urlencoded" {
-			t.Fatalf("upstream got %q %q", next.gotType, next.gotBody)
-		}
-		if form.Get("resource") != "https://api.example.com" || form.Has("audience") || form.Get("client_secret") != "s" {
-			t.Fatalf("upstream form = %v", form)
-		}
-		if next.gotAE != "identity" {
-			t.Errorf("upstream was asked for %q, want identity", next.gotAE)
-		}
-		if in["audience"] != "https://api.example.com" {
-			t.Errorf("hook audience = %v", in["audience"])
-		}
-		body := in["body"].(map[string]any)
-		if body["audience"] != "https://api.example.com" || body["client_secret"] != nil {
-			t.Errorf("hook body = %v", body)
-		}
-	})
-
-	t.Run("json_body keep forwards JSON", func(t *testing.T) {
-		h := newHandler(func(h *Handler) { h.JSONBody = "keep" })
-		next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}
-		raw := `{"grant_type":"client_credentials","client_id":"svc","client_secret":"s"}`
-		r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(raw))
-		r.Header.Set("Content-Type", "application/json")
-		hookSaw(t, serve(t, h, next, r))
-		if next.gotBody != raw || next.gotType != "application/json" {
-			t.Fatalf("upstream got %q %q", next.gotType, next.gotBody)
-		}
-	})
-
-	t.Run("client id from the request when the token has none", func(t *testing.T) {
-		h := newHandler(nil)
-		noClient := func(c map[string]any) { delete(c, "client_id") }
-		cases := map[string]func() *http.Request{
-			"basic auth, form-decoded": func() *http.Request {
-				r := formRequest(url.Values{"grant_type": {"client_credentials"}})
-				r.SetBasicAuth(url.QueryEscape("svc:with/odd chars"), "s")
-				return r
-			},
-			"client_id parameter": func() *http.Request {
-				return formRequest(url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc:with/odd chars"}})
-			},
-			"client_assertion sub": func() *http.Request {
-				assertion := base64URL([]byte(`{"alg":"RS256"}`)) + "." + base64URL([]byte(`{"sub":"svc:with/odd chars"}`)) + ".sig"
-				return formRequest(url.Values{"grant_type": {"client_credentials"}, "client_assertion": {assertion},
-					"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}})
-			},
-		}
-		for name, req := range cases {
-			next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, noClient))}
-			in := hookSaw(t, serve(t, h, next, req()))
-			if in["id"] != "svc:with/odd chars" {
-				t.Errorf("%s: client.id = %v", name, in["id"])
-			}
-			if body := in["body"].(map[string]any); body["client_assertion"] != nil {
-				t.Errorf("%s: client_assertion reached the hook", name)
-			}
-		}
-	})
-
-	t.Run("audience prefers the requested one when the token has it", func(t *testing.T) {
-		h := newHandler(nil)
-		multi := func(c map[string]any) { c["aud"] = []string{"https://a.example", "https://b.example"} }
-		next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, multi))}
-		form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "resource": {"https://b.example"}}
-		if in := hookSaw(t, serve(t, h, next, formRequest(form))); in["audience"] != "https://b.example" {
-			t.Errorf("audience = %v", in["audience"])
-		}
-		next = &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, multi))}
-		form.Set("resource", "https://not-granted.example")
-		if in := hookSaw(t, serve(t, h, next, formRequest(form))); in["audience"] != "https://a.example" {
-			t.Errorf("audience = %v", in["audience"])
-		}
-	})
-
-	t.Run("response keeps other fields and scope becomes the final scope", func(t *testing.T) {
-		h := provision(t, &Handler{
-			Hook:       writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{'https://t.example/x':1})}`),
-			SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile,
-		})
-		next := &scriptedUpstream{status: 200, header: http.Header{"X-Upstream": {"1"}},
-			body: `{"access_token":"` + up.token(t, nil) + `","token_type":"Bearer","expires_in":3600,"scope":"read:a","issued_token_type":"x","refresh_token":"rt"}`}
-		rec := serve(t, h, next, formRequest(ccForm))
-		var resp map[string]any
-		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
-		if _, has := resp["scope"]; has {
-			t.Errorf("response scope = %v, want absent", resp["scope"])
-		}
-		if resp["token_type"] != "Bearer" || resp["expires_in"] != float64(3600) || resp["issued_token_type"] != "x" {
-			t.Errorf("response lost fields: %v", resp)
-		}
-		if _, has := resp["refresh_token"]; has {
-			t.Error("a refresh token would let the client mint tokens the hook never saw")
-		}
-		if rec.Header().Get("X-Upstream") != "1" || rec.Header().Get("Cache-Control") != "no-store" {
-			t.Errorf("headers = %v", rec.Header())
-		}
-		msg, _ := jws.Parse([]byte(resp["access_token"].(string)))
-		hdr := msg.Signatures()[0].ProtectedHeaders()
-		if hdr.Type() != "at+jwt" || hdr.KeyID() != h.keys.Signer().KeyID() {
-			t.Errorf("header typ=%q kid=%q", hdr.Type(), hdr.KeyID())
-		}
-		var claims map[string]any
-		_ = json.Unmarshal(msg.Payload(), &claims)
-		if _, has := claims["scope"]; has || claims["jti"] != "j1" || claims["iss"] != "https://up.example/" {
-			t.Errorf("claims = %v", claims)
-		}
-	})
-
-	t.Run("unparseable body is refused, not forwarded", func(t *testing.T) {
-		h := newHandler(nil)
-		next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}
-		r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(`{"grant_type":`))
-		r.Header.Set("Content-Type", "application/json")
-		rec := serve(t, h, next, r)
-		if rec.Code != 400 || next.gotType != "" {
-			t.Fatalf("got %d, upstream saw %q", rec.Code, next.gotBody)
-		}
-		checkErrorResponse(t, rec, "invalid_request")
-	})
-}
-
-func TestJWKSWithoutUpstreamKeys(t *testing.T) {
-	up := newTestUpstream(t)
-	h := provision(t, &Handler{Hook: writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{})}`),
-		SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile})
-	for name, next := range map[string]*scriptedUpstream{
-		"404":      {status: 404, body: "not found"},
-		"not JSON": {status: 200, header: http.Header{"Content-Type": {"text/html"}}, body: "<html>"},
-		"no keys":  {status: 200, body: `{"issuer":"x"}`},
-	} {
-		rec := serve(t, h, next, httptest.NewRequest(http.MethodGet, "/.well-known/jwks.json", nil))
-		set, err := jwk.Parse(rec.Body.Bytes())
-		if rec.Code != 200 || err != nil || set.Len() != 1 {
-			t.Fatalf("%s: %d %s", name, rec.Code, rec.Body)
-		}
-		if k, _ := set.Key(0); k.KeyID() != h.keys.Signer().KeyID() {
-			t.Fatalf("%s: served key %q", name, k.KeyID())
-		}
-		if !strings.Contains(rec.Header().Get("Cache-Control"), "max-age=") {
-			t.Errorf("%s: Cache-Control = %q", name, rec.Header().Get("Cache-Control"))
-		}
-	}
-}
 
 func TestStorageSharedByHandlerInstances(t *testing.T) {
 	up := newTestUpstream(t)
@@ -512,67 +57,6 @@ func TestStorageSharedByHandlerInstances(t *testing.T) {
 	exchange(named(hook), "d")
 	if got := exchange(named(other), "e"); got != `["d","e"]` {
 		t.Fatalf("two hooks naming one storage_document saw %s", got)
-	}
-}
-
-// TestTwoInstancesShareGeneratedKeys starts two handler instances, each in
-// its own Caddy context with its own config, at the same moment, sharing one
-// storage folder: they must end with one key, serve the same JWKS, and
-// verify each other's tokens.
-func TestTwoInstancesShareGeneratedKeys(t *testing.T) {
-	up := newTestUpstream(t)
-	shared := t.TempDir()
-	hook := writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{scope:s})}`)
-	instances := []*Handler{
-		{Hook: hook, UpstreamKey: up.keyFile, SigningAlg: "ES256"},
-		{Hook: hook, UpstreamKey: up.keyFile, SigningAlg: "ES256"},
-	}
-	contexts := []caddy.Context{storageContext(t, shared), storageContext(t, shared)}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	errs := make([]error, len(instances))
-	for i := range instances {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			<-start
-			errs[i] = instances[i].Provision(contexts[i])
-		}(i)
-	}
-	close(start)
-	wg.Wait()
-	for i, h := range instances {
-		t.Cleanup(func() { _ = h.Cleanup() })
-		if errs[i] != nil {
-			t.Fatalf("instance %d: %v", i, errs[i])
-		}
-	}
-	a, b := instances[0], instances[1]
-	if a.keys.Signer().KeyID() != b.keys.Signer().KeyID() {
-		t.Fatalf("instances sign with different keys: %s and %s", a.keys.Signer().KeyID(), b.keys.Signer().KeyID())
-	}
-	jwks := func(h *Handler) []byte {
-		rec := serve(t, h, &scriptedUpstream{status: 404}, httptest.NewRequest(http.MethodGet, "/.well-known/jwks.json", nil))
-		return rec.Body.Bytes()
-	}
-	if ja, jb := jwks(a), jwks(b); string(ja) != string(jb) {
-		t.Fatalf("instances serve different JWKS:\n%s\n%s", ja, jb)
-	}
-	for _, pair := range [][2]*Handler{{a, b}, {b, a}} {
-		rec := serve(t, pair[0], &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}, formRequest(ccForm))
-		var resp map[string]string
-		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
-		set, err := jwk.Parse(jwks(pair[1]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := jwt.Parse([]byte(resp["access_token"]), jwt.WithKeySet(set)); err != nil {
-			t.Fatalf("a token signed by one instance does not verify with the other's JWKS: %v", err)
-		}
-	}
-	// Private keys stay in storage: the JWKS has no private members.
-	if strings.Contains(string(jwks(a)), `"d":`) {
-		t.Fatal("the JWKS holds a private key")
 	}
 }
 
@@ -669,91 +153,6 @@ func TestActionCacheSurvivesReload(t *testing.T) {
 	}
 }
 
-// TestScopeAsTheHookSeesIt pins how the token's scope claim reaches the hook:
-// undefined only when there is none, and the form it is written back in.
-func TestScopeAsTheHookSeesIt(t *testing.T) {
-	up := newTestUpstream(t)
-	h := provision(t, &Handler{
-		Hook: writeScript(t, `module.exports=function(c,scope,a,x,cb){
-			cb(null,{scope:['out'],'https://t.example/saw':scope === undefined ? 'undefined' : scope})}`),
-		UpstreamKey: up.keyFile, SigningKey: writeSigningKey(t),
-	})
-	for _, tc := range []struct {
-		name      string
-		set       func(map[string]any)
-		saw, form string
-	}{
-		{"scope string", func(c map[string]any) { c["scope"] = "a  b" }, `["a","b"]`, "scope"},
-		{"empty scope", func(c map[string]any) { c["scope"] = "" }, `[]`, "scope"},
-		{"scope not a string", func(c map[string]any) { c["scope"] = 7 }, `"undefined"`, "scope"},
-		{"scp array", func(c map[string]any) { delete(c, "scope"); c["scp"] = []string{"a", "b"} }, `["a","b"]`, "scp"},
-		{"scp string", func(c map[string]any) { delete(c, "scope"); c["scp"] = "a b" }, `["a","b"]`, "scp"},
-		{"no scope", func(c map[string]any) { delete(c, "scope") }, `"undefined"`, "scope"},
-	} {
-		rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, tc.set))}, formRequest(ccForm))
-		claims := issuedClaims(t, rec)
-		if got := string(claims["https://t.example/saw"]); got != tc.saw {
-			t.Errorf("%s: the hook saw %s, want %s", tc.name, got, tc.saw)
-		}
-		other := map[string]string{"scope": "scp", "scp": "scope"}[tc.form]
-		if _, ok := claims[tc.form]; !ok || claims[other] != nil {
-			t.Errorf("%s: the scope was written back as %v, want %s", tc.name, claims, tc.form)
-		}
-	}
-}
-
-// TestGrantScopes: scopes actions add outside the client's grant do not
-// reach the token; the grant comes from the client block, else the
-// clients_file entry, else the scopes the upstream issued.
-func TestGrantScopes(t *testing.T) {
-	up := newTestUpstream(t)
-	clients := filepath.Join(t.TempDir(), "clients.json")
-	if err := os.WriteFile(clients, []byte(`{"from-file":{"grant_scopes":["read:a","write:b"]},"svc":{"grant_scopes":["write:b"]},"none":{"grant_scopes":[]}}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h := provision(t, &Handler{
-		Actions: []string{writeScript(t, `exports.onExecuteCredentialsExchange = async (event, api) => {
-			api.transaction.addTargetScope('write:b');
-			api.transaction.addTargetScope('admin');
-		};`)},
-		UpstreamKey: up.keyFile, SigningKey: writeSigningKey(t), ClientsFile: clients,
-		Clients: map[string]ClientInfo{"svc": {GrantScopes: []string{"read:a", "write:b", "write:c"}}},
-	})
-	for _, tc := range []struct{ client, want string }{
-		{"svc", `"read:a write:b"`},       // the client block wins over the file
-		{"from-file", `"read:a write:b"`}, // the clients_file entry
-		{"unknown", `"read:a"`},           // the upstream's scope is the grant
-		{"none", ``},                      // an empty grant grants nothing
-	} {
-		tok := up.token(t, func(c map[string]any) { c["client_id"] = tc.client })
-		rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(tok)}, formRequest(ccForm))
-		if got := string(issuedClaims(t, rec)["scope"]); got != tc.want {
-			t.Errorf("%s: scope %s, want %s", tc.client, got, tc.want)
-		}
-	}
-}
-
-// TestEventRequestLanguage: actions see the client's preferred language.
-func TestEventRequestLanguage(t *testing.T) {
-	up := newTestUpstream(t)
-	h := provision(t, &Handler{
-		Actions: []string{writeScript(t, `exports.onExecuteCredentialsExchange = async (event, api) => {
-			api.accessToken.setCustomClaim('https://t.example/lang', String(event.request.language));
-		};`)},
-		UpstreamKey: up.keyFile, SigningKey: writeSigningKey(t),
-	})
-	for header, want := range map[string]string{"es-MX, es;q=0.9, en;q=0.5": `"es-MX"`, "": `"undefined"`} {
-		req := formRequest(ccForm)
-		if header != "" {
-			req.Header.Set("Accept-Language", header)
-		}
-		rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}, req)
-		if got := string(issuedClaims(t, rec)["https://t.example/lang"]); got != want {
-			t.Errorf("Accept-Language %q: language %s, want %s", header, got, want)
-		}
-	}
-}
-
 // TestActionSecrets: action_secrets reach only their action, over the
 // global secrets, with placeholders resolved; naming a script that is not
 // one of the actions is a config error.
@@ -846,5 +245,45 @@ func TestValidationUpstreamIssuer(t *testing.T) {
 				t.Fatalf("discovery used: %v, want %v", h.discovery != nil, needed)
 			}
 		})
+	}
+}
+
+// TestConfigCheckedBeforeWork: Caddy calls Validate after Provision, so a
+// config that is wrong on its face must fail in Provision before any script
+// is compiled, any api.cache is taken or any key is written to storage.
+func TestConfigCheckedBeforeWork(t *testing.T) {
+	up := newTestUpstream(t)
+	broken := writeScript(t, `module.exports = function (`) // does not compile
+	cases := map[string]struct {
+		h    *Handler
+		want string
+	}{
+		"json_body":      {&Handler{JSONBody: "xml"}, "json_body must be form or keep"},
+		"claims_policy":  {&Handler{ClaimsPolicy: "strict"}, "claims_policy: "},
+		"action_secrets": {&Handler{ActionSecrets: map[string]map[string]string{"other.js": {"K": "v"}}}, "action_secrets: "},
+		"signing_alg":    {&Handler{SigningAlg: "HS256"}, "signing_alg"},
+		"key_rotation":   {&Handler{KeyRotation: caddy.Duration(time.Minute), KeyPublishAhead: caddy.Duration(time.Hour)}, "key_rotation"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := tc.h
+			h.Hook, h.UpstreamKey = broken, up.keyFile
+			storage := t.TempDir()
+			err := h.Provision(storageContext(t, storage))
+			_ = h.Cleanup()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Provision: %v, want the config error %q before the script is compiled", err, tc.want)
+			}
+			if h.cacheKey != "" {
+				t.Error("an api.cache was taken before the config was checked")
+			}
+			if entries, _ := os.ReadDir(storage); len(entries) != 0 {
+				t.Errorf("storage written before the config was checked: %v", entries)
+			}
+		})
+	}
+	noScripts := &Handler{UpstreamKey: up.keyFile}
+	if err := noScripts.Provision(storageContext(t, t.TempDir())); !errors.Is(err, errNoScripts) {
+		t.Errorf("Provision without a hook or an action: %v, want %v", err, errNoScripts)
 	}
 }

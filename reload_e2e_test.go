@@ -20,18 +20,6 @@ import (
 	"github.com/caddyhook/caddyhook/internal/oauthserver"
 )
 
-// startOAuthServer starts the test OAuth server with opts and closes it
-// after t.
-func startOAuthServer(t testing.TB, opts oauthserver.Options) *oauthserver.Server {
-	t.Helper()
-	upstream, err := oauthserver.Start(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = upstream.Close() })
-	return upstream
-}
-
 // reloadHook keeps module state and leaves unref'd timers behind, as the
 // soak's hook does: a reload must drop the old handler's warm runtimes with
 // whatever their loops still hold.

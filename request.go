@@ -531,19 +531,6 @@ func assertionSubject(assertion string) string {
 	return c.Sub
 }
 
-// mediaType returns the media type of a Content-Type header, lower-cased and
-// without parameters.
-func mediaType(h http.Header) string {
-	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
-	return mt
-}
-
-// isJSON reports whether a request or response carries JSON.
-func isJSON(h http.Header) bool {
-	mt := mediaType(h)
-	return mt == "application/json" || strings.HasSuffix(mt, "+json")
-}
-
 // requestedAudiences returns the audience (Auth0) and resource (RFC 8707)
 // parameters the client sent, in that order.
 func (req *tokenRequest) requestedAudiences() []string {

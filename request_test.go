@@ -3,11 +3,15 @@ package credentialsexchange
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
 // multipartBody encodes name/value pairs as multipart/form-data and returns
@@ -150,4 +154,163 @@ func TestRoutePath(t *testing.T) {
 			t.Errorf("%q is not the token endpoint", p)
 		}
 	}
+}
+
+func TestRequestHandling(t *testing.T) {
+	up := newTestUpstream(t)
+	echo := writeScript(t, `module.exports=function(client,scope,audience,context,cb){
+		cb(null,{scope:scope,'https://t.example/in':{id:client.id,audience:audience,body:context.body}})
+	}`)
+	newHandler := func(mod func(*Handler)) *Handler {
+		h := &Handler{Hook: echo, SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile, ClaimsPolicy: "namespaced"}
+		if mod != nil {
+			mod(h)
+		}
+		return provision(t, h)
+	}
+	hookSaw := func(t *testing.T, rec *httptest.ResponseRecorder) map[string]any {
+		t.Helper()
+		if rec.Code != 200 {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		var resp map[string]any
+		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+		msg, err := jws.Parse([]byte(resp["access_token"].(string)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var claims map[string]any
+		_ = json.Unmarshal(msg.Payload(), &claims)
+		return claims["https://t.example/in"].(map[string]any)
+	}
+
+	t.Run("JSON is re-encoded as a form, audience renamed", func(t *testing.T) {
+		h := newHandler(func(h *Handler) { h.AudienceParam = "resource" })
+		next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}
+		r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(
+			`{"grant_type":"client_credentials","client_id":"svc","client_secret":"s","audience":"https://api.example.com"}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Accept-Encoding", "gzip")
+		in := hookSaw(t, serve(t, h, next, r))
+		form, err := url.ParseQuery(next.gotBody)
+		if err != nil || next.gotType != "application/x-www-form-urlencoded" {
+			t.Fatalf("upstream got %q %q", next.gotType, next.gotBody)
+		}
+		if form.Get("resource") != "https://api.example.com" || form.Has("audience") || form.Get("client_secret") != "s" {
+			t.Fatalf("upstream form = %v", form)
+		}
+		if next.gotAE != "identity" {
+			t.Errorf("upstream was asked for %q, want identity", next.gotAE)
+		}
+		if in["audience"] != "https://api.example.com" {
+			t.Errorf("hook audience = %v", in["audience"])
+		}
+		body := in["body"].(map[string]any)
+		if body["audience"] != "https://api.example.com" || body["client_secret"] != nil {
+			t.Errorf("hook body = %v", body)
+		}
+	})
+
+	t.Run("json_body keep forwards JSON", func(t *testing.T) {
+		h := newHandler(func(h *Handler) { h.JSONBody = "keep" })
+		next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}
+		raw := `{"grant_type":"client_credentials","client_id":"svc","client_secret":"s"}`
+		r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(raw))
+		r.Header.Set("Content-Type", "application/json")
+		hookSaw(t, serve(t, h, next, r))
+		if next.gotBody != raw || next.gotType != "application/json" {
+			t.Fatalf("upstream got %q %q", next.gotType, next.gotBody)
+		}
+	})
+
+	t.Run("client id from the request when the token has none", func(t *testing.T) {
+		h := newHandler(nil)
+		noClient := func(c map[string]any) { delete(c, "client_id") }
+		cases := map[string]func() *http.Request{
+			"basic auth, form-decoded": func() *http.Request {
+				r := formRequest(url.Values{"grant_type": {"client_credentials"}})
+				r.SetBasicAuth(url.QueryEscape("svc:with/odd chars"), "s")
+				return r
+			},
+			"client_id parameter": func() *http.Request {
+				return formRequest(url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc:with/odd chars"}})
+			},
+			"client_assertion sub": func() *http.Request {
+				assertion := base64URL([]byte(`{"alg":"RS256"}`)) + "." + base64URL([]byte(`{"sub":"svc:with/odd chars"}`)) + ".sig"
+				return formRequest(url.Values{"grant_type": {"client_credentials"}, "client_assertion": {assertion},
+					"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}})
+			},
+		}
+		for name, req := range cases {
+			next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, noClient))}
+			in := hookSaw(t, serve(t, h, next, req()))
+			if in["id"] != "svc:with/odd chars" {
+				t.Errorf("%s: client.id = %v", name, in["id"])
+			}
+			if body := in["body"].(map[string]any); body["client_assertion"] != nil {
+				t.Errorf("%s: client_assertion reached the hook", name)
+			}
+		}
+	})
+
+	t.Run("audience prefers the requested one when the token has it", func(t *testing.T) {
+		h := newHandler(nil)
+		multi := func(c map[string]any) { c["aud"] = []string{"https://a.example", "https://b.example"} }
+		next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, multi))}
+		form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "resource": {"https://b.example"}}
+		if in := hookSaw(t, serve(t, h, next, formRequest(form))); in["audience"] != "https://b.example" {
+			t.Errorf("audience = %v", in["audience"])
+		}
+		next = &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, multi))}
+		form.Set("resource", "https://not-granted.example")
+		if in := hookSaw(t, serve(t, h, next, formRequest(form))); in["audience"] != "https://a.example" {
+			t.Errorf("audience = %v", in["audience"])
+		}
+	})
+
+	t.Run("response keeps other fields and scope becomes the final scope", func(t *testing.T) {
+		h := provision(t, &Handler{
+			Hook:       writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{'https://t.example/x':1})}`),
+			SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile,
+		})
+		next := &scriptedUpstream{status: 200, header: http.Header{"X-Upstream": {"1"}},
+			body: `{"access_token":"` + up.token(t, nil) + `","token_type":"Bearer","expires_in":3600,"scope":"read:a","issued_token_type":"x","refresh_token":"rt"}`}
+		rec := serve(t, h, next, formRequest(ccForm))
+		var resp map[string]any
+		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+		if _, has := resp["scope"]; has {
+			t.Errorf("response scope = %v, want absent", resp["scope"])
+		}
+		if resp["token_type"] != "Bearer" || resp["expires_in"] != float64(3600) || resp["issued_token_type"] != "x" {
+			t.Errorf("response lost fields: %v", resp)
+		}
+		if _, has := resp["refresh_token"]; has {
+			t.Error("a refresh token would let the client mint tokens the hook never saw")
+		}
+		if rec.Header().Get("X-Upstream") != "1" || rec.Header().Get("Cache-Control") != "no-store" {
+			t.Errorf("headers = %v", rec.Header())
+		}
+		msg, _ := jws.Parse([]byte(resp["access_token"].(string)))
+		hdr := msg.Signatures()[0].ProtectedHeaders()
+		if hdr.Type() != "at+jwt" || hdr.KeyID() != h.keys.Signer().KeyID() {
+			t.Errorf("header typ=%q kid=%q", hdr.Type(), hdr.KeyID())
+		}
+		var claims map[string]any
+		_ = json.Unmarshal(msg.Payload(), &claims)
+		if _, has := claims["scope"]; has || claims["jti"] != "j1" || claims["iss"] != "https://up.example/" {
+			t.Errorf("claims = %v", claims)
+		}
+	})
+
+	t.Run("unparseable body is refused, not forwarded", func(t *testing.T) {
+		h := newHandler(nil)
+		next := &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}
+		r := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(`{"grant_type":`))
+		r.Header.Set("Content-Type", "application/json")
+		rec := serve(t, h, next, r)
+		if rec.Code != 400 || next.gotType != "" {
+			t.Fatalf("got %d, upstream saw %q", rec.Code, next.gotBody)
+		}
+		checkErrorResponse(t, rec, "invalid_request")
+	})
 }
