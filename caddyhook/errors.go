@@ -517,3 +517,21 @@ func capText(s string, max int) string {
 	}
 	return s[:cut] + mark
 }
+
+// gojaCause finds the goja error (or *Error) err wraps, unwrapping only
+// errors that are not goja's: unwrapping a goja exception can run script
+// code.
+func gojaCause(err error) error {
+	for e := err; e != nil; {
+		switch e.(type) {
+		case *goja.Exception, *goja.InterruptedError, *goja.StackOverflowError, *Error:
+			return e
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			break
+		}
+		e = u.Unwrap()
+	}
+	return err
+}
