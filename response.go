@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+
+	"github.com/caddyhook/caddyhook/caddyhook"
 )
 
 // capture is a ResponseWriter that keeps the next handler's response in
@@ -74,6 +76,27 @@ func copyHeader(dst, src http.Header) {
 	for k, v := range src {
 		dst[k] = append([]string(nil), v...)
 	}
+}
+
+// The OAuth error codes (RFC 6749 §5.2) of the answers the handler makes
+// itself rather than passes on from the scripts: a request it refuses (400,
+// or 413 for a body over the limit) and a failure of its own or of the
+// upstream (500, 502).
+const (
+	codeInvalidRequest = "invalid_request"
+	codeServerError    = "server_error"
+)
+
+// oauthStatus is the HTTP status of the answer to an OAuth error the
+// scripts produced (caddyhook.Error.Code), which knows nothing of HTTP: the
+// client's errors are 400, and any other code is a failure of ours, 500,
+// so that a code we do not expect never blames the client.
+func oauthStatus(code string) int {
+	switch code {
+	case caddyhook.CodeInvalidRequest, caddyhook.CodeInvalidScope:
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
 }
 
 // writeOAuthError sends an RFC 6749 §5.2 error response.

@@ -288,7 +288,7 @@ func TestFetchUncaught(t *testing.T) {
 	act := compileAction(t, "a.js", scriptURL(`
 exports.onExecuteCredentialsExchange = async (event, api) => { await fetch('BASE/admin/secret'); };`, srv))
 	_, err := fetchEngine(t, srv, nil, []*Script{act}, nil).Run(context.Background(), input())
-	wantError(t, err, 500, CodeServerError, "fetch to "+srv.URL+"/admin/secret is not allowed: add its URL prefix to fetch_allow")
+	wantError(t, err, CodeServerError, "fetch to "+srv.URL+"/admin/secret is not allowed: add its URL prefix to fetch_allow")
 }
 
 // TestFetchNoAllowList: without fetch_allow every call fails, naming the
@@ -299,7 +299,7 @@ func TestFetchNoAllowList(t *testing.T) {
 	};`)
 	e := engine(t, hook, nil)
 	_, err := e.Run(context.Background(), input())
-	wantError(t, err, 500, CodeServerError, "fetch to https://api.example.com/v1 is not allowed: add its URL prefix to fetch_allow")
+	wantError(t, err, CodeServerError, "fetch to https://api.example.com/v1 is not allowed: add its URL prefix to fetch_allow")
 }
 
 // TestFetchPastTheTimeLimit: a call still running when the exchange's
@@ -314,7 +314,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 };`, srv))
 	e := fetchEngine(t, srv, nil, []*Script{act}, func(c *Config) { c.Timeout = 300 * time.Millisecond })
 	_, err := e.Run(context.Background(), input())
-	wantError(t, err, 500, CodeServerError, "hook timed out")
+	wantError(t, err, CodeServerError, "hook timed out")
 }
 
 // TestFetchFireAndForget: a call the script does not await still reaches
@@ -442,7 +442,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 
 	untrusted := fetchEngine(t, srv, nil, []*Script{act}, func(c *Config) { c.FetchAllow = []string{srv.URL} })
 	_, err := untrusted.Run(context.Background(), input())
-	wantError(t, err, 500, CodeServerError, "fetch failed")
+	wantError(t, err, CodeServerError, "fetch failed")
 }
 
 // TestFetchLogs: the bodies and headers of calls never reach the logs,
@@ -947,7 +947,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 	}
 	_, err = e.Run(context.Background(), input())
 	proto := "the server's response is not valid HTTP"
-	wantError(t, err, 500, CodeServerError, "request to "+base+"/v1/header failed, reason: "+proto)
+	wantError(t, err, CodeServerError, "request to "+base+"/v1/header failed, reason: "+proto)
 	for _, l := range logs.All() {
 		if line := l.Message + fmt.Sprint(l.ContextMap()); strings.Contains(line, "SECRET") {
 			t.Errorf("log line holds what the server sent: %s", line)
