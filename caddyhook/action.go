@@ -222,11 +222,11 @@ func (a *actionAPI) setCustomClaim(call goja.FunctionCall) goja.Value {
 	r := a.r
 	a.live()
 	name := a.str(call.Argument(0), "the claim name")
-	raw, ok, err := r.toJSON(call.Argument(1), MaxClaimsSize)
+	raw, ok, err := r.toJSON(call.Argument(1), maxClaimsSize)
 	switch {
 	case err != nil:
 		if _, tooLarge := err.(errJSONTooLarge); tooLarge {
-			a.overLimit(fmt.Errorf("custom claim %q is more than the %d bytes all custom claims may have", capText(name, 64), MaxClaimsSize))
+			a.overLimit(fmt.Errorf("custom claim %q is more than the %d bytes all custom claims may have", capText(name, 64), maxClaimsSize))
 		}
 		rethrow(r.vm, err)
 	case !ok:

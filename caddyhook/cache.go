@@ -10,32 +10,32 @@ import (
 
 // Auth0's documented limits on the Actions cache.
 const (
-	CacheMaxEntries = 20
-	CacheMaxKey     = 64
-	CacheMaxValue   = 4096
-	CacheMaxTotal   = 8192
-	CacheDefaultTTL = 15 * time.Minute
-	CacheMaxTTL     = 24 * time.Hour
+	cacheMaxEntries = 20
+	cacheMaxKey     = 64
+	cacheMaxValue   = 4096
+	cacheMaxTotal   = 8192
+	cacheDefaultTTL = 15 * time.Minute
+	cacheMaxTTL     = 24 * time.Hour
 )
 
 // The error codes api.cache.set returns in {type: 'error', code}: Auth0's
 // own (its Actions typings' CacheError), so that scripts testing r.code
 // work unchanged.
 const (
-	// CacheKeySizeExceeded: the key is not a string of 1 to CacheMaxKey
+	// cacheKeySizeExceeded: the key is not a string of 1 to cacheMaxKey
 	// bytes.
-	CacheKeySizeExceeded = "CacheKeySizeExceeded"
-	// CacheValueSizeExceeded: the value is not a string of at most
-	// CacheMaxValue bytes.
-	CacheValueSizeExceeded = "CacheValueSizeExceeded"
-	// CacheSizeExceeded: the cache is full of entries the same action set
+	cacheKeySizeExceeded = "CacheKeySizeExceeded"
+	// cacheValueSizeExceeded: the value is not a string of at most
+	// cacheMaxValue bytes.
+	cacheValueSizeExceeded = "CacheValueSizeExceeded"
+	// cacheSizeExceeded: the cache is full of entries the same action set
 	// in the same run, so the new one has no room.
-	CacheSizeExceeded = "CacheSizeExceeded"
-	// CacheInvalidExpiry: ttl or expires_at is not a number, or ttl is not
+	cacheSizeExceeded = "CacheSizeExceeded"
+	// cacheInvalidExpiry: ttl or expires_at is not a number, or ttl is not
 	// positive.
-	CacheInvalidExpiry = "InvalidExpiry"
-	// CacheItemAlreadyExpired: expires_at is not in the future.
-	CacheItemAlreadyExpired = "ItemAlreadyExpired"
+	cacheInvalidExpiry = "InvalidExpiry"
+	// cacheItemAlreadyExpired: expires_at is not in the future.
+	cacheItemAlreadyExpired = "ItemAlreadyExpired"
 )
 
 // ActionCache is api.cache: string values, per Caddy instance, shared by the
@@ -83,16 +83,16 @@ func (c *ActionCache) get(key string) (cacheEntry, bool) {
 // a script must not lose its own writes without being told.
 func (c *ActionCache) set(key, value string, ttl time.Duration, expiresAt time.Time, own func(string) bool) (cacheEntry, string) {
 	switch {
-	case key == "" || len(key) > CacheMaxKey:
-		return cacheEntry{}, CacheKeySizeExceeded
-	case len(value) > CacheMaxValue:
-		return cacheEntry{}, CacheValueSizeExceeded
-	case len(key)+len(value) > CacheMaxTotal:
-		return cacheEntry{}, CacheSizeExceeded
+	case key == "" || len(key) > cacheMaxKey:
+		return cacheEntry{}, cacheKeySizeExceeded
+	case len(value) > cacheMaxValue:
+		return cacheEntry{}, cacheValueSizeExceeded
+	case len(key)+len(value) > cacheMaxTotal:
+		return cacheEntry{}, cacheSizeExceeded
 	}
 	now := c.now()
 	if !expiresAt.IsZero() && !expiresAt.After(now) {
-		return cacheEntry{}, CacheItemAlreadyExpired
+		return cacheEntry{}, cacheItemAlreadyExpired
 	}
 	if ttl > 0 {
 		if byTTL := now.Add(ttl); expiresAt.IsZero() || byTTL.Before(expiresAt) {
@@ -100,9 +100,9 @@ func (c *ActionCache) set(key, value string, ttl time.Duration, expiresAt time.T
 		}
 	}
 	if expiresAt.IsZero() {
-		expiresAt = now.Add(CacheDefaultTTL)
+		expiresAt = now.Add(cacheDefaultTTL)
 	}
-	if max := now.Add(CacheMaxTTL); expiresAt.After(max) {
+	if max := now.Add(cacheMaxTTL); expiresAt.After(max) {
 		expiresAt = max
 	}
 
@@ -122,11 +122,11 @@ func (c *ActionCache) set(key, value string, ttl time.Duration, expiresAt time.T
 			ownSize += len(k) + len(e.value)
 		}
 	}
-	if ownCount >= CacheMaxEntries || ownSize > CacheMaxTotal {
-		return cacheEntry{}, CacheSizeExceeded
+	if ownCount >= cacheMaxEntries || ownSize > cacheMaxTotal {
+		return cacheEntry{}, cacheSizeExceeded
 	}
 	delete(c.entries, key)
-	for len(c.entries) >= CacheMaxEntries || c.size()+len(key)+len(value) > CacheMaxTotal {
+	for len(c.entries) >= cacheMaxEntries || c.size()+len(key)+len(value) > cacheMaxTotal {
 		c.evictSoonest(own)
 	}
 	e := cacheEntry{value: value, expiresAt: expiresAt}
@@ -136,14 +136,14 @@ func (c *ActionCache) set(key, value string, ttl time.Duration, expiresAt time.T
 
 // ttlFromMillis reads api.cache.set's ttl option, in milliseconds: NaN,
 // zero and negative values are invalid, and the value is capped at
-// CacheMaxTTL before it is converted, so that no number can overflow into
+// cacheMaxTTL before it is converted, so that no number can overflow into
 // a negative duration.
 func ttlFromMillis(ms float64, ok bool) (time.Duration, bool) {
 	if !ok || !(ms > 0) {
 		return 0, false
 	}
-	if ms >= float64(CacheMaxTTL/time.Millisecond) {
-		return CacheMaxTTL, true
+	if ms >= float64(cacheMaxTTL/time.Millisecond) {
+		return cacheMaxTTL, true
 	}
 	return max(time.Duration(ms*float64(time.Millisecond)), time.Millisecond), true
 }
@@ -151,7 +151,7 @@ func ttlFromMillis(ms float64, ok bool) (time.Duration, bool) {
 // expiryFromMillis reads api.cache.set's expires_at option, milliseconds
 // since the epoch: NaN is invalid; a time not after now comes back as now,
 // for set to refuse as already expired; the value is capped at now plus
-// CacheMaxTTL before it is converted, so no number can overflow.
+// cacheMaxTTL before it is converted, so no number can overflow.
 func expiryFromMillis(ms float64, ok bool, now time.Time) (time.Time, bool) {
 	if !ok || math.IsNaN(ms) {
 		return time.Time{}, false
@@ -159,7 +159,7 @@ func expiryFromMillis(ms float64, ok bool, now time.Time) (time.Time, bool) {
 	if ms <= float64(now.UnixMilli()) {
 		return now, true
 	}
-	if limit := now.Add(CacheMaxTTL); ms >= float64(limit.UnixMilli()) {
+	if limit := now.Add(cacheMaxTTL); ms >= float64(limit.UnixMilli()) {
 		return limit, true
 	}
 	return time.UnixMilli(int64(ms)), true
@@ -213,7 +213,7 @@ type apiCache struct {
 	r *run
 	c *ActionCache
 	// mine holds the keys this action set in this run: eviction spares
-	// them, so that a full cache fails the set (CacheSizeExceeded) rather
+	// them, so that a full cache fails the set (cacheSizeExceeded) rather
 	// than silently dropping what the script itself just wrote. Once the
 	// run has ended (a warm runtime's script kept this api) nothing is
 	// recorded or spared, so the set cannot grow. Made on the first set.
@@ -262,11 +262,11 @@ func (a *apiCache) set(call goja.FunctionCall) goja.Value {
 	// it is not converted, which could run script code.
 	k, ok := scriptString(call.Argument(0))
 	if !ok {
-		return a.result(nil, CacheKeySizeExceeded)
+		return a.result(nil, cacheKeySizeExceeded)
 	}
 	v, ok := scriptString(call.Argument(1))
 	if !ok {
-		return a.result(nil, CacheValueSizeExceeded)
+		return a.result(nil, cacheValueSizeExceeded)
 	}
 	var ttl time.Duration
 	var expiresAt time.Time
@@ -275,13 +275,13 @@ func (a *apiCache) set(call goja.FunctionCall) goja.Value {
 		if t := opts.Get("ttl"); t != nil && !goja.IsUndefined(t) {
 			ms, ok := cacheNumber(t)
 			if ttl, ok = ttlFromMillis(ms, ok); !ok {
-				return a.result(nil, CacheInvalidExpiry)
+				return a.result(nil, cacheInvalidExpiry)
 			}
 		}
 		if t := opts.Get("expires_at"); t != nil && !goja.IsUndefined(t) {
 			ms, ok := cacheNumber(t)
 			if expiresAt, ok = expiryFromMillis(ms, ok, now); !ok {
-				return a.result(nil, CacheInvalidExpiry)
+				return a.result(nil, cacheInvalidExpiry)
 			}
 		}
 	}

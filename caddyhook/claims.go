@@ -18,31 +18,32 @@ import (
 type ClaimsPolicy int
 
 const (
-	// Open is Auth0's rule for Rules, Hooks and Actions since 2022/23: any
+	// policyOpen is Auth0's rule for Rules, Hooks and Actions since 2022/23: any
 	// name that is not restricted, except namespaces in Auth0's own domains
 	// (auth0.com, webtask.io, webtask.run and their subdomains) and the
 	// urn:auth0 URN namespace. It is the zero value, so a Config that says
 	// nothing gets today's rule.
-	Open ClaimsPolicy = iota
-	// Namespaced is the legacy rule of Auth0's credentials-exchange
+	policyOpen ClaimsPolicy = iota
+	// policyNamespaced is the legacy rule of Auth0's credentials-exchange
 	// extensibility point: only http: and https: URLs whose host is not one
 	// of Auth0's.
-	Namespaced
+	policyNamespaced
 )
 
-// ParseClaimsPolicy reads a claims_policy value; empty means Open.
+// ParseClaimsPolicy reads a claims policy, "open" or "namespaced"; empty
+// means open.
 func ParseClaimsPolicy(s string) (ClaimsPolicy, error) {
 	switch s {
 	case "", "open":
-		return Open, nil
+		return policyOpen, nil
 	case "namespaced":
-		return Namespaced, nil
+		return policyNamespaced, nil
 	}
 	return 0, fmt.Errorf("unknown claims policy %q (want open or namespaced)", s)
 }
 
 func (p ClaimsPolicy) String() string {
-	if p == Namespaced {
+	if p == policyNamespaced {
 		return "namespaced"
 	}
 	return "open"
@@ -73,13 +74,13 @@ var reservedHosts = []string{"auth0.com", "webtask.io", "webtask.run"}
 // reservedURN is the URN namespace Auth0 keeps for itself.
 const reservedURN = "urn:auth0"
 
-// Check reports whether name may be added under the policy and, when it may
+// check reports whether name may be added under the policy and, when it may
 // not, why (for the warning that tells operators what was dropped).
-func (p ClaimsPolicy) Check(name string) (ok bool, reason string) {
+func (p ClaimsPolicy) check(name string) (ok bool, reason string) {
 	if restrictedClaims[name] {
 		return false, "restricted claim"
 	}
-	if p == Namespaced {
+	if p == policyNamespaced {
 		return checkNamespaced(name)
 	}
 	if name == "" {
@@ -108,8 +109,8 @@ func (p ClaimsPolicy) Check(name string) (ok bool, reason string) {
 	return true, ""
 }
 
-// claimCheckCache remembers an engine's Check results: a script sets the
-// same few claim names on every exchange, and Check parses each as a URL
+// claimCheckCache remembers an engine's check results: a script sets the
+// same few claim names on every exchange, and check parses each as a URL
 // (about 4% of a warm starter run). It holds at most maxCachedClaimChecks
 // names of at most maxCachedClaimName bytes, so that a script inventing
 // names cannot grow it; other names are checked every time.
@@ -128,7 +129,7 @@ const (
 	maxCachedClaimName   = 256
 )
 
-// check is p.Check(name), remembered; p must be the same on every call.
+// check is p.check(name), remembered; p must be the same on every call.
 func (c *claimCheckCache) check(p ClaimsPolicy, name string) (bool, string) {
 	c.mu.Lock()
 	res, found := c.results[name]
@@ -136,7 +137,7 @@ func (c *claimCheckCache) check(p ClaimsPolicy, name string) (bool, string) {
 	if found {
 		return res.ok, res.reason
 	}
-	ok, reason := p.Check(name)
+	ok, reason := p.check(name)
 	c.mu.Lock()
 	if c.results == nil {
 		c.results = map[string]claimCheck{}
@@ -240,8 +241,8 @@ func (w *claimWarnings) warn(log *zap.Logger, script, claim, why string) {
 	log.Warn("custom claim dropped", zap.String("claim", claim), zap.String("reason", capText(why, 512)))
 }
 
-// MaxClaimsSize is Auth0's limit on the custom claims one token may carry.
-const MaxClaimsSize = 100 * 1024
+// maxClaimsSize is Auth0's limit on the custom claims one token may carry.
+const maxClaimsSize = 100 * 1024
 
 // applyHookResult applies cb's result object: its scope replaces the token's,
 // and its other members are custom claims, subject to the claim rules.
@@ -308,7 +309,7 @@ func (r *run) dropClaim(log *scriptLog, name, why string) {
 	if r.script != nil {
 		script = r.script.Name
 	}
-	if len(r.dropped) < MaxDroppedReported {
+	if len(r.dropped) < maxDroppedReported {
 		r.dropped = append(r.dropped, DroppedClaim{Name: capText(name, 256), Reason: why, Script: script})
 	}
 	if r.droppedClaims <= maxDroppedClaimLogs {
@@ -324,8 +325,8 @@ func (r *run) checkSize() error {
 	for name, v := range r.claims {
 		total += len(name) + len(v)
 	}
-	if total > MaxClaimsSize {
-		return errorFor(CodeServerError, fmt.Sprintf("custom claims are %d bytes, more than the %d allowed", total, MaxClaimsSize))
+	if total > maxClaimsSize {
+		return errorFor(CodeServerError, fmt.Sprintf("custom claims are %d bytes, more than the %d allowed", total, maxClaimsSize))
 	}
 	if err := checkScopeLimits(r.scope); err != nil {
 		return errorFor(CodeServerError, err.Error())
@@ -336,25 +337,25 @@ func (r *run) checkSize() error {
 // Limits on the scope a token may get: past them the exchange fails, rather
 // than the scope being cut.
 const (
-	// MaxScopes is the most scope tokens one access token may carry.
-	MaxScopes = 1000
-	// MaxScopeSize is the most bytes the token's scope may have, as the
+	// maxScopes is the most scope tokens one access token may carry.
+	maxScopes = 1000
+	// maxScopeSize is the most bytes the token's scope may have, as the
 	// space-separated string a scope claim holds.
-	MaxScopeSize = 16 * 1024
+	maxScopeSize = 16 * 1024
 )
 
-// scopeLimitError is a scope past MaxScopes or MaxScopeSize.
+// scopeLimitError is a scope past maxScopes or maxScopeSize.
 type scopeLimitError string
 
 func (e scopeLimitError) Error() string { return string(e) }
 
-// checkScopeLimits fails a scope past MaxScopes or MaxScopeSize.
+// checkScopeLimits fails a scope past maxScopes or maxScopeSize.
 func checkScopeLimits(scope []string) error {
-	if len(scope) > MaxScopes {
-		return scopeLimitError(fmt.Sprintf("the token would have more than the %d scopes allowed", MaxScopes))
+	if len(scope) > maxScopes {
+		return scopeLimitError(fmt.Sprintf("the token would have more than the %d scopes allowed", maxScopes))
 	}
-	if size := scopeSize(scope); size > MaxScopeSize {
-		return scopeLimitError(fmt.Sprintf("the token's scope would be %d bytes, more than the %d allowed", size, MaxScopeSize))
+	if size := scopeSize(scope); size > maxScopeSize {
+		return scopeLimitError(fmt.Sprintf("the token's scope would be %d bytes, more than the %d allowed", size, maxScopeSize))
 	}
 	return nil
 }
@@ -380,7 +381,7 @@ func parseScope(raw json.RawMessage) ([]string, error) {
 	// The common case, plain strings, is read in place, each converted only
 	// when kept.
 	if n, ok := plainStrings(raw); ok {
-		b := scopeBuilder{out: make([]string, 0, min(n, MaxScopes+1))}
+		b := scopeBuilder{out: make([]string, 0, min(n, maxScopes+1))}
 		for item := range eachPlainString(raw) {
 			if len(item) == 0 || b.hasBytes(item) {
 				continue
@@ -395,7 +396,7 @@ func parseScope(raw json.RawMessage) ([]string, error) {
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return nil, errors.New("scope must be an array of strings")
 	}
-	b := scopeBuilder{out: make([]string, 0, min(len(list), MaxScopes+1))}
+	b := scopeBuilder{out: make([]string, 0, min(len(list), maxScopes+1))}
 	for _, v := range list {
 		s, ok := v.(string)
 		if !ok {
@@ -457,7 +458,7 @@ func (b *scopeBuilder) add(s string) {
 			b.seen[t] = true
 		}
 	}
-	if len(b.out) > MaxScopes {
+	if len(b.out) > maxScopes {
 		b.err = checkScopeLimits(b.out)
 	}
 }

@@ -77,7 +77,7 @@ type Result struct {
 	// Claims are the accepted custom claims, as JSON.
 	Claims map[string]json.RawMessage
 	// Dropped are the custom claims the scripts set and the token does not
-	// get, with the reason; at most MaxDroppedReported of them
+	// get, with the reason; at most maxDroppedReported of them
 	// (DroppedTotal counts them all).
 	Dropped      []DroppedClaim
 	DroppedTotal int
@@ -93,9 +93,9 @@ type DroppedClaim struct {
 	Script string `json:"script"`
 }
 
-// MaxDroppedReported bounds Result.Dropped: a script may set any number of
+// maxDroppedReported bounds Result.Dropped: a script may set any number of
 // claims, and the list goes into a log line.
-const MaxDroppedReported = 32
+const maxDroppedReported = 32
 
 // Config configures an Engine.
 type Config struct {
@@ -133,8 +133,8 @@ type Config struct {
 	// StorageKey names the hook's context.webtask.storage document, chosen
 	// by the operator so that hooks at different paths (or on machines that
 	// mount the hook file at different places) share one document. Empty
-	// means one document per tenant and hook file path; see the
-	// StorageKey function for the rule.
+	// means one document per tenant and hook file path; see storageKey
+	// for the rule.
 	StorageKey string
 	// Cache is api.cache; nil gives the engine a cache of its own.
 	Cache *ActionCache
@@ -145,8 +145,9 @@ type Config struct {
 	// request, axios and node-fetch (fetch.go); empty refuses every call.
 	FetchAllow []string
 	// OnOutboundCall, when set, is called once per outbound call a script
-	// makes (fetch, request, axios, node-fetch) with its outcome, one of the
-	// Outbound* constants; it must be cheap and safe for concurrent use.
+	// makes (fetch, request, axios, node-fetch) with its outcome: "ok",
+	// "http_error", "refused", "timeout" or "failed" (the outbound*
+	// constants); it must be cheap and safe for concurrent use.
 	// It lets the caller count calls without this package knowing how.
 	OnOutboundCall func(outcome string)
 	Logger         *zap.Logger
@@ -220,7 +221,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cfg.Hook != nil {
 		// The path is made absolute now, against the directory the
 		// configuration was loaded in.
-		e.storageKey = StorageKey(cfg.StorageNamespace, cfg.Hook.Name, cfg.StorageKey)
+		e.storageKey = storageKey(cfg.StorageNamespace, cfg.Hook.Name, cfg.StorageKey)
 	}
 	e.actionSecrets = map[*Script]map[string]string{}
 	for s, own := range cfg.ActionSecrets {
@@ -451,7 +452,7 @@ type run struct {
 	// droppedClaims counts the claims dropped, to keep their logging
 	// bounded.
 	droppedClaims int
-	// dropped lists the first MaxDroppedReported of them for the Result.
+	// dropped lists the first maxDroppedReported of them for the Result.
 	dropped []DroppedClaim
 	// consoleLines counts the console lines logged, consoleDropped those
 	// past maxConsoleLines.

@@ -243,8 +243,8 @@ func TestResultClaimRules(t *testing.T) {
 		policy ClaimsPolicy
 		want   []string
 	}{
-		{Namespaced, []string{"https://example.com/ok"}},
-		{Open, []string{"https://example.com/ok", "plain"}},
+		{policyNamespaced, []string{"https://example.com/ok"}},
+		{policyOpen, []string{"https://example.com/ok", "plain"}},
 	} {
 		t.Run(tc.policy.String(), func(t *testing.T) {
 			core, logs := observer.New(zap.DebugLevel)

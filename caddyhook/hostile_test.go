@@ -561,10 +561,10 @@ func TestCacheLifetimesDoNotOverflow(t *testing.T) {
 	day := float64(24 * 60)
 	want := map[string]any{
 		"ttlHuge": day, "ttlInf": day, "ttlMax": day, "ttlString": float64(1),
-		"ttlNaN": CacheInvalidExpiry, "ttlZero": CacheInvalidExpiry, "ttlNeg": CacheInvalidExpiry, "ttlNegHuge": CacheInvalidExpiry,
-		"ttlObj": CacheInvalidExpiry, "ttlSym": CacheInvalidExpiry, "ttlNull": CacheInvalidExpiry, "ttlBigInt": CacheInvalidExpiry,
-		"expHuge": day, "expInf": day, "expNegHuge": CacheItemAlreadyExpired, "expNaN": CacheInvalidExpiry,
-		"expPast": CacheItemAlreadyExpired, "expSoon": float64(1), "proxy": "threw",
+		"ttlNaN": cacheInvalidExpiry, "ttlZero": cacheInvalidExpiry, "ttlNeg": cacheInvalidExpiry, "ttlNegHuge": cacheInvalidExpiry,
+		"ttlObj": cacheInvalidExpiry, "ttlSym": cacheInvalidExpiry, "ttlNull": cacheInvalidExpiry, "ttlBigInt": cacheInvalidExpiry,
+		"expHuge": day, "expInf": day, "expNegHuge": cacheItemAlreadyExpired, "expNaN": cacheInvalidExpiry,
+		"expPast": cacheItemAlreadyExpired, "expSoon": float64(1), "proxy": "threw",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %v\nwant %v", got, want)
@@ -573,8 +573,8 @@ func TestCacheLifetimesDoNotOverflow(t *testing.T) {
 
 func TestCacheLifetimeConversions(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	for _, ms := range []float64{1e15, 1e300, 9.3e15, float64(CacheMaxTTL / time.Millisecond)} {
-		if d, ok := ttlFromMillis(ms, true); !ok || d != CacheMaxTTL {
+	for _, ms := range []float64{1e15, 1e300, 9.3e15, float64(cacheMaxTTL / time.Millisecond)} {
+		if d, ok := ttlFromMillis(ms, true); !ok || d != cacheMaxTTL {
 			t.Errorf("ttl %g = %v, %v", ms, d, ok)
 		}
 	}
@@ -587,7 +587,7 @@ func TestCacheLifetimeConversions(t *testing.T) {
 		t.Errorf("tiny ttl = %v, %v", d, ok)
 	}
 	for _, ms := range []float64{1e19, 1e300} {
-		if at, ok := expiryFromMillis(ms, true, now); !ok || !at.Equal(now.Add(CacheMaxTTL)) {
+		if at, ok := expiryFromMillis(ms, true, now); !ok || !at.Equal(now.Add(cacheMaxTTL)) {
 			t.Errorf("expires_at %g = %v, %v", ms, at, ok)
 		}
 	}
@@ -609,7 +609,7 @@ func TestDroppedClaimsLogBounded(t *testing.T) {
 		const out = { scope: ['a'] };
 		for (let i = 0; i < 200000; i++) out['c' + i] = i;
 		cb(null, out);
-	};`), func(c *Config) { c.Logger = log; c.Timeout = 20 * time.Second; c.Policy = Namespaced })
+	};`), func(c *Config) { c.Logger = log; c.Timeout = 20 * time.Second; c.Policy = policyNamespaced })
 	res, err := e.Run(context.Background(), input())
 	if err != nil {
 		t.Fatal(err)
@@ -648,7 +648,7 @@ func TestConsoleLinesBounded(t *testing.T) {
 	}
 }
 
-// TestScopeLimits: past MaxScopes or MaxScopeSize the exchange fails, for
+// TestScopeLimits: past maxScopes or maxScopeSize the exchange fails, for
 // hook results and for actions, even when the action catches the exception.
 func TestScopeLimits(t *testing.T) {
 	for name, build := range map[string]string{

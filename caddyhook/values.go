@@ -247,7 +247,7 @@ func (e errJSONTooLarge) Error() string {
 
 // maxResultJSON bounds the JSON of a hook's result object, before its
 // claims are sorted out; the claims that reach the token are bounded by
-// MaxClaimsSize.
+// maxClaimsSize.
 const maxResultJSON = 16 << 20
 
 // toJSON serialises a script's value as Auth0 did, through JSON.stringify;
