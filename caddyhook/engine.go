@@ -285,7 +285,7 @@ func (e *Engine) warmUp() (err error) {
 		_, loadErr, exportErr := w.entry(r, s)
 		if loadErr != nil {
 			if _, isInterrupt := gojaCause(loadErr).(*goja.InterruptedError); isInterrupt && ctx.Err() != nil {
-				loadErr = fmt.Errorf("the top level took longer than %s (its time limit at load is the smaller of %s and timeout)", limit, topLevelTimeout)
+				loadErr = fmt.Errorf("the top level took longer than %s (its time limit at load is the smaller of %s and the run's time limit)", limit, topLevelTimeout)
 			}
 			return fmt.Errorf("%s: running top level: %s", s.Name, describeLoadError(w.vm, loadErr))
 		}
