@@ -18,11 +18,11 @@ import (
 type ClaimsPolicy int
 
 const (
-	// policyOpen is Auth0's rule for Rules, Hooks and Actions since 2022/23: any
-	// name that is not restricted, except namespaces in Auth0's own domains
-	// (auth0.com, webtask.io, webtask.run and their subdomains) and the
-	// urn:auth0 URN namespace. It is the zero value, so a Config that says
-	// nothing gets today's rule.
+	// policyOpen is Auth0's rule for Rules, Hooks and Actions since
+	// 2022/23: any name that is not restricted, except namespaces in
+	// Auth0's own domains (auth0.com, webtask.io, webtask.run and their
+	// subdomains) and the urn:auth0 URN namespace. It is the zero value, so
+	// a Config that says nothing gets today's rule.
 	policyOpen ClaimsPolicy = iota
 	// policyNamespaced is the legacy rule of Auth0's credentials-exchange
 	// extensibility point: only http: and https: URLs whose host is not one

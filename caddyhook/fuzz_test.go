@@ -16,8 +16,8 @@ import (
 
 // FuzzClaimsPolicy checks that ClaimsPolicy.check never panics, never
 // accepts a restricted claim or an empty name, gives a reason exactly when
-// it refuses, and accepts under policyNamespaced only http(s) URLs whose host is
-// not Auth0's, all of which policyOpen accepts too.
+// it refuses, and accepts under policyNamespaced only http(s) URLs whose
+// host is not Auth0's, all of which policyOpen accepts too.
 //
 //	go test -run='^$' -fuzz='^FuzzClaimsPolicy$' -fuzztime=20s ./caddyhook/
 func FuzzClaimsPolicy(f *testing.F) {
