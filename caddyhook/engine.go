@@ -595,7 +595,7 @@ func (r *run) await(v goja.Value) (*goja.Promise, error) {
 			return p, nil
 		}
 	}
-	return nil, errors.New("Promise.resolve did not return a promise")
+	return nil, errors.New("the intrinsic Promise.resolve did not return a promise")
 }
 
 // wait runs the event loop until done, mapping a time-out or a callback
