@@ -19,10 +19,10 @@ const (
 )
 
 // Error is a failed exchange as the client must see it: an OAuth error code
-// and a description. The HTTP status that goes with the code is the
-// caller's business (this package knows nothing of HTTP answers): the
-// client's errors, CodeInvalidRequest and CodeInvalidScope, and every other
-// code, CodeServerError, a failure of ours.
+// and a description. Which HTTP status answers it is the caller's business,
+// as this package knows nothing of HTTP answers: CodeInvalidRequest and
+// CodeInvalidScope are the client's errors, CodeServerError a failure of
+// ours.
 type Error struct {
 	Code        string
 	Description string
