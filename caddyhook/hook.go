@@ -1,5 +1,9 @@
 package caddyhook
 
+// Running an Auth0 Hook: its arguments (client, scope, audience, context),
+// its cb, and waiting for one or the other to end the run. What its result
+// does to the token is claims.go's.
+
 import (
 	"encoding/json"
 

@@ -1,5 +1,10 @@
 package caddyhook
 
+// Values between Go and the scripts: toJS hands Go data over as JSON.parse
+// would, the inputs every script gets are built with it, and toJSON reads
+// a script's value back through JSON.stringify (resultjson.go reads that
+// text).
+
 import (
 	"encoding/json"
 	"errors"
