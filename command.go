@@ -295,7 +295,7 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 		// A script that does not compile or whose top level throws is the
 		// script's fault, not the command line's.
 		if scriptFault(err, h) {
-			out.fail(ExitCodeScriptError, "error", caddyhook.CodeServerError, err.Error(), "")
+			out.fail(ExitCodeScriptError, "error", codeServerError, err.Error(), "")
 			return out.print(cmd.OutOrStdout(), asJSON)
 		}
 		return caddy.ExitCodeFailedStartup, err
@@ -313,9 +313,9 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 	if err != nil {
 		var hookErr *caddyhook.Error
 		if !errors.As(err, &hookErr) {
-			hookErr = &caddyhook.Error{Status: 500, Code: caddyhook.CodeServerError, Description: err.Error()}
+			hookErr = &caddyhook.Error{Code: codeServerError, Description: err.Error()}
 		}
-		if hookErr.Status < 500 {
+		if oauthStatus(hookErr.Code) < 500 {
 			out.fail(ExitCodeDenied, "denied", hookErr.Code, hookErr.Description, "")
 		} else {
 			var where []string

@@ -60,7 +60,7 @@ func (rec *exchangeRecord) fail(w http.ResponseWriter, status int, code, descrip
 // failUpstream answers a 502 for what the upstream sent.
 func (rec *exchangeRecord) failUpstream(w http.ResponseWriter, cause error) {
 	writeUpstreamFailure(w)
-	rec.outcome, rec.status, rec.code, rec.cause = outcomeUpstreamError, http.StatusBadGateway, caddyhook.CodeServerError, cause
+	rec.outcome, rec.status, rec.code, rec.cause = outcomeUpstreamError, http.StatusBadGateway, codeServerError, cause
 }
 
 // failWith answers a failed exchange, never with a token: the scripts' own
@@ -71,11 +71,11 @@ func (rec *exchangeRecord) failWith(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &hookErr):
 		rec.where = hookErr.Where
-		rec.fail(w, hookErr.Status, hookErr.Code, hookErr.Description, nil)
+		rec.fail(w, oauthStatus(hookErr.Code), hookErr.Code, hookErr.Description, nil)
 	case errors.As(err, &upErr):
 		rec.failUpstream(w, err)
 	default:
-		rec.fail(w, http.StatusInternalServerError, caddyhook.CodeServerError, "the token could not be issued", err)
+		rec.fail(w, http.StatusInternalServerError, codeServerError, "the token could not be issued", err)
 	}
 }
 
@@ -104,7 +104,7 @@ func (rec *exchangeRecord) replayed(up *capture) {
 // token went out or the client was denied, error when the exchange failed.
 func (rec *exchangeRecord) finish(logger *zap.Logger, m *exchangeMetrics) {
 	if rec.outcome == "" { // an answer no branch recorded: a bug
-		rec.outcome, rec.code = outcomeError, caddyhook.CodeServerError
+		rec.outcome, rec.code = outcomeError, codeServerError
 	}
 	m.exchanges.WithLabelValues(rec.outcome, errorLabel(rec.code)).Inc()
 

@@ -147,7 +147,7 @@ func scriptOutcome(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
-	case errors.As(err, &he) && he.Status < 500:
+	case errors.As(err, &he) && oauthStatus(he.Code) < 500:
 		return "denied"
 	}
 	return "error"

@@ -29,9 +29,9 @@ func TestErrorLabelIsBounded(t *testing.T) {
 func TestScriptOutcome(t *testing.T) {
 	for err, want := range map[error]string{
 		nil: "ok",
-		&caddyhook.Error{Status: 400, Code: "invalid_request"}: "denied",
-		&caddyhook.Error{Status: 500, Code: "server_error"}:    "error",
-		errors.New("internal"):                                 "error",
+		&caddyhook.Error{Code: "invalid_request"}: "denied",
+		&caddyhook.Error{Code: "server_error"}:    "error",
+		errors.New("internal"):                    "error",
 	} {
 		if got := scriptOutcome(err); got != want {
 			t.Errorf("scriptOutcome(%v) = %q, want %q", err, got, want)

@@ -3,7 +3,6 @@ package caddyhook
 import (
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/dop251/goja"
 	"go.uber.org/zap"
@@ -223,11 +222,11 @@ func (a *actionAPI) setCustomClaim(call goja.FunctionCall) goja.Value {
 	r := a.r
 	a.live()
 	name := a.str(call.Argument(0), "the claim name")
-	raw, ok, err := r.toJSON(call.Argument(1), MaxClaimsSize)
+	raw, ok, err := r.toJSON(call.Argument(1), maxClaimsSize)
 	switch {
 	case err != nil:
 		if _, tooLarge := err.(errJSONTooLarge); tooLarge {
-			a.overLimit(fmt.Errorf("custom claim %q is more than the %d bytes all custom claims may have", capText(name, 64), MaxClaimsSize))
+			a.overLimit(fmt.Errorf("custom claim %q is more than the %d bytes all custom claims may have", capText(name, 64), maxClaimsSize))
 		}
 		rethrow(r.vm, err)
 	case !ok:
@@ -335,131 +334,4 @@ func (r *run) denyReason(v goja.Value) string {
 		return cleanDescription(text)
 	}
 	return cleanDescription(primitiveText(v, maxDescription))
-}
-
-// cacheObject binds api.cache to the engine's cache for one action's run.
-func (r *run) cacheObject() *goja.Object {
-	a := &apiCache{r: r, c: r.eng.cache}
-	w, vm := r.w, r.vm
-	obj := w.newPlain()
-	_ = obj.Set("get", vm.ToValue(a.get))
-	_ = obj.Set("set", vm.ToValue(a.set))
-	_ = obj.Set("delete", vm.ToValue(a.delete))
-	return w.donePlain(obj)
-}
-
-// apiCache is api.cache of one action's run.
-type apiCache struct {
-	r *run
-	c *ActionCache
-	// mine holds the keys this action set in this run: eviction spares
-	// them, so that a full cache fails the set (CacheSizeExceeded) rather
-	// than silently dropping what the script itself just wrote. Once the
-	// run has ended (a warm runtime's script kept this api) nothing is
-	// recorded or spared, so the set cannot grow. Made on the first set.
-	mine map[string]bool
-}
-
-func (a *apiCache) own(k string) bool { return !a.r.ended && a.mine[k] }
-
-func (a *apiCache) record(e cacheEntry) *goja.Object {
-	vm := a.r.vm
-	o := vm.NewObject()
-	define(vm, o, "value", e.value)
-	define(vm, o, "expires_at", e.expiresAt.UnixMilli())
-	return o
-}
-
-func (a *apiCache) result(e *cacheEntry, code string) *goja.Object {
-	vm := a.r.vm
-	o := vm.NewObject()
-	if code != "" {
-		define(vm, o, "type", "error")
-		define(vm, o, "code", code)
-		return o
-	}
-	define(vm, o, "type", "success")
-	if e != nil {
-		define(vm, o, "record", a.record(*e))
-	}
-	return o
-}
-
-func (a *apiCache) get(call goja.FunctionCall) goja.Value {
-	k, ok := scriptString(call.Argument(0))
-	if !ok {
-		return goja.Undefined()
-	}
-	if e, found := a.c.get(k); found {
-		return a.record(e)
-	}
-	return goja.Undefined()
-}
-
-func (a *apiCache) set(call goja.FunctionCall) goja.Value {
-	c := a.c
-	// A key or value that is not a string has no size the cache accepts;
-	// it is not converted, which could run script code.
-	k, ok := scriptString(call.Argument(0))
-	if !ok {
-		return a.result(nil, CacheKeySizeExceeded)
-	}
-	v, ok := scriptString(call.Argument(1))
-	if !ok {
-		return a.result(nil, CacheValueSizeExceeded)
-	}
-	var ttl time.Duration
-	var expiresAt time.Time
-	if opts, isObj := call.Argument(2).(*goja.Object); isObj {
-		now := c.now()
-		if t := opts.Get("ttl"); t != nil && !goja.IsUndefined(t) {
-			ms, ok := cacheNumber(t)
-			if ttl, ok = ttlFromMillis(ms, ok); !ok {
-				return a.result(nil, CacheInvalidExpiry)
-			}
-		}
-		if t := opts.Get("expires_at"); t != nil && !goja.IsUndefined(t) {
-			ms, ok := cacheNumber(t)
-			if expiresAt, ok = expiryFromMillis(ms, ok, now); !ok {
-				return a.result(nil, CacheInvalidExpiry)
-			}
-		}
-	}
-	e, code := c.set(k, v, ttl, expiresAt, a.own)
-	if code == "" && !a.r.ended {
-		if a.mine == nil {
-			a.mine = map[string]bool{}
-		}
-		a.mine[k] = true
-	}
-	return a.result(&e, code)
-}
-
-func (a *apiCache) delete(call goja.FunctionCall) goja.Value {
-	k, ok := scriptString(call.Argument(0))
-	if !ok {
-		return a.result(nil, "")
-	}
-	delete(a.mine, k)
-	if e, found := a.c.delete(k); found {
-		return a.result(&e, "")
-	}
-	return a.result(nil, "")
-}
-
-// cacheNumber reads a cache option: a number, or a string holding one (as
-// Number() would read it); anything else is not a valid option. It runs no
-// script code.
-func cacheNumber(v goja.Value) (float64, bool) {
-	switch v.(type) {
-	case *goja.Object, *goja.Symbol:
-		return 0, false
-	}
-	if goja.IsNull(v) || goja.IsBigInt(v) {
-		return 0, false
-	}
-	if goja.IsNumber(v) || goja.IsString(v) {
-		return v.ToFloat(), true
-	}
-	return 0, false
 }

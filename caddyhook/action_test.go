@@ -126,19 +126,18 @@ func TestActionScopeOperations(t *testing.T) {
 	}
 	bad := compileAction(t, "bad.js", `exports.onExecuteCredentialsExchange = async (event, api) => { api.transaction.addTargetScope('has space'); };`)
 	_, err = runActions(t, nil, bad)
-	wantError(t, err, 500, CodeServerError, "")
+	wantError(t, err, CodeServerError, "")
 }
 
 func TestActionDeny(t *testing.T) {
 	later := compileAction(t, "later.js", `exports.onExecuteCredentialsExchange = async (event, api) => { throw new Error('later action ran'); };`)
 	for _, tc := range []struct {
 		code, want string
-		status     int
 	}{
-		{"invalid_scope", CodeInvalidScope, 400},
-		{"invalid_request", CodeInvalidRequest, 400},
-		{"server_error", CodeServerError, 500},
-		{"access_denied", CodeServerError, 500},
+		{"invalid_scope", CodeInvalidScope},
+		{"invalid_request", CodeInvalidRequest},
+		{"server_error", CodeServerError},
+		{"access_denied", CodeServerError},
 	} {
 		deny := compileAction(t, "deny.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
 			api.access.deny('`+tc.code+`', 'denied by policy');
@@ -147,11 +146,11 @@ func TestActionDeny(t *testing.T) {
 		if res != nil {
 			t.Fatalf("%s: denied exchange returned a result", tc.code)
 		}
-		wantError(t, err, tc.status, tc.want, "denied by policy")
+		wantError(t, err, tc.want, "denied by policy")
 	}
 	syncDeny := compileAction(t, "sync.js", `exports.onExecuteCredentialsExchange = function (event, api) { api.access.deny('invalid_scope', 'sync'); };`)
 	_, err := runActions(t, nil, syncDeny, later)
-	wantError(t, err, 400, CodeInvalidScope, "sync")
+	wantError(t, err, CodeInvalidScope, "sync")
 }
 
 func TestActionFailures(t *testing.T) {
@@ -163,7 +162,7 @@ func TestActionFailures(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := runActions(t, nil, compileAction(t, "a.js", src))
-			wantError(t, err, 500, CodeServerError, "action broke")
+			wantError(t, err, CodeServerError, "action broke")
 		})
 	}
 }
@@ -193,8 +192,8 @@ func TestActionCache(t *testing.T) {
 		return out
 	}
 	first := run("1")
-	want := map[string]any{"before": nil, "set": "success", "badKey": CacheKeySizeExceeded, "badValue": CacheValueSizeExceeded,
-		"notString": CacheValueSizeExceeded, "badTTL": CacheInvalidExpiry, "missing": true}
+	want := map[string]any{"before": nil, "set": "success", "badKey": cacheKeySizeExceeded, "badValue": cacheValueSizeExceeded,
+		"notString": cacheValueSizeExceeded, "badTTL": cacheInvalidExpiry, "missing": true}
 	if !reflect.DeepEqual(first, want) {
 		t.Fatalf("first run: %v", first)
 	}
@@ -211,8 +210,8 @@ func TestActionCacheLimits(t *testing.T) {
 			t.Fatal(code)
 		}
 	}
-	if len(c.entries) != CacheMaxEntries {
-		t.Fatalf("%d entries, want at most %d", len(c.entries), CacheMaxEntries)
+	if len(c.entries) != cacheMaxEntries {
+		t.Fatalf("%d entries, want at most %d", len(c.entries), cacheMaxEntries)
 	}
 	if _, ok := c.get("aA"); ok {
 		t.Error("the entry closest to expiry was not the one evicted")
@@ -221,22 +220,22 @@ func TestActionCacheLimits(t *testing.T) {
 	c.set("big1", big, 0, time.Time{}, nil)
 	c.set("big2", big, 0, time.Time{}, nil)
 	c.set("big3", big, 0, time.Time{}, nil)
-	if c.size() > CacheMaxTotal {
-		t.Errorf("cache holds %d bytes, more than %d", c.size(), CacheMaxTotal)
+	if c.size() > cacheMaxTotal {
+		t.Errorf("cache holds %d bytes, more than %d", c.size(), cacheMaxTotal)
 	}
 	e, _ := c.set("long", "v", 48*time.Hour, time.Time{}, nil)
-	if !e.expiresAt.Equal(now.Add(CacheMaxTTL)) {
+	if !e.expiresAt.Equal(now.Add(cacheMaxTTL)) {
 		t.Errorf("lifetime not capped at 24h: %v", e.expiresAt.Sub(now))
 	}
 	e, _ = c.set("default", "v", 0, time.Time{}, nil)
-	if !e.expiresAt.Equal(now.Add(CacheDefaultTTL)) {
+	if !e.expiresAt.Equal(now.Add(cacheDefaultTTL)) {
 		t.Errorf("default lifetime %v", e.expiresAt.Sub(now))
 	}
 	now = now.Add(16 * time.Minute)
 	if _, ok := c.get("default"); ok {
 		t.Error("an expired entry was returned")
 	}
-	if _, code := c.set("past", "v", 0, now.Add(-time.Second), nil); code != CacheItemAlreadyExpired {
+	if _, code := c.set("past", "v", 0, now.Add(-time.Second), nil); code != cacheItemAlreadyExpired {
 		t.Errorf("expires_at in the past: %q", code)
 	}
 }
@@ -283,7 +282,7 @@ func TestWebtaskStorageSharedBetweenInstances(t *testing.T) {
 
 func TestWebtaskStorageConflictAndLimits(t *testing.T) {
 	st := &certmagic.FileStorage{Path: t.TempDir()}
-	key := StorageKey("acme", "hook.js", "")
+	key := storageKey("acme", "hook.js", "")
 	hook := compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
 		const storage = context.webtask.storage, out = {};
 		storage.get(function (error, data) {
@@ -346,7 +345,7 @@ func TestActionCacheExpiryAndCodes(t *testing.T) {
 		{"ttl earlier", time.Minute, now.Add(time.Hour), time.Minute},
 		{"expires_at earlier", time.Hour, now.Add(time.Minute), time.Minute},
 		{"expires_at alone", 0, now.Add(2 * time.Hour), 2 * time.Hour},
-		{"both past the cap", 30 * time.Hour, now.Add(40 * time.Hour), CacheMaxTTL},
+		{"both past the cap", 30 * time.Hour, now.Add(40 * time.Hour), cacheMaxTTL},
 	} {
 		e, code := c.set(tc.name, "v", tc.ttl, tc.expiresAt, nil)
 		if code != "" || !e.expiresAt.Equal(now.Add(tc.want)) {
@@ -385,7 +384,7 @@ func TestActionCacheExpiryAndCodes(t *testing.T) {
 
 // TestActionCacheFullOfOwnWrites: entries other runs set are evicted to make
 // room, but an action that fills the cache itself in one run is told
-// (CacheSizeExceeded) rather than losing its own earlier writes.
+// (cacheSizeExceeded) rather than losing its own earlier writes.
 func TestActionCacheFullOfOwnWrites(t *testing.T) {
 	act := compileAction(t, "fill.js", `exports.onExecuteCredentialsExchange = async (event, api) => {
 		const codes = [];
@@ -414,12 +413,12 @@ func TestActionCacheFullOfOwnWrites(t *testing.T) {
 		}
 		_ = json.Unmarshal(res.Claims["https://t.example/fill"], &got)
 		want := append(slices.Repeat([]string{"success"}, 20), "error", "success")
-		if !slices.Equal(got.Codes, want) || got.Code != CacheSizeExceeded || !got.First {
+		if !slices.Equal(got.Codes, want) || got.Code != cacheSizeExceeded || !got.First {
 			t.Fatalf("run %s: %+v", run, got)
 		}
 	}
-	if n := len(e.cache.entries); n != CacheMaxEntries {
-		t.Errorf("cache holds %d entries, want %d", n, CacheMaxEntries)
+	if n := len(e.cache.entries); n != cacheMaxEntries {
+		t.Errorf("cache holds %d entries, want %d", n, cacheMaxEntries)
 	}
 }
 

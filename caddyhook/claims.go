@@ -1,8 +1,12 @@
 package caddyhook
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -14,31 +18,32 @@ import (
 type ClaimsPolicy int
 
 const (
-	// Open is Auth0's rule for Rules, Hooks and Actions since 2022/23: any
-	// name that is not restricted, except namespaces in Auth0's own domains
-	// (auth0.com, webtask.io, webtask.run and their subdomains) and the
-	// urn:auth0 URN namespace. It is the zero value, so a Config that says
-	// nothing gets today's rule.
-	Open ClaimsPolicy = iota
-	// Namespaced is the legacy rule of Auth0's credentials-exchange
+	// policyOpen is Auth0's rule for Rules, Hooks and Actions since
+	// 2022/23: any name that is not restricted, except namespaces in
+	// Auth0's own domains (auth0.com, webtask.io, webtask.run and their
+	// subdomains) and the urn:auth0 URN namespace. It is the zero value, so
+	// a Config that says nothing gets today's rule.
+	policyOpen ClaimsPolicy = iota
+	// policyNamespaced is the legacy rule of Auth0's credentials-exchange
 	// extensibility point: only http: and https: URLs whose host is not one
 	// of Auth0's.
-	Namespaced
+	policyNamespaced
 )
 
-// ParseClaimsPolicy reads a claims_policy value; empty means Open.
+// ParseClaimsPolicy reads a claims policy, "open" or "namespaced"; empty
+// means open.
 func ParseClaimsPolicy(s string) (ClaimsPolicy, error) {
 	switch s {
 	case "", "open":
-		return Open, nil
+		return policyOpen, nil
 	case "namespaced":
-		return Namespaced, nil
+		return policyNamespaced, nil
 	}
 	return 0, fmt.Errorf("unknown claims policy %q (want open or namespaced)", s)
 }
 
 func (p ClaimsPolicy) String() string {
-	if p == Namespaced {
+	if p == policyNamespaced {
 		return "namespaced"
 	}
 	return "open"
@@ -69,13 +74,13 @@ var reservedHosts = []string{"auth0.com", "webtask.io", "webtask.run"}
 // reservedURN is the URN namespace Auth0 keeps for itself.
 const reservedURN = "urn:auth0"
 
-// Check reports whether name may be added under the policy and, when it may
+// check reports whether name may be added under the policy and, when it may
 // not, why (for the warning that tells operators what was dropped).
-func (p ClaimsPolicy) Check(name string) (ok bool, reason string) {
+func (p ClaimsPolicy) check(name string) (ok bool, reason string) {
 	if restrictedClaims[name] {
 		return false, "restricted claim"
 	}
-	if p == Namespaced {
+	if p == policyNamespaced {
 		return checkNamespaced(name)
 	}
 	if name == "" {
@@ -104,8 +109,8 @@ func (p ClaimsPolicy) Check(name string) (ok bool, reason string) {
 	return true, ""
 }
 
-// claimCheckCache remembers an engine's Check results: a script sets the
-// same few claim names on every exchange, and Check parses each as a URL
+// claimCheckCache remembers an engine's check results: a script sets the
+// same few claim names on every exchange, and check parses each as a URL
 // (about 4% of a warm starter run). It holds at most maxCachedClaimChecks
 // names of at most maxCachedClaimName bytes, so that a script inventing
 // names cannot grow it; other names are checked every time.
@@ -124,7 +129,7 @@ const (
 	maxCachedClaimName   = 256
 )
 
-// check is p.Check(name), remembered; p must be the same on every call.
+// check is p.check(name), remembered; p must be the same on every call.
 func (c *claimCheckCache) check(p ClaimsPolicy, name string) (bool, string) {
 	c.mu.Lock()
 	res, found := c.results[name]
@@ -132,7 +137,7 @@ func (c *claimCheckCache) check(p ClaimsPolicy, name string) (bool, string) {
 	if found {
 		return res.ok, res.reason
 	}
-	ok, reason := p.Check(name)
+	ok, reason := p.check(name)
 	c.mu.Lock()
 	if c.results == nil {
 		c.results = map[string]claimCheck{}
@@ -234,4 +239,266 @@ func (w *claimWarnings) warn(log *zap.Logger, script, claim, why string) {
 	w.last[key] = now
 	w.mu.Unlock()
 	log.Warn("custom claim dropped", zap.String("claim", claim), zap.String("reason", capText(why, 512)))
+}
+
+// maxClaimsSize is Auth0's limit on the custom claims one token may carry.
+const maxClaimsSize = 100 * 1024
+
+// applyHookResult applies cb's result object: its scope replaces the token's,
+// and its other members are custom claims, subject to the claim rules.
+func (r *run) applyHookResult(log *scriptLog, raw json.RawMessage) error {
+	var buf [8]jsonMember
+	members := buf[:0]
+	if raw != nil {
+		var ok bool
+		if members, ok = objectMembers(raw, members); !ok {
+			log.Warn("hook result is not an object; treating it as {} (the token gets no scope)")
+			members = buf[:0]
+		}
+	}
+	var scopeRaw json.RawMessage
+	for _, m := range members {
+		if string(m.name) == "scope" {
+			scopeRaw = m.value
+		}
+	}
+	scope, err := parseScope(scopeRaw)
+	if err != nil {
+		return errorFor(CodeServerError, "hook result: "+err.Error())
+	}
+	r.scope = scope
+	for _, m := range members {
+		if string(m.name) != "scope" {
+			value := json.RawMessage(m.value)
+			if len(raw) > maxSharedResult {
+				// A claim kept must not keep the whole of a large result.
+				value = bytes.Clone(value)
+			}
+			r.setClaim(log, string(m.name), value)
+		}
+	}
+	return nil
+}
+
+// maxSharedResult is the largest hook result whose claims are slices of
+// it rather than copies.
+const maxSharedResult = 4 << 10
+
+// setClaim adds a custom claim when the policy accepts its name and the
+// upstream token does not already carry it; otherwise it is dropped, as on
+// Auth0 ("the transaction won't fail"), and a warning says so.
+func (r *run) setClaim(log *scriptLog, name string, value json.RawMessage) {
+	if ok, why := r.eng.claimChecks.check(r.eng.cfg.Policy, name); !ok {
+		r.dropClaim(log, name, why)
+		return
+	}
+	if _, taken := r.in.TokenClaims[name]; taken {
+		r.dropClaim(log, name, "the upstream token already has it")
+		return
+	}
+	r.claims[name] = value
+}
+
+// maxDroppedClaimLogs is how many dropped claims one run hands to the
+// rate-limited warning; past it they are only counted.
+const maxDroppedClaimLogs = 10
+
+func (r *run) dropClaim(log *scriptLog, name, why string) {
+	r.droppedClaims++
+	script := ""
+	if r.script != nil {
+		script = r.script.Name
+	}
+	if len(r.dropped) < maxDroppedReported {
+		r.dropped = append(r.dropped, DroppedClaim{Name: capText(name, 256), Reason: why, Script: script})
+	}
+	if r.droppedClaims <= maxDroppedClaimLogs {
+		r.eng.warnings.warn(log.logger(), script, name, why)
+	}
+}
+
+func (r *run) checkSize() error {
+	if r.fault != nil {
+		return r.fault
+	}
+	total := 0
+	for name, v := range r.claims {
+		total += len(name) + len(v)
+	}
+	if total > maxClaimsSize {
+		return errorFor(CodeServerError, fmt.Sprintf("custom claims are %d bytes, more than the %d allowed", total, maxClaimsSize))
+	}
+	if err := checkScopeLimits(r.scope); err != nil {
+		return errorFor(CodeServerError, err.Error())
+	}
+	return nil
+}
+
+// Limits on the scope a token may get: past them the exchange fails, rather
+// than the scope being cut.
+const (
+	// maxScopes is the most scope tokens one access token may carry.
+	maxScopes = 1000
+	// maxScopeSize is the most bytes the token's scope may have, as the
+	// space-separated string a scope claim holds.
+	maxScopeSize = 16 * 1024
+)
+
+// scopeLimitError is a scope past maxScopes or maxScopeSize.
+type scopeLimitError string
+
+func (e scopeLimitError) Error() string { return string(e) }
+
+// checkScopeLimits fails a scope past maxScopes or maxScopeSize.
+func checkScopeLimits(scope []string) error {
+	if len(scope) > maxScopes {
+		return scopeLimitError(fmt.Sprintf("the token would have more than the %d scopes allowed", maxScopes))
+	}
+	if size := scopeSize(scope); size > maxScopeSize {
+		return scopeLimitError(fmt.Sprintf("the token's scope would be %d bytes, more than the %d allowed", size, maxScopeSize))
+	}
+	return nil
+}
+
+func scopeSize(scope []string) int {
+	n := 0
+	for i, s := range scope {
+		if i > 0 {
+			n++
+		}
+		n += len(s)
+	}
+	return n
+}
+
+// parseScope reads a result's scope: absent or null is no scope, otherwise an
+// array of strings. Duplicates are dropped, order kept. A scope past the
+// limits is an error.
+func parseScope(raw json.RawMessage) ([]string, error) {
+	if raw == nil || string(raw) == "null" {
+		return nil, nil
+	}
+	// The common case, plain strings, is read in place, each converted only
+	// when kept.
+	if n, ok := plainStrings(raw); ok {
+		b := scopeBuilder{out: make([]string, 0, min(n, maxScopes+1))}
+		for item := range eachPlainString(raw) {
+			if len(item) == 0 || b.hasBytes(item) {
+				continue
+			}
+			if b.add(string(item)); b.err != nil {
+				return nil, b.err
+			}
+		}
+		return b.finish()
+	}
+	var list []any
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, errors.New("scope must be an array of strings")
+	}
+	b := scopeBuilder{out: make([]string, 0, min(len(list), maxScopes+1))}
+	for _, v := range list {
+		s, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("scope must be an array of strings, it holds %s", jsonKind(v))
+		}
+		if s == "" || b.has(s) {
+			continue
+		}
+		if b.add(s); b.err != nil {
+			return nil, b.err
+		}
+	}
+	return b.finish()
+}
+
+// scopeBuilder collects a scope token by token, in order.
+type scopeBuilder struct {
+	out []string
+	// seen indexes out once it is too long for a linear search.
+	seen map[string]bool
+	err  error
+}
+
+const scopeLinearSearch = 16
+
+func (b *scopeBuilder) has(s string) bool {
+	if b.seen != nil {
+		return b.seen[s]
+	}
+	return slices.Contains(b.out, s)
+}
+
+func (b *scopeBuilder) hasBytes(s []byte) bool {
+	if b.seen != nil {
+		return b.seen[string(s)]
+	}
+	for _, t := range b.out {
+		if t == string(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// add adds s, neither empty nor already there; an invalid token, or one
+// too many, sets err.
+func (b *scopeBuilder) add(s string) {
+	if !validScope(s) {
+		b.err = fmt.Errorf("scope %q holds a character a scope token cannot have", capText(s, 64))
+		return
+	}
+	b.out = append(b.out, s)
+	switch {
+	case b.seen != nil:
+		b.seen[s] = true
+	case len(b.out) > scopeLinearSearch:
+		b.seen = make(map[string]bool, 2*len(b.out))
+		for _, t := range b.out {
+			b.seen[t] = true
+		}
+	}
+	if len(b.out) > maxScopes {
+		b.err = checkScopeLimits(b.out)
+	}
+}
+
+func (b *scopeBuilder) finish() ([]string, error) {
+	if err := checkScopeLimits(b.out); err != nil {
+		return nil, err
+	}
+	return b.out, nil
+}
+
+// jsonKind names the JSON type of a value decoded by encoding/json.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case float64, json.Number:
+		return "a number"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return "a value that is not a string"
+}
+
+// validScope reports whether s is one scope token (RFC 6749 §3.3): not
+// empty, printable ASCII only, no spaces, quotes or backslashes. Anything
+// else could split into more scopes for a resource server that splits on
+// any white space.
+func validScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }

@@ -72,17 +72,17 @@ func TestClaimsPolicy(t *testing.T) {
 		{"x5t#S256", false, false},
 	}
 	for _, tc := range cases {
-		if ok, why := Namespaced.Check(tc.name); ok != tc.namespaced {
+		if ok, why := policyNamespaced.check(tc.name); ok != tc.namespaced {
 			t.Errorf("namespaced %q = %v (%s), want %v", tc.name, ok, why, tc.namespaced)
 		}
-		if ok, why := Open.Check(tc.name); ok != tc.open {
+		if ok, why := policyOpen.check(tc.name); ok != tc.open {
 			t.Errorf("open %q = %v (%s), want %v", tc.name, ok, why, tc.open)
 		}
 	}
 }
 
 func TestParseClaimsPolicy(t *testing.T) {
-	for in, want := range map[string]ClaimsPolicy{"": Open, "namespaced": Namespaced, "open": Open} {
+	for in, want := range map[string]ClaimsPolicy{"": policyOpen, "namespaced": policyNamespaced, "open": policyOpen} {
 		got, err := ParseClaimsPolicy(in)
 		if err != nil || got != want {
 			t.Errorf("ParseClaimsPolicy(%q) = %v, %v", in, got, err)
@@ -165,19 +165,19 @@ func TestDefaultPolicyThroughEngine(t *testing.T) {
 	}
 }
 
-// TestClaimCheckCache: the engine's remembered checks answer as Check does,
+// TestClaimCheckCache: the engine's remembered checks answer as check does,
 // and stay bounded.
 func TestClaimCheckCache(t *testing.T) {
 	names := []string{"https://example.com/claim", "https://auth0.com/x", "iss", "urn:auth0:x", "", "tier", strings.Repeat("n", 300)}
 	for i := 0; i < maxCachedClaimChecks+10; i++ {
 		names = append(names, "https://example.com/c"+strconv.Itoa(i))
 	}
-	for _, p := range []ClaimsPolicy{Namespaced, Open} {
+	for _, p := range []ClaimsPolicy{policyNamespaced, policyOpen} {
 		var c claimCheckCache
 		for round := 0; round < 2; round++ {
 			for _, name := range names {
 				ok, why := c.check(p, name)
-				if wantOK, wantWhy := p.Check(name); ok != wantOK || why != wantWhy {
+				if wantOK, wantWhy := p.check(name); ok != wantOK || why != wantWhy {
 					t.Fatalf("%v %q: %v %q, want %v %q", p, name, ok, why, wantOK, wantWhy)
 				}
 			}
@@ -189,7 +189,7 @@ func TestClaimCheckCache(t *testing.T) {
 }
 
 // TestDroppedReportBounded: a run that drops claims under many names reports
-// the first MaxDroppedReported of them and counts them all.
+// the first maxDroppedReported of them and counts them all.
 func TestDroppedReportBounded(t *testing.T) {
 	e := engine(t, compileHook(t, `module.exports = function (client, scope, audience, context, cb) {
 		const out = { scope };
@@ -200,7 +200,7 @@ func TestDroppedReportBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.DroppedTotal != 100 || len(res.Dropped) != MaxDroppedReported || !strings.HasPrefix(res.Dropped[0].Name, "urn:auth0:c") {
+	if res.DroppedTotal != 100 || len(res.Dropped) != maxDroppedReported || !strings.HasPrefix(res.Dropped[0].Name, "urn:auth0:c") {
 		t.Fatalf("dropped = %d, %d reported, first %+v", res.DroppedTotal, len(res.Dropped), res.Dropped[0])
 	}
 }

@@ -2,7 +2,6 @@ package caddyhook
 
 import (
 	"fmt"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,10 +18,12 @@ const (
 	CodeServerError    = "server_error"
 )
 
-// Error is a failed exchange as the client must see it: an OAuth error code,
-// a description, and the HTTP status that goes with them.
+// Error is a failed exchange as the client must see it: an OAuth error code
+// and a description. Which HTTP status answers it is the caller's business,
+// as this package knows nothing of HTTP answers: CodeInvalidRequest and
+// CodeInvalidScope are the client's errors, CodeServerError a failure of
+// ours.
 type Error struct {
-	Status      int
 	Code        string
 	Description string
 	// Where is where in the scripts the failure happened, for the
@@ -49,7 +50,7 @@ type Location struct {
 const maxStackFrames = 16
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("%s (%d): %s", e.Code, e.Status, e.Description)
+	return e.Code + ": " + e.Description
 }
 
 // errorFor builds an Error for an OAuth error code; unknown codes are
@@ -58,9 +59,9 @@ func (e *Error) Error() string {
 func errorFor(code, description string) *Error {
 	switch code {
 	case CodeInvalidRequest, CodeInvalidScope:
-		return &Error{Status: http.StatusBadRequest, Code: code, Description: description}
+		return &Error{Code: code, Description: description}
 	}
-	return &Error{Status: http.StatusInternalServerError, Code: CodeServerError, Description: description}
+	return &Error{Code: CodeServerError, Description: description}
 }
 
 // textError is an error that is only its text: the constant errors thrown
@@ -271,7 +272,7 @@ func errorFromValue(vm *goja.Runtime, v goja.Value, fallback string) *Error {
 	name, msg := errorFields(vm, v)
 	if code, ok := errorNames[name]; ok {
 		out := errorFor(code, cleanDescription(msg))
-		if out.Status >= 500 {
+		if out.Code == CodeServerError {
 			out.Where = valueLocation(vm, v)
 		}
 		return out
@@ -516,4 +517,22 @@ func capText(s string, max int) string {
 		cut--
 	}
 	return s[:cut] + mark
+}
+
+// gojaCause finds the goja error (or *Error) err wraps, unwrapping only
+// errors that are not goja's: unwrapping a goja exception can run script
+// code.
+func gojaCause(err error) error {
+	for e := err; e != nil; {
+		switch e.(type) {
+		case *goja.Exception, *goja.InterruptedError, *goja.StackOverflowError, *Error:
+			return e
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			break
+		}
+		e = u.Unwrap()
+	}
+	return err
 }

@@ -31,13 +31,13 @@ import (
 // node-fetch). Every rule below is enforced here, in Go: the JavaScript
 // layers in fetchjs.go only shape the API.
 const (
-	// MaxFetchResponseSize bounds the body of one response, after
+	// maxFetchResponseSize bounds the body of one response, after
 	// decompression; a larger one fails the call. Auth0's own limits are
 	// not documented; 4 MiB keeps a run's memory far below the heap limit
 	// while fitting any JSON an API returns to a hook.
-	MaxFetchResponseSize = 4 << 20
-	// MaxFetchRequestSize bounds the body a script may send in one call.
-	MaxFetchRequestSize = 1 << 20
+	maxFetchResponseSize = 4 << 20
+	// maxFetchRequestSize bounds the body a script may send in one call.
+	maxFetchRequestSize = 1 << 20
 	// maxFetchHeaderBytes bounds the header names and values of a request,
 	// and of a response (http.Transport.MaxResponseHeaderBytes).
 	maxFetchHeaderBytes = 64 << 10
@@ -736,27 +736,27 @@ func (f *fetcher) do(ctx context.Context, spec *fetchSpec) (*fetchResult, error)
 // The outcomes of an outbound call, as Config.OnOutboundCall gets them: a
 // fixed set, so that a metric labelled with them stays bounded.
 const (
-	OutboundOK        = "ok"         // an answer with a status below 400
-	OutboundHTTPError = "http_error" // an answer with a status of 400 or more
-	OutboundRefused   = "refused"    // not in fetch_allow, or a guarded address
-	OutboundTimeout   = "timeout"    // the call's or the exchange's time ran out
-	OutboundFailed    = "failed"     // anything else: the network, TLS, a bad request or answer
+	outboundOK        = "ok"         // an answer with a status below 400
+	outboundHTTPError = "http_error" // an answer with a status of 400 or more
+	outboundRefused   = "refused"    // not in fetch_allow, or a guarded address
+	outboundTimeout   = "timeout"    // the call's or the exchange's time ran out
+	outboundFailed    = "failed"     // anything else: the network, TLS, a bad request or answer
 )
 
 func callOutcome(res *fetchResult, err error) string {
 	switch {
 	case err == nil && res.status >= 400:
-		return OutboundHTTPError
+		return outboundHTTPError
 	case err == nil:
-		return OutboundOK
+		return outboundOK
 	}
 	switch errorCode(err) {
 	case "ERR_FETCH_NOT_ALLOWED", "ERR_FETCH_ADDRESS_REFUSED":
-		return OutboundRefused
+		return outboundRefused
 	case "ETIMEDOUT":
-		return OutboundTimeout
+		return outboundTimeout
 	}
-	return OutboundFailed
+	return outboundFailed
 }
 
 // call is do without the report.
@@ -773,8 +773,8 @@ func (f *fetcher) call(ctx context.Context, spec *fetchSpec) (*fetchResult, erro
 	case http.MethodConnect, http.MethodTrace, "TRACK":
 		return nil, &fetchError{"ERR_INVALID_ARG_VALUE", fmt.Sprintf("fetch to %s: the method %s is not allowed", loggable(u), spec.method)}
 	}
-	if len(spec.body) > MaxFetchRequestSize {
-		return nil, &fetchError{"ERR_FETCH_TOO_LARGE", fmt.Sprintf("fetch to %s: the request body is more than the %d bytes allowed", loggable(u), MaxFetchRequestSize)}
+	if len(spec.body) > maxFetchRequestSize {
+		return nil, &fetchError{"ERR_FETCH_TOO_LARGE", fmt.Sprintf("fetch to %s: the request body is more than the %d bytes allowed", loggable(u), maxFetchRequestSize)}
 	}
 	if spec.timeout > 0 {
 		var cancel context.CancelFunc
@@ -820,14 +820,14 @@ func (f *fetcher) call(ctx context.Context, spec *fetchSpec) (*fetchResult, erro
 		return nil, err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxFetchResponseSize+1))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxFetchResponseSize+1))
 	f.log.Debug("fetch", zap.String("method", spec.method), zap.String("url", loggable(resp.Request.URL)),
 		zap.Int("status", resp.StatusCode), zap.Duration("duration", time.Since(start)))
 	if err != nil {
 		return nil, unwrapFetchError(err)
 	}
-	if len(data) > MaxFetchResponseSize {
-		return nil, &fetchError{"ERR_FETCH_TOO_LARGE", fmt.Sprintf("fetch to %s: the response body is more than the %d bytes allowed", loggable(resp.Request.URL), MaxFetchResponseSize)}
+	if len(data) > maxFetchResponseSize {
+		return nil, &fetchError{"ERR_FETCH_TOO_LARGE", fmt.Sprintf("fetch to %s: the response body is more than the %d bytes allowed", loggable(resp.Request.URL), maxFetchResponseSize)}
 	}
 	res := &fetchResult{
 		status:     resp.StatusCode,
@@ -1138,8 +1138,8 @@ func fetchSpecOf(vm *goja.Runtime, v goja.Value) *fetchSpec {
 	switch b := o.Get("body").(type) {
 	case nil:
 	case goja.String:
-		if b.Length() > MaxFetchRequestSize {
-			spec.body = make([]byte, MaxFetchRequestSize+1) // fails in do, with the URL
+		if b.Length() > maxFetchRequestSize {
+			spec.body = make([]byte, maxFetchRequestSize+1) // fails in do, with the URL
 		} else {
 			spec.body = []byte(b.String())
 		}
@@ -1148,8 +1148,8 @@ func fetchSpecOf(vm *goja.Runtime, v goja.Value) *fetchSpec {
 		if ab, ok := b.Export().(goja.ArrayBuffer); ok {
 			// A copy: the call reads it on another goroutine while the
 			// script may write to the buffer.
-			if data := ab.Bytes(); len(data) > MaxFetchRequestSize {
-				spec.body = make([]byte, MaxFetchRequestSize+1) // fails in do, with the URL
+			if data := ab.Bytes(); len(data) > maxFetchRequestSize {
+				spec.body = make([]byte, maxFetchRequestSize+1) // fails in do, with the URL
 			} else {
 				spec.body = append([]byte(nil), data...)
 			}

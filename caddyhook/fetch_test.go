@@ -70,7 +70,7 @@ func fetchService(t *testing.T) *httptest.Server {
 	})
 	mux.HandleFunc("/v1/huge", func(w http.ResponseWriter, r *http.Request) {
 		chunk := strings.Repeat("x", 64<<10)
-		for i := 0; i < (MaxFetchResponseSize/len(chunk))+2; i++ {
+		for i := 0; i < (maxFetchResponseSize/len(chunk))+2; i++ {
 			if _, err := io.WriteString(w, chunk); err != nil {
 				return
 			}
@@ -274,7 +274,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 		"redirectMeta": notAllowed("http://169.254.169.254/latest/meta-data/"),
 		"metadata":     notAllowed("http://169.254.169.254/latest/meta-data/"),
 		"userinfo":     "invalid URL http://…@127.0.0.1/v1/: it must not carry credentials (use an Authorization header)",
-		"huge":         fmt.Sprintf("fetch to %s/v1/huge: the response body is more than the %d bytes allowed", srv.URL, MaxFetchResponseSize),
+		"huge":         fmt.Sprintf("fetch to %s/v1/huge: the response body is more than the %d bytes allowed", srv.URL, maxFetchResponseSize),
 		"connect":      "fetch to " + srv.URL + "/v1/echo: the method CONNECT is not allowed",
 		"request":      []any{notAllowed(srv.URL + "/admin/secret"), "ERR_FETCH_NOT_ALLOWED"},
 		"axios":        []any{notAllowed(srv.URL + "/admin/secret"), "ERR_FETCH_NOT_ALLOWED", true},
@@ -288,7 +288,7 @@ func TestFetchUncaught(t *testing.T) {
 	act := compileAction(t, "a.js", scriptURL(`
 exports.onExecuteCredentialsExchange = async (event, api) => { await fetch('BASE/admin/secret'); };`, srv))
 	_, err := fetchEngine(t, srv, nil, []*Script{act}, nil).Run(context.Background(), input())
-	wantError(t, err, 500, CodeServerError, "fetch to "+srv.URL+"/admin/secret is not allowed: add its URL prefix to fetch_allow")
+	wantError(t, err, CodeServerError, "fetch to "+srv.URL+"/admin/secret is not allowed: add its URL prefix to fetch_allow")
 }
 
 // TestFetchNoAllowList: without fetch_allow every call fails, naming the
@@ -299,7 +299,7 @@ func TestFetchNoAllowList(t *testing.T) {
 	};`)
 	e := engine(t, hook, nil)
 	_, err := e.Run(context.Background(), input())
-	wantError(t, err, 500, CodeServerError, "fetch to https://api.example.com/v1 is not allowed: add its URL prefix to fetch_allow")
+	wantError(t, err, CodeServerError, "fetch to https://api.example.com/v1 is not allowed: add its URL prefix to fetch_allow")
 }
 
 // TestFetchPastTheTimeLimit: a call still running when the exchange's
@@ -314,7 +314,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 };`, srv))
 	e := fetchEngine(t, srv, nil, []*Script{act}, func(c *Config) { c.Timeout = 300 * time.Millisecond })
 	_, err := e.Run(context.Background(), input())
-	wantError(t, err, 500, CodeServerError, "hook timed out")
+	wantError(t, err, CodeServerError, "hook timed out")
 }
 
 // TestFetchFireAndForget: a call the script does not await still reaches
@@ -442,7 +442,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 
 	untrusted := fetchEngine(t, srv, nil, []*Script{act}, func(c *Config) { c.FetchAllow = []string{srv.URL} })
 	_, err := untrusted.Run(context.Background(), input())
-	wantError(t, err, 500, CodeServerError, "fetch failed")
+	wantError(t, err, CodeServerError, "fetch failed")
 }
 
 // TestFetchLogs: the bodies and headers of calls never reach the logs,
@@ -641,7 +641,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 	e := fetchEngine(t, srv, nil, []*Script{act}, func(c *Config) { c.Timeout = 10 * time.Second })
 	wantClaims(t, claimsOf(t, e), map[string]any{"r": map[string]any{
 		"inflight":      []any{"aborted", "more than 16 outbound calls in flight at once", "more than 16 outbound calls in flight at once"},
-		"body":          fmt.Sprintf("fetch to %s/v1/x: the request body is more than the %d bytes allowed", srv.URL, MaxFetchRequestSize),
+		"body":          fmt.Sprintf("fetch to %s/v1/x: the request body is more than the %d bytes allowed", srv.URL, maxFetchRequestSize),
 		"loop":          []any{"fetch failed", "redirect count exceeded", "ERR_FETCH_REDIRECT"},
 		"redirectError": "ERR_FETCH_REDIRECT",
 	}})
@@ -680,7 +680,7 @@ func TestFetchBodies(t *testing.T) {
 	mux.HandleFunc("/v1/gzip-bomb", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Encoding", "gzip")
 		zw := gzip.NewWriter(w)
-		_, _ = zw.Write(make([]byte, MaxFetchResponseSize+1))
+		_, _ = zw.Write(make([]byte, maxFetchResponseSize+1))
 		_ = zw.Close()
 	})
 	mux.HandleFunc("/v1/gzip", func(w http.ResponseWriter, r *http.Request) {
@@ -717,7 +717,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 		"view":        []any{"hi", ""},
 		"arrayBuffer": []any{"ab", ""},
 		"gzip":        "compressed",
-		"bomb":        fmt.Sprintf("fetch to %s/v1/gzip-bomb: the response body is more than the %d bytes allowed", both.URL, MaxFetchResponseSize),
+		"bomb":        fmt.Sprintf("fetch to %s/v1/gzip-bomb: the response body is more than the %d bytes allowed", both.URL, maxFetchResponseSize),
 	}})
 }
 
@@ -947,7 +947,7 @@ exports.onExecuteCredentialsExchange = async (event, api) => {
 	}
 	_, err = e.Run(context.Background(), input())
 	proto := "the server's response is not valid HTTP"
-	wantError(t, err, 500, CodeServerError, "request to "+base+"/v1/header failed, reason: "+proto)
+	wantError(t, err, CodeServerError, "request to "+base+"/v1/header failed, reason: "+proto)
 	for _, l := range logs.All() {
 		if line := l.Message + fmt.Sprint(l.ContextMap()); strings.Contains(line, "SECRET") {
 			t.Errorf("log line holds what the server sent: %s", line)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -15,10 +14,10 @@ import (
 	"github.com/caddyhook/caddyhook/internal/logscan"
 )
 
-// FuzzClaimsPolicy checks that ClaimsPolicy.Check never panics, never
+// FuzzClaimsPolicy checks that ClaimsPolicy.check never panics, never
 // accepts a restricted claim or an empty name, gives a reason exactly when
-// it refuses, and accepts under Namespaced only http(s) URLs whose host is
-// not Auth0's, all of which Open accepts too.
+// it refuses, and accepts under policyNamespaced only http(s) URLs whose
+// host is not Auth0's, all of which policyOpen accepts too.
 //
 //	go test -run='^$' -fuzz='^FuzzClaimsPolicy$' -fuzztime=20s ./caddyhook/
 func FuzzClaimsPolicy(f *testing.F) {
@@ -26,8 +25,8 @@ func FuzzClaimsPolicy(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
-		for _, p := range []ClaimsPolicy{Namespaced, Open} {
-			ok, why := p.Check(name)
+		for _, p := range []ClaimsPolicy{policyNamespaced, policyOpen} {
+			ok, why := p.check(name)
 			if ok && restrictedClaims[name] {
 				t.Fatalf("%s accepted the restricted claim %q", p, name)
 			}
@@ -35,11 +34,11 @@ func FuzzClaimsPolicy(f *testing.F) {
 				t.Fatalf("%s accepted the empty name", p)
 			}
 			if ok != (why == "") {
-				t.Fatalf("%s: Check(%q) = %v with reason %q", p, name, ok, why)
+				t.Fatalf("%s: check(%q) = %v with reason %q", p, name, ok, why)
 			}
 		}
-		if ok, _ := Namespaced.Check(name); ok {
-			if open, _ := Open.Check(name); !open {
+		if ok, _ := policyNamespaced.check(name); ok {
+			if open, _ := policyOpen.check(name); !open {
 				t.Fatalf("namespaced accepts %q but open does not", name)
 			}
 			u, err := url.Parse(name)
@@ -132,8 +131,8 @@ func FuzzValueConversion(f *testing.F) {
 			if !errors.As(err, &he) {
 				t.Fatalf("error %v (%T) is not an *Error", err, err)
 			}
-			if he.Status != http.StatusBadRequest && he.Status != http.StatusInternalServerError {
-				t.Fatalf("error %+v has status %d", he, he.Status)
+			if he.Code != CodeInvalidRequest && he.Code != CodeInvalidScope && he.Code != CodeServerError {
+				t.Fatalf("error %+v has code %q", he, he.Code)
 			}
 			if !utf8.ValidString(he.Description) || len(he.Description) > 4*maxDescription {
 				t.Fatalf("description %q", he.Description)
@@ -141,7 +140,7 @@ func FuzzValueConversion(f *testing.F) {
 			return
 		}
 		for name, raw := range res.Claims {
-			if ok, why := Open.Check(name); !ok {
+			if ok, why := policyOpen.check(name); !ok {
 				t.Fatalf("claim %q reached the token: %s", name, why)
 			}
 			if !json.Valid(raw) || !utf8.Valid(raw) {

@@ -2,7 +2,6 @@ package caddyhook
 
 import (
 	"context"
-	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -121,7 +120,7 @@ func TestGlobalProcessWarningsAndTickErrors(t *testing.T) {
 		setTimeout(() => cb(null, {}), 5);
 	};`)
 	_, err := engine(t, s, nil).Run(context.Background(), input())
-	wantError(t, err, http.StatusInternalServerError, CodeServerError, "tick failed")
+	wantError(t, err, CodeServerError, "tick failed")
 }
 
 func TestGlobalURL(t *testing.T) {
@@ -399,10 +398,10 @@ func TestGlobalExtensibilityUserError(t *testing.T) {
 		s := compileHook(t, `module.exports = function (client, scope, audience, context, cb) { `+c.src+` };`)
 		_, err := engine(t, s, nil).Run(context.Background(), input())
 		if c.desc == "bad scope" {
-			wantError(t, err, http.StatusBadRequest, CodeInvalidScope, c.desc)
+			wantError(t, err, CodeInvalidScope, c.desc)
 			continue
 		}
-		wantError(t, err, http.StatusInternalServerError, CodeServerError, c.desc)
+		wantError(t, err, CodeServerError, c.desc)
 	}
 }
 

@@ -60,7 +60,7 @@ func observed(t *testing.T, level zap.AtomicLevel) (*zap.Logger, *observer.Obser
 // failsThenRecovers runs e with a body that makes its script misbehave and
 // wants an error; then with {ok: true} and wants success, so that a failure
 // cannot have broken the engine.
-func failsThenRecovers(t *testing.T, e *Engine, status int, code string) *Error {
+func failsThenRecovers(t *testing.T, e *Engine, code string) *Error {
 	t.Helper()
 	in := input()
 	in.Request.Body = map[string]any{"ok": false}
@@ -72,8 +72,8 @@ func failsThenRecovers(t *testing.T, e *Engine, status int, code string) *Error 
 	if !errors.As(err, &he) {
 		t.Fatalf("error = %v (%T), want *Error", err, err)
 	}
-	if he.Status != status || he.Code != code {
-		t.Fatalf("error = %+v, want %d %s", he, status, code)
+	if he.Code != code {
+		t.Fatalf("error = %+v, want %s", he, code)
 	}
 	checkDescription(t, he.Description)
 	in = input()
@@ -174,7 +174,7 @@ func TestHostileErrorValuesFailClosed(t *testing.T) {
 				t.Run(k.name+"/"+how+"/"+vname, func(t *testing.T) {
 					src := k.head + strings.ReplaceAll(body, "V", v) + `
 				};`
-					failsThenRecovers(t, k.engine(t, src), 500, CodeServerError)
+					failsThenRecovers(t, k.engine(t, src), CodeServerError)
 				})
 			}
 		}
@@ -202,7 +202,7 @@ func TestHostileDescriptions(t *testing.T) {
 				if (context.body.ok) return cb(null, {});
 				` + tc.body + `;
 			};`
-			he := failsThenRecovers(t, hookEngine(t, src), 500, CodeServerError)
+			he := failsThenRecovers(t, hookEngine(t, src), CodeServerError)
 			if he.Description != tc.want {
 				t.Errorf("description = %q, want %q", he.Description, tc.want)
 			}
@@ -212,7 +212,7 @@ func TestHostileDescriptions(t *testing.T) {
 		if (context.body.ok) return cb(null, {});
 		cb(new Error('é'.repeat(5000)));
 	};`
-	he := failsThenRecovers(t, hookEngine(t, src), 500, CodeServerError)
+	he := failsThenRecovers(t, hookEngine(t, src), CodeServerError)
 	if !strings.HasSuffix(he.Description, "…") || len(he.Description) > maxDescription {
 		t.Errorf("long description not capped: %d bytes", len(he.Description))
 	}
@@ -228,7 +228,7 @@ func TestHostileErrorClassesKeepTheirCode(t *testing.T) {
 		e.toString = function () { throw 2 };
 		cb(e);
 	};`
-	he := failsThenRecovers(t, hookEngine(t, src), 400, CodeInvalidScope)
+	he := failsThenRecovers(t, hookEngine(t, src), CodeInvalidScope)
 	if he.Description != "no" {
 		t.Errorf("description = %q", he.Description)
 	}
@@ -238,27 +238,26 @@ func TestHostileErrorClassesKeepTheirCode(t *testing.T) {
 // arguments; a code that is not one of ours is a server error.
 func TestDenyAlwaysDenies(t *testing.T) {
 	for _, tc := range []struct {
-		call   string
-		status int
-		code   string
-		desc   string
+		call string
+		code string
+		desc string
 	}{
-		{`api.access.deny({ toString() { throw new Error('c') } }, { toString() { throw new Error('r') } })`, 500, CodeServerError, actionDenied},
-		{`api.access.deny(Object.create(null), Object.create(null))`, 500, CodeServerError, actionDenied},
-		{`api.access.deny(Symbol('c'), Symbol('r'))`, 500, CodeServerError, actionDenied},
-		{`api.access.deny()`, 500, CodeServerError, actionDenied},
-		{`api.access.deny('invalid_request', { toString() { throw 1 } })`, 400, CodeInvalidRequest, actionDenied},
-		{`api.access.deny('invalid_request', { toString() { return 'from toString' } })`, 400, CodeInvalidRequest, "from toString"},
-		{`api.access.deny('invalid_scope', 42)`, 400, CodeInvalidScope, "42"},
-		{`api.access.deny('invalid_scope'.repeat(100), 'r')`, 500, CodeServerError, "r"},
-		{`api.access.deny(new Proxy({}, { get() { throw 1 } }), new Proxy({}, { get() { throw 1 } }))`, 500, CodeServerError, actionDenied},
+		{`api.access.deny({ toString() { throw new Error('c') } }, { toString() { throw new Error('r') } })`, CodeServerError, actionDenied},
+		{`api.access.deny(Object.create(null), Object.create(null))`, CodeServerError, actionDenied},
+		{`api.access.deny(Symbol('c'), Symbol('r'))`, CodeServerError, actionDenied},
+		{`api.access.deny()`, CodeServerError, actionDenied},
+		{`api.access.deny('invalid_request', { toString() { throw 1 } })`, CodeInvalidRequest, actionDenied},
+		{`api.access.deny('invalid_request', { toString() { return 'from toString' } })`, CodeInvalidRequest, "from toString"},
+		{`api.access.deny('invalid_scope', 42)`, CodeInvalidScope, "42"},
+		{`api.access.deny('invalid_scope'.repeat(100), 'r')`, CodeServerError, "r"},
+		{`api.access.deny(new Proxy({}, { get() { throw 1 } }), new Proxy({}, { get() { throw 1 } }))`, CodeServerError, actionDenied},
 	} {
 		t.Run(tc.call, func(t *testing.T) {
 			src := `exports.onExecuteCredentialsExchange = async (event, api) => {
 				if (event.request.body.ok) return;
 				try { ` + tc.call + `; } catch (e) {}
 			};`
-			he := failsThenRecovers(t, actionEngine(t, src), tc.status, tc.code)
+			he := failsThenRecovers(t, actionEngine(t, src), tc.code)
 			if he.Description != tc.desc {
 				t.Errorf("description = %q, want %q", he.Description, tc.desc)
 			}
@@ -274,7 +273,7 @@ func TestThenablesAreAwaited(t *testing.T) {
 			if (event.request.body.ok) return;
 			return { then(res) { api.access.deny('invalid_request', 'no'); res(); } };
 		};`)
-		he := failsThenRecovers(t, e, 400, CodeInvalidRequest)
+		he := failsThenRecovers(t, e, CodeInvalidRequest)
 		if he.Description != "no" {
 			t.Errorf("description = %q", he.Description)
 		}
@@ -286,7 +285,7 @@ func TestThenablesAreAwaited(t *testing.T) {
 			if (event.request.body.ok) return;
 			return { then(res) { setTimeout(() => { api.access.deny('invalid_scope', 'late'); res(); }, 1); } };
 		};`)
-		failsThenRecovers(t, e, 400, CodeInvalidScope)
+		failsThenRecovers(t, e, CodeInvalidScope)
 	})
 	for name, ret := range map[string]string{
 		"then getter throws":                `({ get then() { throw new Error('then') } })`,
@@ -299,14 +298,14 @@ func TestThenablesAreAwaited(t *testing.T) {
 				if (event.request.body.ok) return;
 				return `+ret+`;
 			};`)
-			failsThenRecovers(t, e, 500, CodeServerError)
+			failsThenRecovers(t, e, CodeServerError)
 		})
 		t.Run("hook "+name, func(t *testing.T) {
 			e := hookEngine(t, `module.exports = function (client, scope, audience, context, cb) {
 				if (context.body.ok) return cb(null, {});
 				return `+ret+`;
 			};`)
-			failsThenRecovers(t, e, 500, CodeServerError)
+			failsThenRecovers(t, e, CodeServerError)
 		})
 	}
 	t.Run("action thenable resolves", func(t *testing.T) {
@@ -348,7 +347,7 @@ func TestRunRecoversPanics(t *testing.T) {
 	if res != nil {
 		t.Fatalf("result = %+v", res)
 	}
-	wantError(t, err, 500, CodeServerError, "internal error")
+	wantError(t, err, CodeServerError, "internal error")
 	entries := logs.FilterMessageSnippet("panic").All()
 	if len(entries) != 1 || entries[0].Level != zap.ErrorLevel {
 		t.Fatalf("panic logs = %v", logs.All())
@@ -374,7 +373,7 @@ func TestStorageModulePanicFailsTheRun(t *testing.T) {
 		x.webtask.storage.get(function (err, data) { cb(null, { scope: ['got'] }); });
 	};`), func(c *Config) { c.Storage = panickyStorage{} })
 	_, err := e.Run(context.Background(), input())
-	wantError(t, err, 500, CodeServerError, "a background operation failed")
+	wantError(t, err, CodeServerError, "a background operation failed")
 }
 
 type panickyStorage struct{}
@@ -507,7 +506,7 @@ func TestRequestBodyValues(t *testing.T) {
 		if res != nil {
 			t.Errorf("%s: result %+v", name, res)
 		}
-		wantError(t, err, 400, CodeInvalidRequest, "the request body cannot be given to the hook")
+		wantError(t, err, CodeInvalidRequest, "the request body cannot be given to the hook")
 	}
 	if _, _, err := run(map[string]any{"ok": true}); err != nil {
 		t.Fatalf("the next run failed: %v", err)
@@ -562,10 +561,10 @@ func TestCacheLifetimesDoNotOverflow(t *testing.T) {
 	day := float64(24 * 60)
 	want := map[string]any{
 		"ttlHuge": day, "ttlInf": day, "ttlMax": day, "ttlString": float64(1),
-		"ttlNaN": CacheInvalidExpiry, "ttlZero": CacheInvalidExpiry, "ttlNeg": CacheInvalidExpiry, "ttlNegHuge": CacheInvalidExpiry,
-		"ttlObj": CacheInvalidExpiry, "ttlSym": CacheInvalidExpiry, "ttlNull": CacheInvalidExpiry, "ttlBigInt": CacheInvalidExpiry,
-		"expHuge": day, "expInf": day, "expNegHuge": CacheItemAlreadyExpired, "expNaN": CacheInvalidExpiry,
-		"expPast": CacheItemAlreadyExpired, "expSoon": float64(1), "proxy": "threw",
+		"ttlNaN": cacheInvalidExpiry, "ttlZero": cacheInvalidExpiry, "ttlNeg": cacheInvalidExpiry, "ttlNegHuge": cacheInvalidExpiry,
+		"ttlObj": cacheInvalidExpiry, "ttlSym": cacheInvalidExpiry, "ttlNull": cacheInvalidExpiry, "ttlBigInt": cacheInvalidExpiry,
+		"expHuge": day, "expInf": day, "expNegHuge": cacheItemAlreadyExpired, "expNaN": cacheInvalidExpiry,
+		"expPast": cacheItemAlreadyExpired, "expSoon": float64(1), "proxy": "threw",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %v\nwant %v", got, want)
@@ -574,8 +573,8 @@ func TestCacheLifetimesDoNotOverflow(t *testing.T) {
 
 func TestCacheLifetimeConversions(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	for _, ms := range []float64{1e15, 1e300, 9.3e15, float64(CacheMaxTTL / time.Millisecond)} {
-		if d, ok := ttlFromMillis(ms, true); !ok || d != CacheMaxTTL {
+	for _, ms := range []float64{1e15, 1e300, 9.3e15, float64(cacheMaxTTL / time.Millisecond)} {
+		if d, ok := ttlFromMillis(ms, true); !ok || d != cacheMaxTTL {
 			t.Errorf("ttl %g = %v, %v", ms, d, ok)
 		}
 	}
@@ -588,7 +587,7 @@ func TestCacheLifetimeConversions(t *testing.T) {
 		t.Errorf("tiny ttl = %v, %v", d, ok)
 	}
 	for _, ms := range []float64{1e19, 1e300} {
-		if at, ok := expiryFromMillis(ms, true, now); !ok || !at.Equal(now.Add(CacheMaxTTL)) {
+		if at, ok := expiryFromMillis(ms, true, now); !ok || !at.Equal(now.Add(cacheMaxTTL)) {
 			t.Errorf("expires_at %g = %v, %v", ms, at, ok)
 		}
 	}
@@ -610,7 +609,7 @@ func TestDroppedClaimsLogBounded(t *testing.T) {
 		const out = { scope: ['a'] };
 		for (let i = 0; i < 200000; i++) out['c' + i] = i;
 		cb(null, out);
-	};`), func(c *Config) { c.Logger = log; c.Timeout = 20 * time.Second; c.Policy = Namespaced })
+	};`), func(c *Config) { c.Logger = log; c.Timeout = 20 * time.Second; c.Policy = policyNamespaced })
 	res, err := e.Run(context.Background(), input())
 	if err != nil {
 		t.Fatal(err)
@@ -649,7 +648,7 @@ func TestConsoleLinesBounded(t *testing.T) {
 	}
 }
 
-// TestScopeLimits: past MaxScopes or MaxScopeSize the exchange fails, for
+// TestScopeLimits: past maxScopes or maxScopeSize the exchange fails, for
 // hook results and for actions, even when the action catches the exception.
 func TestScopeLimits(t *testing.T) {
 	for name, build := range map[string]string{
@@ -663,7 +662,7 @@ func TestScopeLimits(t *testing.T) {
 				if (!x.body.ok) { `+build+` }
 				cb(null, { scope: list });
 			};`)
-			he := failsThenRecovers(t, e, 500, CodeServerError)
+			he := failsThenRecovers(t, e, CodeServerError)
 			if !strings.Contains(he.Description, "allowed") {
 				t.Errorf("description %q does not name the limit", he.Description)
 			}
@@ -674,7 +673,7 @@ func TestScopeLimits(t *testing.T) {
 				if (!event.request.body.ok) { `+build+` }
 				try { api.transaction.setTargetScopes(list); } catch (e) {}
 			};`)
-			failsThenRecovers(t, e, 500, CodeServerError)
+			failsThenRecovers(t, e, CodeServerError)
 		})
 		t.Run("action addTargetScope "+name, func(t *testing.T) {
 			e := actionEngine(t, `exports.onExecuteCredentialsExchange = async (event, api) => {
@@ -682,7 +681,7 @@ func TestScopeLimits(t *testing.T) {
 				if (!event.request.body.ok) { `+build+` }
 				for (const s of list) { try { api.transaction.addTargetScope(s); } catch (e) {} }
 			};`)
-			failsThenRecovers(t, e, 500, CodeServerError)
+			failsThenRecovers(t, e, CodeServerError)
 		})
 	}
 	t.Run("1000 scopes pass", func(t *testing.T) {
@@ -703,14 +702,14 @@ func TestScopeLimits(t *testing.T) {
 			in.Scope = append(in.Scope, fmt.Sprint("u", i))
 		}
 		_, err := e.Run(context.Background(), in)
-		wantError(t, err, 500, CodeServerError, "")
+		wantError(t, err, CodeServerError, "")
 	})
 	t.Run("oversized claim in an action", func(t *testing.T) {
 		e := actionEngine(t, `exports.onExecuteCredentialsExchange = async (event, api) => {
 			if (event.request.body.ok) return;
 			try { api.accessToken.setCustomClaim('https://t.example/big', 'x'.repeat(200 * 1024)); } catch (e) {}
 		};`)
-		failsThenRecovers(t, e, 500, CodeServerError)
+		failsThenRecovers(t, e, CodeServerError)
 	})
 }
 
@@ -733,7 +732,7 @@ func TestQueueMicrotaskThrowFailsTheRun(t *testing.T) {
 		if (!x.body.ok) queueMicrotask(() => { throw new Error('in microtask'); });
 		cb(null, {});
 	};`)
-	he := failsThenRecovers(t, e, 500, CodeServerError)
+	he := failsThenRecovers(t, e, CodeServerError)
 	if he.Description != "in microtask" {
 		t.Errorf("description = %q", he.Description)
 	}
@@ -840,7 +839,7 @@ func TestPrototypeSettersDoNotReachTheEngine(t *testing.T) {
 		setTimeout(() => {}, 1);
 		api.access.deny('invalid_scope', 'denied');
 	};`)
-	failsThenRecovers(t, e, 400, CodeInvalidScope)
+	failsThenRecovers(t, e, CodeInvalidScope)
 }
 
 // TestLoopingGettersEndWithTheRun: an error whose getters loop for ever,
@@ -857,7 +856,7 @@ func TestLoopingGettersEndWithTheRun(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			log, _ := observed(t, zap.NewAtomicLevelAt(zap.DebugLevel))
 			e := engine(t, compileHook(t, body), func(c *Config) { c.Logger = log; c.Timeout = 100 * time.Millisecond })
-			failsThenRecovers(t, e, 500, CodeServerError)
+			failsThenRecovers(t, e, CodeServerError)
 		})
 	}
 }

@@ -100,7 +100,7 @@ func TestOnOutboundCall(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if want := []string{OutboundOK, OutboundHTTPError, OutboundRefused}; !slices.Equal(got, want) {
+	if want := []string{outboundOK, outboundHTTPError, outboundRefused}; !slices.Equal(got, want) {
 		t.Fatalf("outcomes %v, want %v", got, want)
 	}
 }

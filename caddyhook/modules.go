@@ -59,10 +59,10 @@ func newModules(dir string) (*modules, error) {
 		}
 		real, err := filepath.EvalSymlinks(abs)
 		if err != nil {
-			return nil, fmt.Errorf("modules_dir: %w", err)
+			return nil, fmt.Errorf("the modules folder: %w", err)
 		}
 		if fi, err := os.Stat(real); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("modules_dir %s is not a directory", dir)
+			return nil, fmt.Errorf("the modules folder %s is not a directory", dir)
 		}
 		m.root = real
 	}

@@ -160,3 +160,22 @@ func TestVersionedRequires(t *testing.T) {
 		t.Errorf("without modules_dir: %q", got)
 	}
 }
+
+// TestModulesDirErrorsNameNoOption: a modules folder that is missing or not
+// a folder fails NewEngine with an error that says what is wrong and names
+// no Caddyfile option: the caller, which knows the option, adds it.
+func TestModulesDirErrorsNameNoOption(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file.js")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]string{
+		filepath.Join(t.TempDir(), "missing"): "the modules folder: ",
+		file:                                  "the modules folder " + file + " is not a directory",
+	} {
+		_, err := NewEngine(Config{Hook: compileHook(t, `module.exports = function (c, s, a, x, cb) { cb(null, {}); };`), ModulesDir: dir})
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "modules_dir") {
+			t.Errorf("ModulesDir %s: error %v, want one saying %q and naming no option", dir, err, want)
+		}
+	}
+}

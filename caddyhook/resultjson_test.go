@@ -95,7 +95,7 @@ func parseScopeReference(raw json.RawMessage) ([]string, error) {
 		return nil, errors.New("scope must be an array of strings")
 	}
 	seen := map[string]bool{}
-	out := make([]string, 0, min(len(list), MaxScopes+1))
+	out := make([]string, 0, min(len(list), maxScopes+1))
 	for _, v := range list {
 		s, ok := v.(string)
 		if !ok {
@@ -109,7 +109,7 @@ func parseScopeReference(raw json.RawMessage) ([]string, error) {
 		}
 		seen[s] = true
 		out = append(out, s)
-		if len(out) > MaxScopes {
+		if len(out) > maxScopes {
 			return nil, checkScopeLimits(out)
 		}
 	}
@@ -133,10 +133,10 @@ func TestParseScopeAsEncodingJSON(t *testing.T) {
 		`[ "a"]`, `["a" ]`, `["a"]]`, `[["a"]]`, `[null]`, `[true]`, `[{}]`, `{}`, `"a"`, `1`, `null`, ``, `[`,
 		`["a"`, `["a",`, `["a"x]`, `[""]`,
 		quoted(40, func(i int) string { return fmt.Sprintf("s%d", i%25) }),
-		quoted(MaxScopes+1, func(i int) string { return fmt.Sprintf("s%d", i) }),
-		quoted(MaxScopes+5, func(i int) string { return fmt.Sprintf("s%d", i%(MaxScopes-1)) }),
-		quoted(3, func(int) string { return strings.Repeat("x", MaxScopeSize/2) }),
-		quoted(3, func(i int) string { return strings.Repeat("x", MaxScopeSize/2) + fmt.Sprint(i) }),
+		quoted(maxScopes+1, func(i int) string { return fmt.Sprintf("s%d", i) }),
+		quoted(maxScopes+5, func(i int) string { return fmt.Sprintf("s%d", i%(maxScopes-1)) }),
+		quoted(3, func(int) string { return strings.Repeat("x", maxScopeSize/2) }),
+		quoted(3, func(i int) string { return strings.Repeat("x", maxScopeSize/2) + fmt.Sprint(i) }),
 	}
 	for _, text := range cases {
 		want, wantErr := parseScopeReference(json.RawMessage(text))

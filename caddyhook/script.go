@@ -26,9 +26,9 @@ type Script struct {
 	prog *goja.Program
 }
 
-// MaxScriptSize bounds a script's source; a larger file is almost certainly
+// maxScriptSize bounds a script's source; a larger file is almost certainly
 // not a hook.
-const MaxScriptSize = 1 << 20
+const maxScriptSize = 1 << 20
 
 // Node wraps every CommonJS module in this function; the source starts on the
 // wrapper's first line so that line numbers in errors match the file.
@@ -42,8 +42,8 @@ const (
 // line and column. NewEngine then checks what the script exports, since its
 // top level may require modules that only the engine can provide.
 func Compile(name string, src []byte, kind Kind) (*Script, error) {
-	if len(src) > MaxScriptSize {
-		return nil, fmt.Errorf("%s: script is %d bytes, larger than the %d allowed", name, len(src), MaxScriptSize)
+	if len(src) > maxScriptSize {
+		return nil, fmt.Errorf("%s: script is %d bytes, larger than the %d allowed", name, len(src), maxScriptSize)
 	}
 	prog, err := goja.Compile(name, moduleHead+string(src)+moduleTail, false)
 	if err != nil {

@@ -16,8 +16,8 @@ import (
 	"github.com/dop251/goja"
 )
 
-// MaxStorageSize is Auth0's limit on one hook's storage document.
-const MaxStorageSize = 500 * 1024
+// maxStorageSize is Auth0's limit on one hook's storage document.
+const maxStorageSize = 500 * 1024
 
 // maxStorageInflight bounds the storage operations one exchange has under
 // way at once: each holds a goroutine, and a set the storage lock, until it
@@ -36,7 +36,7 @@ type Storage interface {
 	Unlock(ctx context.Context, name string) error
 }
 
-// StorageKey is where a hook's context.webtask.storage document is kept:
+// storageKey is where a hook's context.webtask.storage document is kept:
 //
 //	caddyhook/webtask-storage/<namespace>/<document>.json
 //
@@ -54,7 +54,7 @@ type Storage interface {
 // digits, '.', '_' and '-', starting with a letter or digit, at most 100
 // bytes); any other name is cleaned and given a hash of itself, so that no
 // two names ever share a key.
-func StorageKey(namespace, scriptPath, documentName string) string {
+func storageKey(namespace, scriptPath, documentName string) string {
 	ns := "_none"
 	if namespace != "" {
 		ns = keyComponent("namespace", namespace)
@@ -302,7 +302,7 @@ func (r *run) storage() *goja.Object {
 			}
 		}
 		cb := callback(cbArg)
-		raw, ok, err := r.toJSON(call.Argument(0), MaxStorageSize+1)
+		raw, ok, err := r.toJSON(call.Argument(0), maxStorageSize+1)
 		var tooLarge bool
 		if _, tooLarge = err.(errJSONTooLarge); err != nil && !tooLarge {
 			rethrow(vm, err)
@@ -316,8 +316,8 @@ func (r *run) storage() *goja.Object {
 			var status int
 			var err error
 			switch {
-			case tooLarge || len(raw) > MaxStorageSize:
-				status, err = 400, fmt.Errorf("storage data is more than the %d bytes allowed", MaxStorageSize)
+			case tooLarge || len(raw) > maxStorageSize:
+				status, err = 400, fmt.Errorf("storage data is more than the %d bytes allowed", maxStorageSize)
 			case !ok:
 				status, err = 400, errors.New("storage data must be a JSON value")
 			default:

@@ -19,8 +19,8 @@ func TestStorageKeyRule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := StorageKey("acme", "/srv/x/hook.js", "")
-	y := StorageKey("acme", "/srv/y/hook.js", "")
+	x := storageKey("acme", "/srv/x/hook.js", "")
+	y := storageKey("acme", "/srv/y/hook.js", "")
 	if x == y {
 		t.Fatalf("hooks with one base name in two folders share %s", x)
 	}
@@ -34,22 +34,22 @@ func TestStorageKeyRule(t *testing.T) {
 		{"./dir/hook.js", filepath.Join(cwd, "dir", "hook.js")},
 	}
 	for _, p := range same {
-		if a, b := StorageKey("acme", p[0], ""), StorageKey("acme", p[1], ""); a != b {
+		if a, b := storageKey("acme", p[0], ""), storageKey("acme", p[1], ""); a != b {
 			t.Errorf("%s and %s are one file but have keys %s and %s", p[0], p[1], a, b)
 		}
 	}
-	if StorageKey("acme", "/srv/x/hook.js", "") == StorageKey("other", "/srv/x/hook.js", "") {
+	if storageKey("acme", "/srv/x/hook.js", "") == storageKey("other", "/srv/x/hook.js", "") {
 		t.Error("two tenants share a document")
 	}
 
-	named := StorageKey("acme", "/srv/x/hook.js", "shared")
+	named := storageKey("acme", "/srv/x/hook.js", "shared")
 	if named != "caddyhook/webtask-storage/acme/shared.json" {
 		t.Errorf("named key = %s", named)
 	}
-	if named != StorageKey("acme", "/other/place/else.js", "shared") {
+	if named != storageKey("acme", "/other/place/else.js", "shared") {
 		t.Error("a named document depends on the hook's path")
 	}
-	if named == StorageKey("other", "/srv/x/hook.js", "shared") {
+	if named == storageKey("other", "/srv/x/hook.js", "shared") {
 		t.Error("a named document is shared between tenants")
 	}
 
@@ -59,7 +59,7 @@ func TestStorageKeyRule(t *testing.T) {
 	for _, ns := range []string{"", "default", "_none", "a/b", "a_b", "a b", "../..", ".", "ACME", "acme"} {
 		for _, doc := range []string{"", "shared", "a/b", "a_b", "../../etc/passwd", "..", "x~y", strings.Repeat("n", 300), strings.Repeat("n", 301),
 			strings.TrimSuffix(path.Base(x), ".json")} {
-			key := StorageKey(ns, "/srv/x/hook.js", doc)
+			key := storageKey(ns, "/srv/x/hook.js", doc)
 			if other, dup := distinct[key]; dup {
 				t.Errorf("%q and %q/%q share %s", other, ns, doc, key)
 			}

@@ -148,7 +148,7 @@ func TestInterruptedRuntimeNotReused(t *testing.T) {
 				}
 			}
 			_, err := runMode(t, e, mode)
-			wantError(t, err, 500, CodeServerError, "")
+			wantError(t, err, CodeServerError, "")
 			claims, err := runMode(t, e, "")
 			if err != nil {
 				t.Fatal(err)
@@ -404,7 +404,7 @@ func TestLateApiCalls(t *testing.T) {
 	in := input()
 	in.Request.Body = map[string]any{"deny": true}
 	_, err = e.Run(context.Background(), in)
-	wantError(t, err, 400, CodeInvalidRequest, "late")
+	wantError(t, err, CodeInvalidRequest, "late")
 }
 
 // TestTopLevelPendingWorkWarns: a top level that leaves a timer the

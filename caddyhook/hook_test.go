@@ -67,14 +67,14 @@ func input() *Input {
 	}
 }
 
-func wantError(t *testing.T, err error, status int, code, desc string) {
+func wantError(t *testing.T, err error, code, desc string) {
 	t.Helper()
 	var he *Error
 	if !errors.As(err, &he) {
 		t.Fatalf("error = %v (%T), want *Error", err, err)
 	}
-	if he.Status != status || he.Code != code || (desc != "" && he.Description != desc) {
-		t.Fatalf("error = %+v, want %d %s %q", he, status, code, desc)
+	if he.Code != code || (desc != "" && he.Description != desc) {
+		t.Fatalf("error = %+v, want %s %q", he, code, desc)
 	}
 }
 
@@ -117,19 +117,18 @@ func TestDocumentationSamples(t *testing.T) {
 	})
 	for _, tc := range []struct {
 		file, code, desc string
-		status           int
 	}{
-		{"deny-invalid-scope.js", CodeInvalidScope, "Not authorized for this scope.", 400},
-		{"deny-invalid-request.js", CodeInvalidRequest, "Not a valid request.", 400},
-		{"deny-server-error.js", CodeServerError, "A server error occurred.", 500},
-		{"deny-error.js", CodeServerError, "An error occurred.", 500},
+		{"deny-invalid-scope.js", CodeInvalidScope, "Not authorized for this scope."},
+		{"deny-invalid-request.js", CodeInvalidRequest, "Not a valid request."},
+		{"deny-server-error.js", CodeServerError, "A server error occurred."},
+		{"deny-error.js", CodeServerError, "An error occurred."},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			res, err := engine(t, hookFile(t, tc.file), nil).Run(ctx, input())
 			if res != nil {
 				t.Fatalf("a denied exchange returned a result: %+v", res)
 			}
-			wantError(t, err, tc.status, tc.code, tc.desc)
+			wantError(t, err, tc.code, tc.desc)
 		})
 	}
 }
@@ -138,29 +137,28 @@ func TestDocumentationSamples(t *testing.T) {
 func TestErrorMapping(t *testing.T) {
 	cases := []struct {
 		name, src    string
-		status       int
 		code, desc   string
 		timeoutLimit time.Duration
 	}{
-		{"InvalidScopeError", `module.exports=function(c,s,a,x,cb){cb(new InvalidScopeError('no way'))}`, 400, CodeInvalidScope, "no way", 0},
-		{"InvalidRequestError", `module.exports=function(c,s,a,x,cb){cb(new InvalidRequestError('bad'))}`, 400, CodeInvalidRequest, "bad", 0},
-		{"InvalidScopeError with code", `module.exports=function(c,s,a,x,cb){cb(new InvalidScopeError('E42', 'coded'))}`, 400, CodeInvalidScope, "coded", 0},
-		{"ServerError", `module.exports=function(c,s,a,x,cb){cb(new ServerError('down'))}`, 500, CodeServerError, "down", 0},
-		{"Error", `module.exports=function(c,s,a,x,cb){cb(new Error('plain'))}`, 500, CodeServerError, "plain", 0},
-		{"string", `module.exports=function(c,s,a,x,cb){cb('text')}`, 500, CodeServerError, "text", 0},
-		{"thrown exception", `module.exports=function(c,s,a,x,cb){ throw new Error('thrown') }`, 500, CodeServerError, "thrown", 0},
-		{"thrown non-error", `module.exports=function(c,s,a,x,cb){ throw 'str' }`, 500, CodeServerError, "str", 0},
-		{"rejected promise", `module.exports=async function(c,s,a,x,cb){ await null; throw new Error('rejected') }`, 500, CodeServerError, "rejected", 0},
-		{"async cb error", `module.exports=function(c,s,a,x,cb){ setTimeout(function(){ cb(new InvalidScopeError('later')) }, 5) }`, 400, CodeInvalidScope, "later", 0},
-		{"promise cb error", `module.exports=function(c,s,a,x,cb){ Promise.resolve().then(function(){ cb(new InvalidRequestError('micro')) }) }`, 400, CodeInvalidRequest, "micro", 0},
-		{"throw inside setTimeout", `module.exports=function(c,s,a,x,cb){ setTimeout(function(){ throw new Error('in timer') }, 1) }`, 500, CodeServerError, "in timer", 0},
-		{"never calls cb", `module.exports=function(c,s,a,x,cb){}`, 500, CodeServerError, "hook timed out", 200 * time.Millisecond},
-		{"endless loop", `module.exports=function(c,s,a,x,cb){ for(;;){} }`, 500, CodeServerError, "hook timed out", 200 * time.Millisecond},
-		{"endless loop in timer", `module.exports=function(c,s,a,x,cb){ setTimeout(function(){ while(true){} }, 1) }`, 500, CodeServerError, "hook timed out", 200 * time.Millisecond},
-		{"never-settling promise", `module.exports=async function(c,s,a,x,cb){ await new Promise(function(){}) }`, 500, CodeServerError, "hook timed out", 200 * time.Millisecond},
-		{"deep recursion", `module.exports=function(c,s,a,x,cb){ function f(){ return f() + 1 } f() }`, 500, CodeServerError, "", 0},
-		{"oversized claims", `module.exports=function(c,s,a,x,cb){ cb(null, {'https://x.example/big': 'x'.repeat(101*1024)}) }`, 500, CodeServerError, "", 0},
-		{"scope not an array", `module.exports=function(c,s,a,x,cb){ cb(null, {scope: 'a b'}) }`, 500, CodeServerError, "", 0},
+		{"InvalidScopeError", `module.exports=function(c,s,a,x,cb){cb(new InvalidScopeError('no way'))}`, CodeInvalidScope, "no way", 0},
+		{"InvalidRequestError", `module.exports=function(c,s,a,x,cb){cb(new InvalidRequestError('bad'))}`, CodeInvalidRequest, "bad", 0},
+		{"InvalidScopeError with code", `module.exports=function(c,s,a,x,cb){cb(new InvalidScopeError('E42', 'coded'))}`, CodeInvalidScope, "coded", 0},
+		{"ServerError", `module.exports=function(c,s,a,x,cb){cb(new ServerError('down'))}`, CodeServerError, "down", 0},
+		{"Error", `module.exports=function(c,s,a,x,cb){cb(new Error('plain'))}`, CodeServerError, "plain", 0},
+		{"string", `module.exports=function(c,s,a,x,cb){cb('text')}`, CodeServerError, "text", 0},
+		{"thrown exception", `module.exports=function(c,s,a,x,cb){ throw new Error('thrown') }`, CodeServerError, "thrown", 0},
+		{"thrown non-error", `module.exports=function(c,s,a,x,cb){ throw 'str' }`, CodeServerError, "str", 0},
+		{"rejected promise", `module.exports=async function(c,s,a,x,cb){ await null; throw new Error('rejected') }`, CodeServerError, "rejected", 0},
+		{"async cb error", `module.exports=function(c,s,a,x,cb){ setTimeout(function(){ cb(new InvalidScopeError('later')) }, 5) }`, CodeInvalidScope, "later", 0},
+		{"promise cb error", `module.exports=function(c,s,a,x,cb){ Promise.resolve().then(function(){ cb(new InvalidRequestError('micro')) }) }`, CodeInvalidRequest, "micro", 0},
+		{"throw inside setTimeout", `module.exports=function(c,s,a,x,cb){ setTimeout(function(){ throw new Error('in timer') }, 1) }`, CodeServerError, "in timer", 0},
+		{"never calls cb", `module.exports=function(c,s,a,x,cb){}`, CodeServerError, "hook timed out", 200 * time.Millisecond},
+		{"endless loop", `module.exports=function(c,s,a,x,cb){ for(;;){} }`, CodeServerError, "hook timed out", 200 * time.Millisecond},
+		{"endless loop in timer", `module.exports=function(c,s,a,x,cb){ setTimeout(function(){ while(true){} }, 1) }`, CodeServerError, "hook timed out", 200 * time.Millisecond},
+		{"never-settling promise", `module.exports=async function(c,s,a,x,cb){ await new Promise(function(){}) }`, CodeServerError, "hook timed out", 200 * time.Millisecond},
+		{"deep recursion", `module.exports=function(c,s,a,x,cb){ function f(){ return f() + 1 } f() }`, CodeServerError, "", 0},
+		{"oversized claims", `module.exports=function(c,s,a,x,cb){ cb(null, {'https://x.example/big': 'x'.repeat(101*1024)}) }`, CodeServerError, "", 0},
+		{"scope not an array", `module.exports=function(c,s,a,x,cb){ cb(null, {scope: 'a b'}) }`, CodeServerError, "", 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,7 +171,7 @@ func TestErrorMapping(t *testing.T) {
 			if res != nil {
 				t.Fatalf("failed exchange returned a result: %+v", res)
 			}
-			wantError(t, err, tc.status, tc.code, tc.desc)
+			wantError(t, err, tc.code, tc.desc)
 		})
 	}
 }
@@ -245,8 +243,8 @@ func TestResultClaimRules(t *testing.T) {
 		policy ClaimsPolicy
 		want   []string
 	}{
-		{Namespaced, []string{"https://example.com/ok"}},
-		{Open, []string{"https://example.com/ok", "plain"}},
+		{policyNamespaced, []string{"https://example.com/ok"}},
+		{policyOpen, []string{"https://example.com/ok", "plain"}},
 	} {
 		t.Run(tc.policy.String(), func(t *testing.T) {
 			core, logs := observer.New(zap.DebugLevel)
