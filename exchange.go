@@ -210,8 +210,9 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 		return nil, upstreamErrorf("upstream access token: %w", err)
 	}
 
-	in, scopeForm := h.hookInput(r, req, tok)
-	rec.clientID, rec.audience, rec.scopeBefore, rec.hooked = in.Client.ID, in.Audience, in.Scope, true
+	rec.clientID = exchangeClientID(tok, rec.clientID)
+	in := h.hookInput(r, req, tok, rec.clientID)
+	rec.audience, rec.scopeBefore, rec.hooked = in.Audience, in.Scope, true
 	start = time.Now()
 	result, err := h.engine.Run(r.Context(), in)
 	rec.scripts = time.Since(start)
@@ -222,7 +223,7 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 	rec.result = result
 
 	start = time.Now()
-	signed, err := h.resign(tok, result, scopeForm)
+	signed, err := h.resign(tok, result)
 	rec.sign = time.Since(start)
 	if err != nil {
 		return nil, err
@@ -249,41 +250,24 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 	return objectJSON(resp)
 }
 
-// scopeForm records how the upstream wrote the token's scope, so the re-signed
-// token uses the same form.
-type scopeForm int
-
-const (
-	scopeString scopeForm = iota // "scope": "a b" (RFC 9068, RFC 8693)
-	scopeArray                   // "scp": ["a", "b"] (fosite, Azure AD)
-)
-
-// hookInput gathers what the hook sees, as SPEC §3 lays out.
-func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token) (*caddyhook.Input, scopeForm) {
-	clientID := claimString(tok.Claims["client_id"])
-	if clientID == "" {
-		clientID = claimString(tok.Claims["azp"])
+// exchangeClientID decides, once the upstream's token is verified, which
+// client the exchange is for: the one the token was issued to (client_id,
+// else azp), else fromRequest, the one the request authenticated as, which
+// serveToken read before forwarding it. The hook's input and the exchange's
+// log line both take this one value, so the log names the client the hook
+// saw.
+func exchangeClientID(tok *token.Token, fromRequest string) string {
+	if id := tok.ClientID(); id != "" {
+		return id
 	}
-	if clientID == "" {
-		clientID = clientIDFromRequest(r, req)
-	}
+	return fromRequest
+}
+
+// hookInput gathers what the hook sees, as SPEC §3 lays out, for the
+// client clientID (exchangeClientID).
+func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token, clientID string) *caddyhook.Input {
 	info := h.clients[clientID]
-
-	// The hook sees undefined only when the token has no scope claim;
-	// "scope": "a b" and "scp": ["a", "b"] (or "a b") both become ["a", "b"].
-	var scope []string
-	form := scopeString
-	if raw, ok := tok.Claims["scope"]; ok {
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			scope = scopeTokens(s)
-		}
-	} else if raw, ok := tok.Claims["scp"]; ok {
-		form = scopeArray
-		scope = scopeTokens(claimStrings(raw)...)
-	}
-
-	aud := claimStrings(tok.Claims["aud"])
+	aud := tok.Audiences()
 	audience := ""
 	for _, requested := range req.requestedAudiences() {
 		if slices.Contains(aud, requested) {
@@ -298,7 +282,7 @@ func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token
 	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	return &caddyhook.Input{
 		Client:   caddyhook.Client{ID: clientID, Name: info.Name, Tenant: h.tenant, Metadata: info.Metadata},
-		Scope:    scope,
+		Scope:    tok.Scope(),
 		Audience: audience,
 		Request: caddyhook.Request{
 			IP: ip, Method: r.Method, Hostname: r.Host, UserAgent: r.UserAgent(), Body: req.hookBody(),
@@ -308,7 +292,7 @@ func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token
 		RequestedScopes: strings.Fields(req.stringParam("scope")),
 		GrantScopes:     grantScopes(info),
 		TokenClaims:     tok.Claims,
-	}, form
+	}
 }
 
 // preferredLanguage is the language tag an Accept-Language header (RFC 9110
@@ -373,26 +357,10 @@ func grantScopes(info ClientInfo) []string {
 	return append([]string{}, info.GrantScopes...)
 }
 
-// resign writes the hook's scope and claims into the upstream's claims and
-// signs the result with the proxy's key, keeping the header typ.
-func (h *Handler) resign(tok *token.Token, result *caddyhook.Result, form scopeForm) (string, error) {
-	claims := make(map[string]json.RawMessage, len(tok.Claims)+len(result.Claims))
-	for k, v := range tok.Claims {
-		claims[k] = v
-	}
-	delete(claims, "scope")
-	delete(claims, "scp")
-	if len(result.Scope) > 0 {
-		if form == scopeArray {
-			claims["scp"], _ = json.Marshal(result.Scope)
-		} else {
-			claims["scope"], _ = json.Marshal(strings.Join(result.Scope, " "))
-		}
-	}
-	for k, v := range result.Claims {
-		claims[k] = v
-	}
-	payload, err := objectJSON(claims)
+// resign signs, with the proxy's key, the upstream's token amended with the
+// hook's scope and claims, keeping the header typ.
+func (h *Handler) resign(tok *token.Token, result *caddyhook.Result) (string, error) {
+	payload, err := objectJSON(tok.Amended(result.Scope, result.Claims))
 	if err != nil {
 		return "", fmt.Errorf("encoding claims: %w", err)
 	}
@@ -400,29 +368,4 @@ func (h *Handler) resign(tok *token.Token, result *caddyhook.Result, form scopeF
 		h.keys.ObserveLifetime(time.Until(exp))
 	}
 	return h.keys.Signer().Sign(tok.Type, payload)
-}
-
-// scopeTokens splits scope strings into tokens; never nil, since a token
-// with an empty scope has a scope, unlike one without the claim.
-func scopeTokens(parts ...string) []string {
-	return append([]string{}, strings.Fields(strings.Join(parts, " "))...)
-}
-
-// claimString reads a string claim; anything else reads as "".
-func claimString(raw json.RawMessage) string {
-	var s string
-	_ = json.Unmarshal(raw, &s)
-	return s
-}
-
-// claimStrings reads a claim that is a string or an array of strings (aud,
-// scp); anything else reads as none.
-func claimStrings(raw json.RawMessage) []string {
-	var one string
-	if json.Unmarshal(raw, &one) == nil {
-		return []string{one}
-	}
-	var list []string
-	_ = json.Unmarshal(raw, &list)
-	return list
 }

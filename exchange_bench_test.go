@@ -317,7 +317,7 @@ func BenchmarkResign(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if _, err := f.h.resign(tok, result, scopeString); err != nil {
+				if _, err := f.h.resign(tok, result); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,0 +1,135 @@
+package token
+
+import (
+	"encoding/json"
+	"maps"
+	"slices"
+	"testing"
+)
+
+// claimsToken is a token with the claims of payload, read as Verify reads
+// a verified token's payload.
+func claimsToken(t *testing.T, payload string) *Token {
+	t.Helper()
+	claims, ok := parseClaims([]byte(payload))
+	if !ok {
+		t.Fatalf("payload %s is not a JSON object", payload)
+	}
+	return &Token{Claims: claims}
+}
+
+// TestTokenScope pins the forms of a token's scope: what the hook sees
+// (nil, which it sees as undefined, only without a scope claim) and the
+// member the token signed in its place writes the scope back in.
+func TestTokenScope(t *testing.T) {
+	for _, tc := range []struct {
+		name, payload string
+		scope         string // Scope() as JSON: null for nil
+		form          string // the member Amended writes a scope in
+	}{
+		{"scope string", `{"scope":"a b"}`, `["a","b"]`, "scope"},
+		{"scope with extra white space", `{"scope":" a \t b  "}`, `["a","b"]`, "scope"},
+		{"empty scope", `{"scope":""}`, `[]`, "scope"},
+		{"scope not a string", `{"scope":7}`, `null`, "scope"},
+		{"scope an array", `{"scope":["a","b"]}`, `null`, "scope"},
+		// encoding/json reads null into a string as "", without an error.
+		{"scope null", `{"scope":null}`, `[]`, "scope"},
+		{"scp array", `{"scp":["a","b"]}`, `["a","b"]`, "scp"},
+		{"scp string", `{"scp":"a b"}`, `["a","b"]`, "scp"},
+		{"scp empty array", `{"scp":[]}`, `[]`, "scp"},
+		{"scp not a string or array", `{"scp":7}`, `[]`, "scp"},
+		{"scope and scp: scope is read", `{"scope":"a","scp":["b"]}`, `["a"]`, "scope"},
+		{"no scope", `{"sub":"x"}`, `null`, "scope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := claimsToken(t, tc.payload)
+			before := maps.Clone(tok.Claims)
+			got, _ := json.Marshal(tok.Scope())
+			if string(got) != tc.scope {
+				t.Errorf("Scope() = %s, want %s", got, tc.scope)
+			}
+
+			amended := tok.Amended([]string{"x", "y"}, nil)
+			other := map[string]string{"scope": "scp", "scp": "scope"}[tc.form]
+			want := map[string]string{"scope": `"x y"`, "scp": `["x","y"]`}[tc.form]
+			if string(amended[tc.form]) != want || amended[other] != nil {
+				t.Errorf("Amended wrote the scope as scope=%s scp=%s, want %s=%s", amended["scope"], amended["scp"], tc.form, want)
+			}
+			if sub, ok := tok.Claims["sub"]; ok && string(amended["sub"]) != string(sub) {
+				t.Errorf("Amended dropped a claim: sub = %s", amended["sub"])
+			}
+
+			for _, empty := range [][]string{nil, {}} {
+				amended = tok.Amended(empty, nil)
+				if amended["scope"] != nil || amended["scp"] != nil {
+					t.Errorf("Amended(%#v) kept a scope: scope=%s scp=%s", empty, amended["scope"], amended["scp"])
+				}
+			}
+			if !maps.EqualFunc(tok.Claims, before, func(a, b json.RawMessage) bool { return string(a) == string(b) }) {
+				t.Errorf("Amended changed the token's claims: %v", tok.Claims)
+			}
+		})
+	}
+}
+
+// TestTokenAmendedClaims: the hook's claims are set over the token's, and
+// every claim it did not set is kept as the upstream wrote it.
+func TestTokenAmendedClaims(t *testing.T) {
+	tok := claimsToken(t, `{"sub":"svc","exp":1e10,"aud":["a", "b"],"scope":"read"}`)
+	got := tok.Amended([]string{"read", "write"}, map[string]json.RawMessage{
+		"sub":                 json.RawMessage(`"other"`),
+		"https://t.example/k": json.RawMessage(`{"n":1}`),
+	})
+	want := map[string]string{
+		"sub": `"other"`, "exp": `1e10`, "aud": `["a", "b"]`, "scope": `"read write"`,
+		"https://t.example/k": `{"n":1}`,
+	}
+	if len(got) != len(want) {
+		t.Errorf("Amended = %s, want the members %v", got, want)
+	}
+	for k, v := range want {
+		if string(got[k]) != v {
+			t.Errorf("Amended[%q] = %s, want %s", k, got[k], v)
+		}
+	}
+}
+
+func TestTokenAudiences(t *testing.T) {
+	for _, tc := range []struct {
+		name, payload string
+		want          []string
+	}{
+		{"string", `{"aud":"https://api"}`, []string{"https://api"}},
+		{"array", `{"aud":["https://a","https://b"]}`, []string{"https://a", "https://b"}},
+		{"empty array", `{"aud":[]}`, nil},
+		{"not a string", `{"aud":7}`, nil},
+		{"an object", `{"aud":{"a":"b"}}`, nil},
+		{"none", `{"sub":"x"}`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := claimsToken(t, tc.payload).Audiences(); !slices.Equal(got, tc.want) {
+				t.Errorf("Audiences() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTokenClientID(t *testing.T) {
+	for _, tc := range []struct {
+		name, payload, want string
+	}{
+		{"client_id", `{"client_id":"svc"}`, "svc"},
+		{"azp", `{"azp":"svc"}`, "svc"},
+		{"client_id before azp", `{"client_id":"svc","azp":"other"}`, "svc"},
+		{"empty client_id: azp", `{"client_id":"","azp":"svc"}`, "svc"},
+		{"client_id not a string: azp", `{"client_id":7,"azp":"svc"}`, "svc"},
+		{"azp not a string", `{"azp":["svc"]}`, ""},
+		{"neither", `{"sub":"svc"}`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := claimsToken(t, tc.payload).ClientID(); got != tc.want {
+				t.Errorf("ClientID() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
