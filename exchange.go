@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddyhook/caddyhook/caddyhook"
+	"github.com/caddyhook/caddyhook/internal/jsonobject"
 	"github.com/caddyhook/caddyhook/token"
 )
 
@@ -194,7 +195,7 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 	rest := maps.Clone(resp)
 	delete(rest, "access_token")
 	delete(rest, "refresh_token")
-	restJSON, err := objectJSON(rest)
+	restJSON, err := jsonobject.Encode(rest)
 	if err != nil {
 		return nil, upstreamErrorf("upstream token response could not be re-encoded: %w", err)
 	}
@@ -230,7 +231,7 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 	}
 	m.sign.Observe(rec.sign.Seconds())
 	// A compact JWS is base64url and dots: quoted, it is its JSON string.
-	if plainString(signed) {
+	if jsonobject.PlainString(signed) {
 		resp["access_token"] = json.RawMessage(`"` + signed + `"`)
 	} else {
 		resp["access_token"], _ = json.Marshal(signed)
@@ -247,7 +248,7 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 	} else {
 		delete(resp, "scope")
 	}
-	return objectJSON(resp)
+	return jsonobject.Encode(resp)
 }
 
 // exchangeClientID decides, once the upstream's token is verified, which
@@ -360,9 +361,9 @@ func grantScopes(info ClientInfo) []string {
 // resign signs, with the proxy's key, the upstream's token amended with the
 // hook's scope and claims, keeping the header typ.
 func (h *Handler) resign(tok *token.Token, result *caddyhook.Result) (string, error) {
-	payload, err := objectJSON(tok.Amended(result.Scope, result.Claims))
+	payload, err := tok.Payload(result.Scope, result.Claims)
 	if err != nil {
-		return "", fmt.Errorf("encoding claims: %w", err)
+		return "", err
 	}
 	if exp, ok := tok.Expiry(); ok {
 		h.keys.ObserveLifetime(time.Until(exp))

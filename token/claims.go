@@ -2,7 +2,10 @@ package token
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
+
+	"github.com/caddyhook/caddyhook/internal/jsonobject"
 )
 
 // What the claims of an OAuth access token mean, as the exchange reads and
@@ -69,11 +72,13 @@ func (t *Token) Scope() []string {
 	return nil
 }
 
-// Amended is the claims of the token to sign in t's place: t's claims,
-// with scope in place of t's scope, written in the form t wrote its own
-// (no scope claim when scope is empty), and claims set over them. t is
-// not changed; the values are shared with t's and claims', not copied.
-func (t *Token) Amended(scope []string, claims map[string]json.RawMessage) map[string]json.RawMessage {
+// Payload is the JSON payload of the token to sign in t's place: t's
+// claims, with scope in place of t's scope, written in the form t wrote its
+// own (no scope claim when scope is empty), and claims set over them, as
+// json.Marshal writes an object. t is not changed.
+func (t *Token) Payload(scope []string, claims map[string]json.RawMessage) ([]byte, error) {
+	// The map stays in this frame (jsonobject.Encode keeps no reference),
+	// so it costs no allocation of its own on the exchange's path.
 	out := make(map[string]json.RawMessage, len(t.Claims)+len(claims))
 	for k, v := range t.Claims {
 		out[k] = v
@@ -90,7 +95,11 @@ func (t *Token) Amended(scope []string, claims map[string]json.RawMessage) map[s
 	for k, v := range claims {
 		out[k] = v
 	}
-	return out
+	payload, err := jsonobject.Encode(out)
+	if err != nil {
+		return nil, fmt.Errorf("encoding claims: %w", err)
+	}
+	return payload, nil
 }
 
 // scopeTokens splits scope strings into tokens; never nil, since a token

@@ -7,6 +7,20 @@ import (
 	"testing"
 )
 
+// payloadOf is tok.Payload(scope, claims) read back as claims.
+func payloadOf(t *testing.T, tok *Token, scope []string, claims map[string]json.RawMessage) map[string]json.RawMessage {
+	t.Helper()
+	payload, err := tok.Payload(scope, claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &out); err != nil {
+		t.Fatalf("Payload = %s: %v", payload, err)
+	}
+	return out
+}
+
 // claimsToken is a token with the claims of payload, read as Verify reads
 // a verified token's payload.
 func claimsToken(t *testing.T, payload string) *Token {
@@ -20,12 +34,12 @@ func claimsToken(t *testing.T, payload string) *Token {
 
 // TestTokenScope pins the forms of a token's scope: what the hook sees
 // (nil, which it sees as undefined, only without a scope claim) and the
-// member the token signed in its place writes the scope back in.
+// member the payload of the token signed in its place writes it back in.
 func TestTokenScope(t *testing.T) {
 	for _, tc := range []struct {
 		name, payload string
 		scope         string // Scope() as JSON: null for nil
-		form          string // the member Amended writes a scope in
+		form          string // the member Payload writes a scope in
 	}{
 		{"scope string", `{"scope":"a b"}`, `["a","b"]`, "scope"},
 		{"scope with extra white space", `{"scope":" a \t b  "}`, `["a","b"]`, "scope"},
@@ -49,47 +63,48 @@ func TestTokenScope(t *testing.T) {
 				t.Errorf("Scope() = %s, want %s", got, tc.scope)
 			}
 
-			amended := tok.Amended([]string{"x", "y"}, nil)
+			amended := payloadOf(t, tok, []string{"x", "y"}, nil)
 			other := map[string]string{"scope": "scp", "scp": "scope"}[tc.form]
 			want := map[string]string{"scope": `"x y"`, "scp": `["x","y"]`}[tc.form]
 			if string(amended[tc.form]) != want || amended[other] != nil {
-				t.Errorf("Amended wrote the scope as scope=%s scp=%s, want %s=%s", amended["scope"], amended["scp"], tc.form, want)
+				t.Errorf("Payload wrote the scope as scope=%s scp=%s, want %s=%s", amended["scope"], amended["scp"], tc.form, want)
 			}
 			if sub, ok := tok.Claims["sub"]; ok && string(amended["sub"]) != string(sub) {
-				t.Errorf("Amended dropped a claim: sub = %s", amended["sub"])
+				t.Errorf("Payload dropped a claim: sub = %s", amended["sub"])
 			}
 
 			for _, empty := range [][]string{nil, {}} {
-				amended = tok.Amended(empty, nil)
+				amended = payloadOf(t, tok, empty, nil)
 				if amended["scope"] != nil || amended["scp"] != nil {
-					t.Errorf("Amended(%#v) kept a scope: scope=%s scp=%s", empty, amended["scope"], amended["scp"])
+					t.Errorf("Payload(%#v) kept a scope: scope=%s scp=%s", empty, amended["scope"], amended["scp"])
 				}
 			}
 			if !maps.EqualFunc(tok.Claims, before, func(a, b json.RawMessage) bool { return string(a) == string(b) }) {
-				t.Errorf("Amended changed the token's claims: %v", tok.Claims)
+				t.Errorf("Payload changed the token's claims: %v", tok.Claims)
 			}
 		})
 	}
 }
 
-// TestTokenAmendedClaims: the hook's claims are set over the token's, and
-// every claim it did not set is kept as the upstream wrote it.
-func TestTokenAmendedClaims(t *testing.T) {
+// TestTokenPayloadClaims: the hook's claims are set over the token's, and
+// every claim it did not set is kept as the upstream wrote it (compacted,
+// as json.Marshal writes it).
+func TestTokenPayloadClaims(t *testing.T) {
 	tok := claimsToken(t, `{"sub":"svc","exp":1e10,"aud":["a", "b"],"scope":"read"}`)
-	got := tok.Amended([]string{"read", "write"}, map[string]json.RawMessage{
+	got := payloadOf(t, tok, []string{"read", "write"}, map[string]json.RawMessage{
 		"sub":                 json.RawMessage(`"other"`),
 		"https://t.example/k": json.RawMessage(`{"n":1}`),
 	})
 	want := map[string]string{
-		"sub": `"other"`, "exp": `1e10`, "aud": `["a", "b"]`, "scope": `"read write"`,
+		"sub": `"other"`, "exp": `1e10`, "aud": `["a","b"]`, "scope": `"read write"`,
 		"https://t.example/k": `{"n":1}`,
 	}
 	if len(got) != len(want) {
-		t.Errorf("Amended = %s, want the members %v", got, want)
+		t.Errorf("Payload = %s, want the members %v", got, want)
 	}
 	for k, v := range want {
 		if string(got[k]) != v {
-			t.Errorf("Amended[%q] = %s, want %s", k, got[k], v)
+			t.Errorf("Payload[%q] = %s, want %s", k, got[k], v)
 		}
 	}
 }
