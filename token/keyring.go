@@ -62,7 +62,8 @@ type KeyringConfig struct {
 	Storage Storage
 	// StorageKey names the keyring document in Storage.
 	StorageKey string
-	// Alg is the algorithm of generated keys; default RS256.
+	// Alg is the algorithm of generated keys, one CheckGenerable accepts.
+	// It has no default here: the caller's configuration defines it.
 	Alg string
 	// Rotation is how long a key signs before the next one takes over;
 	// zero never rotates.
@@ -72,7 +73,8 @@ type KeyringConfig struct {
 	// JWKS cache lifetime plus the refresh interval of every instance.
 	PublishAhead time.Duration
 	// RetainMax bounds how long a retired key stays published: until the
-	// longest token lifetime seen has passed, but never longer than this.
+	// longest token lifetime seen has passed, but never longer than this;
+	// zero means 24 hours.
 	RetainMax time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
@@ -139,9 +141,6 @@ type Keyring struct {
 func OpenKeyring(ctx context.Context, cfg KeyringConfig) (*Keyring, error) {
 	if cfg.Storage == nil || cfg.StorageKey == "" {
 		return nil, errors.New("keyring needs a storage and a storage key")
-	}
-	if cfg.Alg == "" {
-		cfg.Alg = "RS256"
 	}
 	if err := CheckGenerable(cfg.Alg); err != nil {
 		return nil, err

@@ -280,7 +280,7 @@ func TestKeyringAlgorithmChangeRotates(t *testing.T) {
 func TestKeyringCorruptDocument(t *testing.T) {
 	st := &certmagic.FileStorage{Path: t.TempDir()}
 	_ = st.Store(context.Background(), "keyring.json", []byte("{not json"))
-	if _, err := OpenKeyring(context.Background(), KeyringConfig{Storage: st, StorageKey: "keyring.json"}); err == nil || !strings.Contains(err.Error(), "corrupt") {
+	if _, err := OpenKeyring(context.Background(), KeyringConfig{Storage: st, StorageKey: "keyring.json", Alg: "ES256"}); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("err = %v", err)
 	}
 }
