@@ -800,7 +800,7 @@ func cmdKeygen(cmd *cobra.Command, _ []string) (int, error) {
 	alg, _ := cmd.Flags().GetString("alg")
 	out, _ := cmd.Flags().GetString("out")
 	if err := token.CheckGenerable(alg); err != nil {
-		return caddy.ExitCodeFailedStartup, err
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("--alg %w", err)
 	}
 	key, err := token.GenerateKey(alg)
 	if err != nil {

@@ -228,7 +228,7 @@ func parseMetadata(body []byte, issuer, source string) (*Metadata, error) {
 	case doc.Issuer == nil:
 		return nil, errors.New("metadata document has no issuer")
 	case *doc.Issuer != issuer:
-		return nil, fmt.Errorf("%w: the document's issuer is %.200q, the configured one %q; they must be identical (OpenID Connect Discovery §4.3, RFC 8414 §3.3), so set upstream_issuer to the document's",
+		return nil, fmt.Errorf("%w: the document's issuer is %.200q, the configured one %q; they must be identical (OpenID Connect Discovery §4.3, RFC 8414 §3.3)",
 			errWrongIssuer, *doc.Issuer, issuer)
 	case doc.JWKSURI == nil || *doc.JWKSURI == "":
 		return nil, errors.New("metadata document has no jwks_uri")

@@ -158,14 +158,15 @@ func OpenKeyring(ctx context.Context, cfg KeyringConfig) (*Keyring, error) {
 	return k, nil
 }
 
-// CheckGenerable reports whether keys can be generated for alg.
+// CheckGenerable reports whether keys can be generated for alg. Its error
+// names the algorithm, not the setting it came from: the caller adds that.
 func CheckGenerable(alg string) error {
 	for _, a := range generableAlgorithms {
 		if a == alg {
 			return nil
 		}
 	}
-	return fmt.Errorf("signing_alg %q cannot be used for generated keys (want one of %v)", alg, generableAlgorithms)
+	return fmt.Errorf("%q cannot be used for generated keys (want one of %v)", alg, generableAlgorithms)
 }
 
 // Refresh reloads the keyring from storage and, when a rotation or a prune is
