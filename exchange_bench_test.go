@@ -302,8 +302,9 @@ func (f *exchangeFixture) bareSign(b *testing.B) func() {
 }
 
 // BenchmarkResign is what the exchange calls to issue the token once the
-// hook has run: Handler.resign (claims merged into a new map, JSON,
-// token.Signer.Sign through jwx) with the starter hook's result. Read it
+// hook has run: Handler.resign (token.Token.Payload: claims merged into a
+// new map and written as JSON; token.Signer.Sign through jwx) with the
+// starter hook's result. Read it
 // against BenchmarkExchangeBaseline/Sign<alg>.
 func BenchmarkResign(b *testing.B) {
 	for _, alg := range benchAlgs {
