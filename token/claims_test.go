@@ -148,3 +148,40 @@ func TestTokenClientID(t *testing.T) {
 		})
 	}
 }
+
+// FuzzTokenClaims reads any JSON object as a token's claims: the readers
+// must not panic, and the payload of the token signed in its place must be
+// a JSON object that writes the new scope in exactly one of scope and scp
+// and keeps every other claim.
+func FuzzTokenClaims(f *testing.F) {
+	for _, s := range []string{
+		`{"scope":"a b","aud":"x","client_id":"c"}`, `{"scp":["a","b"],"aud":["x","y"],"azp":"c"}`,
+		`{"scp":"a b","aud":7}`, `{"scope":null,"scp":[1]}`, `{"scope":["a"],"aud":[null,"x"]}`, `{}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		claims, ok := parseClaims(payload)
+		if !ok {
+			return
+		}
+		tok := &Token{Claims: claims}
+		_, _, _ = tok.ClientID(), tok.Audiences(), tok.Scope()
+		out, err := tok.Payload([]string{"x"}, map[string]json.RawMessage{"k": json.RawMessage(`1`)})
+		if err != nil {
+			t.Fatalf("Payload: %v", err)
+		}
+		var got map[string]json.RawMessage
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("Payload = %s: %v", out, err)
+		}
+		if (got["scope"] == nil) == (got["scp"] == nil) {
+			t.Fatalf("Payload = %s: the scope must be in exactly one of scope and scp", out)
+		}
+		for name := range claims {
+			if _, kept := got[name]; !kept && name != "scope" && name != "scp" {
+				t.Fatalf("Payload = %s dropped %q", out, name)
+			}
+		}
+	})
+}
