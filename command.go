@@ -278,7 +278,7 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 
 	var scope []string // nil: the token has no scope, the hook sees undefined
 	if fl.Changed("scope") {
-		scope = scopeTokens(str("scope"))
+		scope = strings.Fields(str("scope")) // never nil: --scope "" is an empty scope
 	}
 	in := offlineInput(clientID, info, scope, str("audience"), host, body, upstreamClaims)
 	in.Request.IP = str("ip")
@@ -800,7 +800,7 @@ func cmdKeygen(cmd *cobra.Command, _ []string) (int, error) {
 	alg, _ := cmd.Flags().GetString("alg")
 	out, _ := cmd.Flags().GetString("out")
 	if err := token.CheckGenerable(alg); err != nil {
-		return caddy.ExitCodeFailedStartup, err
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("--alg %w", err)
 	}
 	key, err := token.GenerateKey(alg)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddyhook/caddyhook/caddyhook"
+	"github.com/caddyhook/caddyhook/internal/jsonobject"
 	"github.com/caddyhook/caddyhook/token"
 )
 
@@ -194,7 +194,7 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 	rest := maps.Clone(resp)
 	delete(rest, "access_token")
 	delete(rest, "refresh_token")
-	restJSON, err := objectJSON(rest)
+	restJSON, err := jsonobject.Encode(rest)
 	if err != nil {
 		return nil, upstreamErrorf("upstream token response could not be re-encoded: %w", err)
 	}
@@ -210,8 +210,9 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 		return nil, upstreamErrorf("upstream access token: %w", err)
 	}
 
-	in, scopeForm := h.hookInput(r, req, tok)
-	rec.clientID, rec.audience, rec.scopeBefore, rec.hooked = in.Client.ID, in.Audience, in.Scope, true
+	rec.clientID = exchangeClientID(tok, rec.clientID)
+	in := h.hookInput(r, req, tok, rec.clientID)
+	rec.audience, rec.scopeBefore, rec.hooked = in.Audience, in.Scope, true
 	start = time.Now()
 	result, err := h.engine.Run(r.Context(), in)
 	rec.scripts = time.Since(start)
@@ -222,14 +223,14 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 	rec.result = result
 
 	start = time.Now()
-	signed, err := h.resign(tok, result, scopeForm)
+	signed, err := h.resign(tok, result)
 	rec.sign = time.Since(start)
 	if err != nil {
 		return nil, err
 	}
 	m.sign.Observe(rec.sign.Seconds())
 	// A compact JWS is base64url and dots: quoted, it is its JSON string.
-	if plainString(signed) {
+	if jsonobject.PlainString(signed) {
 		resp["access_token"] = json.RawMessage(`"` + signed + `"`)
 	} else {
 		resp["access_token"], _ = json.Marshal(signed)
@@ -246,183 +247,18 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 	} else {
 		delete(resp, "scope")
 	}
-	return objectJSON(resp)
+	return jsonobject.Encode(resp)
 }
 
-// scopeForm records how the upstream wrote the token's scope, so the re-signed
-// token uses the same form.
-type scopeForm int
-
-const (
-	scopeString scopeForm = iota // "scope": "a b" (RFC 9068, RFC 8693)
-	scopeArray                   // "scp": ["a", "b"] (fosite, Azure AD)
-)
-
-// hookInput gathers what the hook sees, as SPEC §3 lays out.
-func (h *Handler) hookInput(r *http.Request, req *tokenRequest, tok *token.Token) (*caddyhook.Input, scopeForm) {
-	clientID := claimString(tok.Claims["client_id"])
-	if clientID == "" {
-		clientID = claimString(tok.Claims["azp"])
-	}
-	if clientID == "" {
-		clientID = clientIDFromRequest(r, req)
-	}
-	info := h.clients[clientID]
-
-	// The hook sees undefined only when the token has no scope claim;
-	// "scope": "a b" and "scp": ["a", "b"] (or "a b") both become ["a", "b"].
-	var scope []string
-	form := scopeString
-	if raw, ok := tok.Claims["scope"]; ok {
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			scope = scopeTokens(s)
-		}
-	} else if raw, ok := tok.Claims["scp"]; ok {
-		form = scopeArray
-		scope = scopeTokens(claimStrings(raw)...)
-	}
-
-	aud := claimStrings(tok.Claims["aud"])
-	audience := ""
-	for _, requested := range req.requestedAudiences() {
-		if slices.Contains(aud, requested) {
-			audience = requested
-			break
-		}
-	}
-	if audience == "" && len(aud) > 0 {
-		audience = aud[0]
-	}
-
-	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	return &caddyhook.Input{
-		Client:   caddyhook.Client{ID: clientID, Name: info.Name, Tenant: h.tenant, Metadata: info.Metadata},
-		Scope:    scope,
-		Audience: audience,
-		Request: caddyhook.Request{
-			IP: ip, Method: r.Method, Hostname: r.Host, UserAgent: r.UserAgent(), Body: req.hookBody(),
-			Language: preferredLanguage(r.Header.Values("Accept-Language")),
-			GeoIP:    h.geoip.lookup(ip, h.logger),
-		},
-		RequestedScopes: strings.Fields(req.stringParam("scope")),
-		GrantScopes:     grantScopes(info),
-		TokenClaims:     tok.Claims,
-	}, form
-}
-
-// preferredLanguage is the language tag an Accept-Language header (RFC 9110
-// §12.5.4) prefers: the first with the highest weight, written as the
-// client wrote it. Auth0's event.request.language is one tag ("en"), not
-// the header. "*", tags weighted 0 and malformed entries are skipped; ""
-// when none is left.
-func preferredLanguage(headers []string) string {
-	best, bestQ := "", 0.0
-	for _, h := range headers {
-		for _, part := range strings.Split(h, ",") {
-			tag, params, _ := strings.Cut(part, ";")
-			tag = strings.TrimSpace(tag)
-			if tag == "" || tag == "*" || !validLanguageTag(tag) {
-				continue
-			}
-			q := 1.0
-			for _, p := range strings.Split(params, ";") {
-				name, value, ok := strings.Cut(strings.TrimSpace(p), "=")
-				if ok && strings.EqualFold(strings.TrimSpace(name), "q") {
-					v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-					if err != nil || v < 0 || v > 1 {
-						v = 0
-					}
-					q = v
-				}
-			}
-			if q > bestQ {
-				best, bestQ = tag, q
-			}
-		}
-	}
-	return best
-}
-
-// validLanguageTag accepts the language-range syntax of RFC 4647 §2.1:
-// 1-8 letters, then subtags of 1-8 letters or digits.
-func validLanguageTag(tag string) bool {
-	for i, sub := range strings.Split(tag, "-") {
-		if len(sub) < 1 || len(sub) > 8 {
-			return false
-		}
-		for _, c := range sub {
-			letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
-			if !letter && (i == 0 || c < '0' || c > '9') {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// grantScopes is the client's configured grant; nil, which makes the
-// upstream's scope the grant, when none is configured. An empty list, as a
-// clients_file or JSON config may give ("grant_scopes": []), is a grant of
-// nothing: read as "none configured" it would widen the grant to whatever
-// the upstream issued.
-func grantScopes(info ClientInfo) []string {
-	if info.GrantScopes == nil {
-		return nil
-	}
-	return append([]string{}, info.GrantScopes...)
-}
-
-// resign writes the hook's scope and claims into the upstream's claims and
-// signs the result with the proxy's key, keeping the header typ.
-func (h *Handler) resign(tok *token.Token, result *caddyhook.Result, form scopeForm) (string, error) {
-	claims := make(map[string]json.RawMessage, len(tok.Claims)+len(result.Claims))
-	for k, v := range tok.Claims {
-		claims[k] = v
-	}
-	delete(claims, "scope")
-	delete(claims, "scp")
-	if len(result.Scope) > 0 {
-		if form == scopeArray {
-			claims["scp"], _ = json.Marshal(result.Scope)
-		} else {
-			claims["scope"], _ = json.Marshal(strings.Join(result.Scope, " "))
-		}
-	}
-	for k, v := range result.Claims {
-		claims[k] = v
-	}
-	payload, err := objectJSON(claims)
+// resign signs, with the proxy's key, the upstream's token amended with the
+// hook's scope and claims, keeping the header typ.
+func (h *Handler) resign(tok *token.Token, result *caddyhook.Result) (string, error) {
+	payload, err := tok.Payload(result.Scope, result.Claims)
 	if err != nil {
-		return "", fmt.Errorf("encoding claims: %w", err)
+		return "", err
 	}
 	if exp, ok := tok.Expiry(); ok {
 		h.keys.ObserveLifetime(time.Until(exp))
 	}
 	return h.keys.Signer().Sign(tok.Type, payload)
-}
-
-// scopeTokens splits scope strings into tokens; never nil, since a token
-// with an empty scope has a scope, unlike one without the claim.
-func scopeTokens(parts ...string) []string {
-	return append([]string{}, strings.Fields(strings.Join(parts, " "))...)
-}
-
-// claimString reads a string claim; anything else reads as "".
-func claimString(raw json.RawMessage) string {
-	var s string
-	_ = json.Unmarshal(raw, &s)
-	return s
-}
-
-// claimStrings reads a claim that is a string or an array of strings (aud,
-// scp); anything else reads as none.
-func claimStrings(raw json.RawMessage) []string {
-	var one string
-	if json.Unmarshal(raw, &one) == nil {
-		return []string{one}
-	}
-	var list []string
-	_ = json.Unmarshal(raw, &list)
-	return list
 }

@@ -196,25 +196,3 @@ func FuzzJSONString(f *testing.F) {
 		}
 	})
 }
-
-// FuzzObjectJSON holds objectJSON to json.Marshal: for the members of any
-// JSON object (valid values, as every caller's are), the same bytes.
-func FuzzObjectJSON(f *testing.F) {
-	for _, s := range []string{
-		`{"b":1,"a":"x"}`, `{"a":{"c": [1, 2]},"<":"&"}`, `{"\u2028":"\u2028","é":"é","q\"":"\\"}`,
-		"{\"a\":\"\u2028\",\"b\":\"<script>\"}", `{"a":"eyJ.eyJ.x","b":null,"c":-1.5e3}`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		m := map[string]json.RawMessage{}
-		if eachMember(body, func(name string, v json.RawMessage) error { m[name] = v; return nil }) != nil {
-			return
-		}
-		got, err := objectJSON(m)
-		want, werr := json.Marshal(m)
-		if (err == nil) != (werr == nil) || !bytes.Equal(got, want) {
-			t.Fatalf("objectJSON = %s, %v; json.Marshal = %s, %v", got, err, want, werr)
-		}
-	})
-}

@@ -4,16 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"maps"
-	"slices"
 	"unicode/utf8"
 )
 
 // JSON text on the hot path: reading the members of a request body or an
-// upstream answer, and writing the answer and the re-signed token's claims.
-// Each runs on every exchange, where encoding/json's reflection and repeated
-// validation cost more than the rest of the non-crypto work; each is fuzzed
-// against encoding/json (fuzz_test.go).
+// upstream answer (the answer and the re-signed token's claims are written
+// by internal/jsonobject). Each runs on every exchange, where
+// encoding/json's reflection and repeated validation cost more than the
+// rest of the non-crypto work; each is fuzzed against encoding/json
+// (fuzz_test.go).
 
 // eachMember calls fn for every member of the JSON object in raw, in order
 // and duplicates included, and fails unless raw is exactly one object. Each
@@ -133,70 +132,4 @@ func jsonValueEnd(raw []byte, i int) int {
 		i++
 	}
 	return i
-}
-
-// objectJSON encodes m as json.Marshal does (members sorted by name,
-// values compacted, <, > and & escaped), for values that are valid JSON,
-// which every caller's are: members read by eachMember or parseClaims,
-// json.Marshal's output, and the hook's results. A value that is already
-// as json.Marshal would write it, as nearly all are, is copied as it is;
-// any other goes through json.Marshal.
-func objectJSON(m map[string]json.RawMessage) ([]byte, error) {
-	size := 2
-	for k, v := range m {
-		size += len(k) + len(v) + 4
-	}
-	buf := make([]byte, 0, size)
-	buf = append(buf, '{')
-	for i, k := range slices.Sorted(maps.Keys(m)) {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		if plainString(k) {
-			buf = append(buf, '"')
-			buf = append(buf, k...)
-			buf = append(buf, '"')
-		} else {
-			name, err := json.Marshal(k)
-			if err != nil {
-				return nil, err
-			}
-			buf = append(buf, name...)
-		}
-		buf = append(buf, ':')
-		v := m[k]
-		if len(v) == 0 || !plainValue(v) {
-			enc, err := json.Marshal(v)
-			if err != nil {
-				return nil, err
-			}
-			v = enc
-		}
-		buf = append(buf, v...)
-	}
-	return append(buf, '}'), nil
-}
-
-// plainString reports a string (a member name, a compact JWS) json.Marshal
-// writes as it is between quotes: printable ASCII without the quote and
-// backslash it escapes, or the <, > and & it escapes for HTML.
-func plainString(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < ' ' || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			return false
-		}
-	}
-	return true
-}
-
-// plainValue reports a valid JSON value json.Marshal copies unchanged: no
-// white space (it drops what is outside strings), only ASCII (it rewrites
-// U+2028 and U+2029), none of <, > and &.
-func plainValue(v []byte) bool {
-	for _, c := range v {
-		if c <= ' ' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
-			return false
-		}
-	}
-	return true
 }

@@ -116,12 +116,12 @@ func (d *Discovery) now() time.Time {
 	return time.Now()
 }
 
-// MetadataURLs returns where the metadata of issuer is looked for, in order:
+// metadataURLs returns where the metadata of issuer is looked for, in order:
 // OpenID Connect Discovery's (the well-known suffix appended to the issuer,
 // OIDC Discovery §4.1) and RFC 8414's (the well-known prefix inserted between
 // the host and the issuer's path, RFC 8414 §3.1). For an issuer without a
 // path both are at the root.
-func MetadataURLs(issuer string) ([]string, error) {
+func metadataURLs(issuer string) ([]string, error) {
 	u, err := ParseIssuer(issuer)
 	if err != nil {
 		return nil, err
@@ -156,7 +156,7 @@ func ParseIssuer(issuer string) (*url.URL, error) {
 // fetch tries the metadata URLs in order and returns the first acceptable
 // document; when none is, the error names what each answered.
 func (d *Discovery) fetch(ctx context.Context) (*Metadata, error) {
-	urls, err := MetadataURLs(d.Issuer)
+	urls, err := metadataURLs(d.Issuer)
 	if err != nil {
 		return nil, err
 	}
@@ -211,12 +211,12 @@ func (d *Discovery) fetchOne(ctx context.Context, docURL string) (*Metadata, err
 	if len(body) > maxMetadataSize {
 		return nil, fmt.Errorf("metadata document larger than %d bytes", maxMetadataSize)
 	}
-	return ParseMetadata(body, d.Issuer, docURL)
+	return parseMetadata(body, d.Issuer, docURL)
 }
 
-// ParseMetadata reads a discovery document and checks it against the
+// parseMetadata reads a discovery document and checks it against the
 // configured issuer.
-func ParseMetadata(body []byte, issuer, source string) (*Metadata, error) {
+func parseMetadata(body []byte, issuer, source string) (*Metadata, error) {
 	var doc struct {
 		Issuer  *string `json:"issuer"`
 		JWKSURI *string `json:"jwks_uri"`
@@ -228,7 +228,7 @@ func ParseMetadata(body []byte, issuer, source string) (*Metadata, error) {
 	case doc.Issuer == nil:
 		return nil, errors.New("metadata document has no issuer")
 	case *doc.Issuer != issuer:
-		return nil, fmt.Errorf("%w: the document's issuer is %.200q, the configured one %q; they must be identical (OpenID Connect Discovery §4.3, RFC 8414 §3.3), so set upstream_issuer to the document's",
+		return nil, fmt.Errorf("%w: the document's issuer is %.200q, the configured one %q; they must be identical (OpenID Connect Discovery §4.3, RFC 8414 §3.3)",
 			errWrongIssuer, *doc.Issuer, issuer)
 	case doc.JWKSURI == nil || *doc.JWKSURI == "":
 		return nil, errors.New("metadata document has no jwks_uri")
@@ -301,13 +301,13 @@ func (e ExcludeKeys) LookupKeys(ctx context.Context, kid string) ([]jwk.Key, err
 	}
 	mine := make(map[string]bool, len(own))
 	for _, k := range own {
-		if tp, err := Thumbprint(k); err == nil {
+		if tp, err := thumbprint(k); err == nil {
 			mine[tp] = true
 		}
 	}
 	out := keys[:0:0]
 	for _, k := range keys {
-		tp, err := Thumbprint(k)
+		tp, err := thumbprint(k)
 		if err != nil || mine[tp] {
 			continue
 		}

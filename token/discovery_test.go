@@ -23,14 +23,14 @@ func TestMetadataURLs(t *testing.T) {
 		{"https://kc.example/realms/acme", "https://kc.example/realms/acme/.well-known/openid-configuration", "https://kc.example/.well-known/oauth-authorization-server/realms/acme"},
 		{"http://127.0.0.1:4444/t%20x/", "http://127.0.0.1:4444/t%20x/.well-known/openid-configuration", "http://127.0.0.1:4444/.well-known/oauth-authorization-server/t%20x"},
 	} {
-		got, err := MetadataURLs(tc.issuer)
+		got, err := metadataURLs(tc.issuer)
 		if err != nil || len(got) != 2 || got[0] != tc.oidc || got[1] != tc.rfc8414 {
-			t.Errorf("MetadataURLs(%q) = %q, %v; want [%q %q]", tc.issuer, got, err, tc.oidc, tc.rfc8414)
+			t.Errorf("metadataURLs(%q) = %q, %v; want [%q %q]", tc.issuer, got, err, tc.oidc, tc.rfc8414)
 		}
 	}
 	for _, bad := range []string{"", "as.example", "ftp://as.example", "https://", "https://as.example/?tenant=a",
 		"https://as.example/?", "https://as.example/#x", "https://user:pw@as.example", "mailto:a@as.example", "https://as.example/%zz"} {
-		if _, err := MetadataURLs(bad); err == nil {
+		if _, err := metadataURLs(bad); err == nil {
 			t.Errorf("issuer %q accepted", bad)
 		}
 	}
@@ -148,7 +148,7 @@ func TestDiscoveryRefuses(t *testing.T) {
 	}
 
 	// An https issuer's document may not send keys over http.
-	if _, err := ParseMetadata([]byte(doc("https://as.example", "http://as.example/keys")), "https://as.example", ""); err == nil ||
+	if _, err := parseMetadata([]byte(doc("https://as.example", "http://as.example/keys")), "https://as.example", ""); err == nil ||
 		!strings.Contains(err.Error(), "is http while the issuer is https") {
 		t.Fatalf("http jwks_uri under an https issuer: %v", err)
 	}
@@ -242,8 +242,8 @@ func TestVerifierIssuer(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
 		}
-		if r := FailureReason(err); r != ReasonIssuer {
-			t.Errorf("%s: counted as %q, want %q", name, r, ReasonIssuer)
+		if r := FailureReason(err); r != reasonIssuer {
+			t.Errorf("%s: counted as %q, want %q", name, r, reasonIssuer)
 		}
 		if err != nil && len(err.Error()) > 400 {
 			t.Errorf("%s: error of %d bytes; the claim must be cut short", name, len(err.Error()))

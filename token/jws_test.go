@@ -449,8 +449,8 @@ func TestVerifyErrors(t *testing.T) {
 		return jwxSign(t, jwa.RS256, k.priv["rsa"], b64(hdr)+"."+b64(`{"exp":4102444800}`))
 	}
 	for tok, want := range map[string]string{
-		"a.b":                                    ErrNotJWT.Error(),
-		"!.b.c":                                  ErrNotJWT.Error() + ": decoding the protected header",
+		"a.b":                                    errNotJWT.Error(),
+		"!.b.c":                                  errNotJWT.Error() + ": decoding the protected header",
 		rs(`{"alg":"RS256","alg":"RS256"}`):      `the protected header has two "alg" members`,
 		rs(`{"alg":"HS256"}`):                    `token algorithm "HS256" is refused`,
 		rs(`{"alg":"RS256","crit":["x"]}`):       `token header lists critical extensions ["x"] that are not understood`,
@@ -465,8 +465,8 @@ func TestVerifyErrors(t *testing.T) {
 		}
 	}
 	_, err := v.Verify(context.Background(), "!.b.c")
-	if !errors.Is(err, ErrNotJWT) {
-		t.Errorf("undecodable header: %v is not ErrNotJWT", err)
+	if !errors.Is(err, errNotJWT) {
+		t.Errorf("undecodable header: %v is not errNotJWT", err)
 	}
 }
 

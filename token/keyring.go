@@ -27,12 +27,12 @@ type Storage interface {
 	Unlock(ctx context.Context, name string) error
 }
 
-// DefaultRetainMax bounds how long a retired key stays published when
+// defaultRetainMax bounds how long a retired key stays published when
 // KeyringConfig.RetainMax is zero.
-const DefaultRetainMax = 24 * time.Hour
+const defaultRetainMax = 24 * time.Hour
 
-// GenerableAlgorithms are the algorithms a Keyring can make keys for.
-var GenerableAlgorithms = []string{"RS256", "PS256", "ES256", "ES384", "EdDSA"}
+// generableAlgorithms are the algorithms a Keyring can make keys for.
+var generableAlgorithms = []string{"RS256", "PS256", "ES256", "ES384", "EdDSA"}
 
 // GenerateKey makes a private key for alg: RSA 2048 for RS256/PS256, the
 // matching curve for ES256/ES384, Ed25519 for EdDSA.
@@ -41,7 +41,7 @@ func GenerateKey(alg string) (jwk.Key, error) {
 	var err error
 	switch alg {
 	case "RS256", "PS256":
-		raw, err = rsa.GenerateKey(rand.Reader, 2048)
+		raw, err = rsa.GenerateKey(rand.Reader, minRSABits)
 	case "ES256":
 		raw, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	case "ES384":
@@ -49,7 +49,7 @@ func GenerateKey(alg string) (jwk.Key, error) {
 	case "EdDSA":
 		_, raw, err = ed25519.GenerateKey(rand.Reader)
 	default:
-		return nil, fmt.Errorf("cannot generate keys for %q (want one of %v)", alg, GenerableAlgorithms)
+		return nil, fmt.Errorf("cannot generate keys for %q (want one of %v)", alg, generableAlgorithms)
 	}
 	if err != nil {
 		return nil, err
@@ -62,7 +62,8 @@ type KeyringConfig struct {
 	Storage Storage
 	// StorageKey names the keyring document in Storage.
 	StorageKey string
-	// Alg is the algorithm of generated keys; default RS256.
+	// Alg is the algorithm of generated keys, one CheckGenerable accepts.
+	// It has no default here: the caller's configuration defines it.
 	Alg string
 	// Rotation is how long a key signs before the next one takes over;
 	// zero never rotates.
@@ -72,7 +73,8 @@ type KeyringConfig struct {
 	// JWKS cache lifetime plus the refresh interval of every instance.
 	PublishAhead time.Duration
 	// RetainMax bounds how long a retired key stays published: until the
-	// longest token lifetime seen has passed, but never longer than this.
+	// longest token lifetime seen has passed, but never longer than this;
+	// zero means 24 hours.
 	RetainMax time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
@@ -82,7 +84,7 @@ type KeyringConfig struct {
 // written only to storage and never logged or served.
 type keyringDoc struct {
 	Version     int          `json:"version"`
-	MaxLifetime Duration     `json:"max_token_lifetime"`
+	MaxLifetime duration     `json:"max_token_lifetime"`
 	Keys        []keyringKey `json:"keys"`
 }
 
@@ -95,18 +97,18 @@ type keyringKey struct {
 	Retires   *time.Time      `json:"retires,omitempty"`
 }
 
-// Duration is a time.Duration written as a string in JSON.
-type Duration time.Duration
+// duration is a time.Duration written as a string in JSON.
+type duration time.Duration
 
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+func (d duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
-func (d *Duration) UnmarshalJSON(b []byte) error {
+func (d *duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		return err
 	}
 	v, err := time.ParseDuration(s)
-	*d = Duration(v)
+	*d = duration(v)
 	return err
 }
 
@@ -140,9 +142,6 @@ func OpenKeyring(ctx context.Context, cfg KeyringConfig) (*Keyring, error) {
 	if cfg.Storage == nil || cfg.StorageKey == "" {
 		return nil, errors.New("keyring needs a storage and a storage key")
 	}
-	if cfg.Alg == "" {
-		cfg.Alg = "RS256"
-	}
 	if err := CheckGenerable(cfg.Alg); err != nil {
 		return nil, err
 	}
@@ -150,7 +149,7 @@ func OpenKeyring(ctx context.Context, cfg KeyringConfig) (*Keyring, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.RetainMax <= 0 {
-		cfg.RetainMax = DefaultRetainMax
+		cfg.RetainMax = defaultRetainMax
 	}
 	k := &Keyring{cfg: cfg, signers: map[string]*Signer{}}
 	if err := k.update(ctx, true); err != nil {
@@ -159,14 +158,15 @@ func OpenKeyring(ctx context.Context, cfg KeyringConfig) (*Keyring, error) {
 	return k, nil
 }
 
-// CheckGenerable reports whether keys can be generated for alg.
+// CheckGenerable reports whether keys can be generated for alg. Its error
+// names the algorithm, not the setting it came from: the caller adds that.
 func CheckGenerable(alg string) error {
-	for _, a := range GenerableAlgorithms {
+	for _, a := range generableAlgorithms {
 		if a == alg {
 			return nil
 		}
 	}
-	return fmt.Errorf("signing_alg %q cannot be used for generated keys (want one of %v)", alg, GenerableAlgorithms)
+	return fmt.Errorf("%q cannot be used for generated keys (want one of %v)", alg, generableAlgorithms)
 }
 
 // Refresh reloads the keyring from storage and, when a rotation or a prune is
@@ -215,7 +215,7 @@ func (k *Keyring) update(ctx context.Context, create bool) error {
 	now := k.cfg.Now()
 	changed := false
 	if local := k.localMaxLifetime(); time.Duration(doc.MaxLifetime) < local {
-		doc.MaxLifetime, changed = Duration(local), true
+		doc.MaxLifetime, changed = duration(local), true
 	}
 	if len(doc.Keys) == 0 {
 		if err := k.addKey(&doc, now); err != nil {
@@ -467,8 +467,8 @@ func (k *Keyring) localMaxLifetime() time.Duration {
 	return k.maxLifetime
 }
 
-// KeyIDs returns the kids in the keyring, in activation order.
-func (k *Keyring) KeyIDs() []string {
+// keyIDs returns the kids in the keyring, in activation order.
+func (k *Keyring) keyIDs() []string {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	ids := make([]string, len(k.doc.Keys))

@@ -21,9 +21,9 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 )
 
-// MinRSABits is the smallest RSA modulus accepted for signing or verifying;
+// minRSABits is the smallest RSA modulus accepted for signing or verifying;
 // smaller keys are breakable and most resource servers refuse them anyway.
-const MinRSABits = 2048
+const minRSABits = 2048
 
 // ParseKeys reads every key in data, which may hold one or more PEM blocks
 // (PKCS#1, PKCS#8, SEC1, PKIX public keys, certificates), a JSON Web Key, or a
@@ -125,8 +125,8 @@ func rawAlgorithms(raw any) ([]jwa.SignatureAlgorithm, error) {
 }
 
 func rsaAlgorithms(k *rsa.PublicKey) ([]jwa.SignatureAlgorithm, error) {
-	if k.N.BitLen() < MinRSABits {
-		return nil, fmt.Errorf("RSA key has %d bits; at least %d are required", k.N.BitLen(), MinRSABits)
+	if k.N.BitLen() < minRSABits {
+		return nil, fmt.Errorf("RSA key has %d bits; at least %d are required", k.N.BitLen(), minRSABits)
 	}
 	return []jwa.SignatureAlgorithm{jwa.RS256, jwa.RS384, jwa.RS512, jwa.PS256, jwa.PS384, jwa.PS512}, nil
 }
@@ -161,9 +161,9 @@ var asymmetricAlgorithms = map[jwa.SignatureAlgorithm]bool{
 	jwa.EdDSA: true,
 }
 
-// Thumbprint returns the RFC 7638 SHA-256 thumbprint of key's public part,
+// thumbprint returns the RFC 7638 SHA-256 thumbprint of key's public part,
 // base64url-encoded, which is the key ID used unless one is configured.
-func Thumbprint(key jwk.Key) (string, error) {
+func thumbprint(key jwk.Key) (string, error) {
 	pub, err := key.PublicKey()
 	if err != nil {
 		return "", err
@@ -188,7 +188,7 @@ func PublishableKeys(keys []jwk.Key) ([]jwk.Key, error) {
 	}
 	for _, pub := range pubs {
 		if pub.KeyID() == "" {
-			kid, err := Thumbprint(pub)
+			kid, err := thumbprint(pub)
 			if err != nil {
 				return nil, err
 			}

@@ -64,7 +64,7 @@ func NewSigner(key jwk.Key, alg string) (*Signer, error) {
 		return nil, err
 	}
 	if priv.KeyID() == "" {
-		kid, err := Thumbprint(priv)
+		kid, err := thumbprint(priv)
 		if err != nil {
 			return nil, fmt.Errorf("computing key thumbprint: %w", err)
 		}

@@ -129,7 +129,7 @@ func TestSignerAlgorithms(t *testing.T) {
 		if s.Algorithm() != tc.want {
 			t.Errorf("alg = %s, want %s", s.Algorithm(), tc.want)
 		}
-		tp, _ := Thumbprint(tc.key)
+		tp, _ := thumbprint(tc.key)
 		if s.KeyID() != tp {
 			t.Errorf("%s: kid %q is not the RFC 7638 thumbprint %q", tc.want, s.KeyID(), tp)
 		}
@@ -483,14 +483,14 @@ func TestMergeJWKS(t *testing.T) {
 // Every way Verify fails names its reason, from a bounded set, and keeps
 // its text.
 func TestFailureReason(t *testing.T) {
-	if got := FailureReason(errors.New("x")); got != ReasonOther {
+	if got := FailureReason(errors.New("x")); got != reasonOther {
 		t.Fatalf("FailureReason(other) = %q", got)
 	}
 	v := &Verifier{}
 	for compact, want := range map[string]string{
-		"abc":                      ReasonMalformed,
-		"a.b.c":                    ReasonMalformed,
-		"eyJhbGciOiJub25lIn0.e30.": ReasonHeader,
+		"abc":                      reasonMalformed,
+		"a.b.c":                    reasonMalformed,
+		"eyJhbGciOiJub25lIn0.e30.": reasonHeader,
 	} {
 		_, err := v.Verify(context.Background(), compact)
 		if err == nil || FailureReason(err) != want {

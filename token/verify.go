@@ -51,22 +51,22 @@ type Verifier struct {
 	Issuer string
 }
 
-// ErrNotJWT is returned for an access token that is not a compact JWS.
-var ErrNotJWT = errors.New("access token is not a JWT (compact JWS)")
+// errNotJWT is returned for an access token that is not a compact JWS.
+var errNotJWT = errors.New("access token is not a JWT (compact JWS)")
 
 // The reasons Verify fails for, as FailureReason gives them: a fixed set,
 // so that a metric labelled with them stays bounded.
 const (
-	ReasonMalformed       = "malformed"        // not a compact JWS, or its payload not a JSON object
-	ReasonHeader          = "header"           // a header the verifier refuses (alg none or HMAC, crit, …)
-	ReasonKeysUnavailable = "keys_unavailable" // the upstream's keys could not be had
-	ReasonUnknownKey      = "unknown_key"      // no upstream key fits the token's kid and alg
-	ReasonBadSignature    = "bad_signature"    // the signature does not verify
-	ReasonExpired         = "expired"          // exp has passed
-	ReasonNotYetValid     = "not_yet_valid"    // nbf is still to come
-	ReasonClaims          = "claims"           // no exp, or a date claim that is not a number
-	ReasonIssuer          = "issuer"           // iss missing or not the upstream's issuer
-	ReasonOther           = "other"            // anything else
+	reasonMalformed       = "malformed"        // not a compact JWS, or its payload not a JSON object
+	reasonHeader          = "header"           // a header the verifier refuses (alg none or HMAC, crit, …)
+	reasonKeysUnavailable = "keys_unavailable" // the upstream's keys could not be had
+	reasonUnknownKey      = "unknown_key"      // no upstream key fits the token's kid and alg
+	reasonBadSignature    = "bad_signature"    // the signature does not verify
+	reasonExpired         = "expired"          // exp has passed
+	reasonNotYetValid     = "not_yet_valid"    // nbf is still to come
+	reasonClaims          = "claims"           // no exp, or a date claim that is not a number
+	reasonIssuer          = "issuer"           // iss missing or not the upstream's issuer
+	reasonOther           = "other"            // anything else
 )
 
 // reasonError tags a verification error with its reason; its text is the
@@ -82,13 +82,13 @@ func (e *reasonError) Unwrap() error { return e.err }
 func reasoned(reason string, err error) error { return &reasonError{reason, err} }
 
 // FailureReason is the reason, one of the Reason* constants, that an error
-// of Verify stands for; ReasonOther for any other error.
+// of Verify stands for; reasonOther for any other error.
 func FailureReason(err error) string {
 	var r *reasonError
 	if errors.As(err, &r) {
 		return r.reason
 	}
-	return ReasonOther
+	return reasonOther
 }
 
 // Verify decodes compact, checks its algorithm, signature, exp and nbf, and
@@ -104,11 +104,11 @@ func (v *Verifier) Verify(ctx context.Context, compact string) (*Token, error) {
 	// data after the object is refused rather than ignored.
 	claims, ok := parseClaims(payload)
 	if !ok {
-		return nil, reasoned(ReasonMalformed, errors.New("token payload is not a JSON object"))
+		return nil, reasoned(reasonMalformed, errors.New("token payload is not a JSON object"))
 	}
 	tok.Claims = claims
 	if err := v.checkIssuer(tok.Claims); err != nil {
-		return nil, reasoned(ReasonIssuer, err)
+		return nil, reasoned(reasonIssuer, err)
 	}
 	if err := v.checkTimes(tok.Claims); err != nil {
 		return nil, err
@@ -142,15 +142,15 @@ func (v *Verifier) checkIssuer(claims map[string]json.RawMessage) error {
 // checked and, unless the verifier has no keys, its signature verified.
 func (v *Verifier) verifyJWS(ctx context.Context, compact string) (*Token, []byte, error) {
 	if strings.Count(compact, ".") != 2 {
-		return nil, nil, reasoned(ReasonMalformed, ErrNotJWT)
+		return nil, nil, reasoned(reasonMalformed, errNotJWT)
 	}
 	parsed, err := parseCompact(compact)
 	if err != nil {
-		return nil, nil, reasoned(ReasonMalformed, fmt.Errorf("%w: %v", ErrNotJWT, err))
+		return nil, nil, reasoned(reasonMalformed, fmt.Errorf("%w: %v", errNotJWT, err))
 	}
 	tok, err := parsed.checkHeader()
 	if err != nil {
-		return nil, nil, reasoned(ReasonHeader, err)
+		return nil, nil, reasoned(reasonHeader, err)
 	}
 	if v.Keys == nil { // insecure_skip_verify
 		return tok, parsed.payload, nil
@@ -158,7 +158,7 @@ func (v *Verifier) verifyJWS(ctx context.Context, compact string) (*Token, []byt
 	alg := parsed.alg
 	keys, err := v.Keys.LookupKeys(ctx, tok.KeyID)
 	if err != nil {
-		return nil, nil, reasoned(ReasonKeysUnavailable, fmt.Errorf("looking up upstream keys: %w", err))
+		return nil, nil, reasoned(reasonKeysUnavailable, fmt.Errorf("looking up upstream keys: %w", err))
 	}
 	// The algorithm each key is tried with is the header's, now that
 	// checkHeader accepted it; keys published for another algorithm or for
@@ -183,9 +183,9 @@ func (v *Verifier) verifyJWS(ctx context.Context, compact string) (*Token, []byt
 		}
 	}
 	if tried == 0 {
-		return nil, nil, reasoned(ReasonUnknownKey, fmt.Errorf("no upstream key fits the token (kid %q, alg %s)", tok.KeyID, alg))
+		return nil, nil, reasoned(reasonUnknownKey, fmt.Errorf("no upstream key fits the token (kid %q, alg %s)", tok.KeyID, alg))
 	}
-	return nil, nil, reasoned(ReasonBadSignature, fmt.Errorf("token signature does not verify against the upstream keys (kid %q, alg %s)", tok.KeyID, alg))
+	return nil, nil, reasoned(reasonBadSignature, fmt.Errorf("token signature does not verify against the upstream keys (kid %q, alg %s)", tok.KeyID, alg))
 }
 
 func (v *Verifier) checkTimes(claims map[string]json.RawMessage) error {
@@ -197,7 +197,7 @@ func (v *Verifier) checkTimes(claims map[string]json.RawMessage) error {
 	if errors.As(err, &r) {
 		return err
 	}
-	return reasoned(ReasonClaims, err)
+	return reasoned(reasonClaims, err)
 }
 
 func (v *Verifier) checkTimesOf(claims map[string]json.RawMessage) error {
@@ -214,14 +214,14 @@ func (v *Verifier) checkTimesOf(claims map[string]json.RawMessage) error {
 		return errors.New("token has no exp claim")
 	}
 	if !t.Before(exp.Add(v.Leeway)) {
-		return reasoned(ReasonExpired, fmt.Errorf("token expired at %s", exp.UTC().Format(time.RFC3339)))
+		return reasoned(reasonExpired, fmt.Errorf("token expired at %s", exp.UTC().Format(time.RFC3339)))
 	}
 	nbf, ok, err := numericDate(claims, "nbf")
 	if err != nil {
 		return err
 	}
 	if ok && t.Add(v.Leeway).Before(nbf) {
-		return reasoned(ReasonNotYetValid, fmt.Errorf("token is not valid before %s", nbf.UTC().Format(time.RFC3339)))
+		return reasoned(reasonNotYetValid, fmt.Errorf("token is not valid before %s", nbf.UTC().Format(time.RFC3339)))
 	}
 	return nil
 }
