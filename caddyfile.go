@@ -1,7 +1,6 @@
 package credentialsexchange
 
 import (
-	"os"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -94,8 +93,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.ModulesDir); err != nil {
 				return err
 			}
-			if fi, err := os.Stat(h.ModulesDir); err != nil || !fi.IsDir() {
-				return d.Errf("modules_dir %s is not a readable directory", h.ModulesDir)
+			if err := checkModulesDir(h.ModulesDir); err != nil {
+				return d.Err(err.Error())
 			}
 		case "fetch_allow":
 			args := d.RemainingArgs()

@@ -44,7 +44,7 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 		if p := recover(); p != nil {
 			rec.counted = true // whatever the request was, the bug is logged
 			rec.panicStack = zap.Stack("stack")
-			rec.fail(w, http.StatusInternalServerError, caddyhook.CodeServerError, "the token could not be issued",
+			rec.fail(w, http.StatusInternalServerError, codeServerError, "the token could not be issued",
 				fmt.Errorf("panic in the token exchange: %v", p))
 			err = nil
 		}
@@ -58,13 +58,13 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 		rec.counted = true
 		rec.clientID = basicClientID(r)
 		if errors.Is(err, errBodyTooLarge) {
-			rec.fail(w, http.StatusRequestEntityTooLarge, caddyhook.CodeInvalidRequest,
+			rec.fail(w, http.StatusRequestEntityTooLarge, codeInvalidRequest,
 				fmt.Sprintf("the token request body is larger than %d bytes", h.MaxBodySize), err)
 			return nil
 		}
 		// Caddy's error handling answers it, as before; the record
 		// counts it as the invalid_request it is.
-		rec.outcome, rec.code, rec.status, rec.cause = outcomeDenied, caddyhook.CodeInvalidRequest, http.StatusBadRequest, err
+		rec.outcome, rec.code, rec.status, rec.cause = outcomeDenied, codeInvalidRequest, http.StatusBadRequest, err
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
 	if req.grant == grantOther {
@@ -79,14 +79,14 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request, next caddyh
 		rec.audience = aud[0]
 	}
 	if req.grant == grantRefused {
-		rec.fail(w, http.StatusBadRequest, caddyhook.CodeInvalidRequest, req.refusal,
+		rec.fail(w, http.StatusBadRequest, codeInvalidRequest, req.refusal,
 			errors.New("token request refused; not forwarded"))
 		return nil
 	}
 
 	body, contentType, err := h.forwardBody(req)
 	if err != nil {
-		rec.fail(w, http.StatusBadRequest, caddyhook.CodeInvalidRequest, err.Error(), err)
+		rec.fail(w, http.StatusBadRequest, codeInvalidRequest, err.Error(), err)
 		return nil
 	}
 	restoreBody(r, body)
@@ -155,7 +155,7 @@ func (h *Handler) forward(r *http.Request, next caddyhttp.Handler) (up *capture,
 // writeUpstreamFailure answers a request whose upstream answer cannot be
 // used.
 func writeUpstreamFailure(w http.ResponseWriter) {
-	writeOAuthError(w, http.StatusBadGateway, caddyhook.CodeServerError,
+	writeOAuthError(w, http.StatusBadGateway, codeServerError,
 		"the authorization server's token response could not be processed")
 }
 

@@ -359,6 +359,9 @@ func (h *Handler) checkConfig() error {
 	if err := h.checkScripts(); err != nil {
 		return err
 	}
+	if err := checkModulesDir(h.ModulesDir); err != nil {
+		return err
+	}
 	n := 0
 	for _, set := range []bool{h.UpstreamJWKS != "", h.UpstreamKey != "", h.InsecureSkipVerify} {
 		if set {
@@ -410,7 +413,7 @@ func (h *Handler) checkConfig() error {
 	if h.SigningAlg != "" {
 		// Before OpenKeyring makes or writes any key with it.
 		if err := token.CheckGenerable(h.SigningAlg); err != nil {
-			return err
+			return fmt.Errorf("signing_alg %w", err)
 		}
 	}
 	if h.KeyPublishAhead < h.JWKSMaxAge {
@@ -541,6 +544,19 @@ func parseClaimsPolicy(s string) (caddyhook.ClaimsPolicy, error) {
 }
 
 // checkJSONBody checks a json_body value (set; Provision defaults it to form).
+// checkModulesDir is the modules_dir rule: a folder Caddy can read. The
+// engine reads it again when it loads the packages, but its errors do not
+// name the option.
+func checkModulesDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("modules_dir %s is not a readable directory", dir)
+	}
+	return nil
+}
+
 func checkJSONBody(v string) error {
 	switch v {
 	case "form", "keep":
