@@ -226,27 +226,16 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	if len(secrets) > 0 {
-		h.Secrets = maps.Clone(h.Secrets)
-		if h.Secrets == nil {
-			h.Secrets = map[string]string{}
-		}
-		for k, v := range secrets {
-			h.Secrets[k] = v[len(v)-1]
-		}
-	}
+	h.Secrets = overriddenBy(h.Secrets, secrets)
 	if h.Hook == "" && len(h.Actions) == 0 {
 		return caddy.ExitCodeFailedStartup, errors.New("--hook or --action (or a --config with a credentials_exchange) is required")
 	}
 
 	// The client, as Provision and hookInput read it, then the flags.
-	clients := map[string]ClientInfo{}
-	if h.ClientsFile != "" {
-		if clients, err = loadClientsFile(h.ClientsFile); err != nil {
-			return caddy.ExitCodeFailedStartup, err
-		}
+	clients, err := h.loadClients()
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
 	}
-	maps.Copy(clients, h.Clients)
 	info := clients[clientID]
 	if fl.Changed("client-name") {
 		info.Name = str("client-name")
@@ -258,15 +247,7 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	if len(metadata) > 0 {
-		info.Metadata = maps.Clone(info.Metadata)
-		if info.Metadata == nil {
-			info.Metadata = map[string]string{}
-		}
-		for k, v := range metadata {
-			info.Metadata[k] = v[len(v)-1]
-		}
-	}
+	info.Metadata = overriddenBy(info.Metadata, metadata)
 	upstreamClaims, err := keyValues("upstream-claim", arr("upstream-claim"))
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
@@ -430,10 +411,27 @@ func keyValues(flag string, args []string) (map[string][]string, error) {
 	return out, nil
 }
 
+// overriddenBy is m with the flags' name=value pairs over it (the last of
+// a repeated name wins), as a copy: m may be the config's own map. m itself
+// when no flag was given.
+func overriddenBy(m map[string]string, flags map[string][]string) map[string]string {
+	if len(flags) == 0 {
+		return m
+	}
+	out := maps.Clone(m)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for k, v := range flags {
+		out[k] = v[len(v)-1]
+	}
+	return out
+}
+
 // capFlag shortens a malformed flag value for the error message.
 func capFlag(a string) string {
 	if len(a) > 64 {
-		return a[:64] + "…"
+		return strings.ToValidUTF8(a[:64], "") + "…"
 	}
 	return a
 }
