@@ -109,12 +109,7 @@ func (d *Discovery) Get(ctx context.Context) (*Metadata, error) {
 	return cur, nil
 }
 
-func (d *Discovery) now() time.Time {
-	if d.Now != nil {
-		return d.Now()
-	}
-	return time.Now()
-}
+func (d *Discovery) now() time.Time { return clock(d.Now) }
 
 // metadataURLs returns where the metadata of issuer is looked for, in order:
 // OpenID Connect Discovery's (the well-known suffix appended to the issuer,

@@ -145,9 +145,6 @@ func OpenKeyring(ctx context.Context, cfg KeyringConfig) (*Keyring, error) {
 	if err := CheckGenerable(cfg.Alg); err != nil {
 		return nil, err
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	if cfg.RetainMax <= 0 {
 		cfg.RetainMax = defaultRetainMax
 	}
@@ -183,7 +180,7 @@ func (k *Keyring) Refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if k.changesDue(doc, k.cfg.Now()) || time.Duration(doc.MaxLifetime) < k.localMaxLifetime() {
+	if k.changesDue(doc, clock(k.cfg.Now)) || time.Duration(doc.MaxLifetime) < k.localMaxLifetime() {
 		return k.update(ctx, false)
 	}
 	return k.install(doc)
@@ -212,7 +209,7 @@ func (k *Keyring) update(ctx context.Context, create bool) error {
 			return err
 		}
 	}
-	now := k.cfg.Now()
+	now := clock(k.cfg.Now)
 	changed := false
 	if local := k.localMaxLifetime(); time.Duration(doc.MaxLifetime) < local {
 		doc.MaxLifetime, changed = duration(local), true
@@ -263,7 +260,7 @@ func (k *Keyring) addKey(doc *keyringDoc, activates time.Time) error {
 		return err
 	}
 	doc.Keys = append(doc.Keys, keyringKey{
-		KeyID: s.KeyID(), Alg: k.cfg.Alg, Private: priv, Created: k.cfg.Now(), Activates: activates,
+		KeyID: s.KeyID(), Alg: k.cfg.Alg, Private: priv, Created: clock(k.cfg.Now), Activates: activates,
 	})
 	return nil
 }
@@ -409,7 +406,7 @@ func (k *Keyring) install(doc keyringDoc) error {
 func (k *Keyring) Signer() *Signer {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	i := signingIndex(k.doc, k.cfg.Now())
+	i := signingIndex(k.doc, clock(k.cfg.Now))
 	if i < 0 {
 		// Only possible with a clock far behind the one that made the
 		// first key; sign with it rather than not at all.
@@ -434,7 +431,7 @@ func (k *Keyring) PublicKeys() []jwk.Key {
 func (k *Keyring) States() map[string]KeyState {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	now := k.cfg.Now()
+	now := clock(k.cfg.Now)
 	signing := signingIndex(k.doc, now)
 	out := map[string]KeyState{}
 	for i, key := range k.doc.Keys {

@@ -69,9 +69,13 @@ func (r *RemoteJWKS) LookupKeys(ctx context.Context, kid string) ([]jwk.Key, err
 	return found, nil
 }
 
-func (r *RemoteJWKS) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
+func (r *RemoteJWKS) now() time.Time { return clock(r.Now) }
+
+// clock reads a configurable clock: the Now fields of this package's types
+// are optional, and nil means time.Now.
+func clock(now func() time.Time) time.Time {
+	if now != nil {
+		return now()
 	}
 	return time.Now()
 }

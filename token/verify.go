@@ -201,11 +201,7 @@ func (v *Verifier) checkTimes(claims map[string]json.RawMessage) error {
 }
 
 func (v *Verifier) checkTimesOf(claims map[string]json.RawMessage) error {
-	now := time.Now
-	if v.Now != nil {
-		now = v.Now
-	}
-	t := now()
+	t := clock(v.Now)
 	exp, ok, err := numericDate(claims, "exp")
 	if err != nil {
 		return err
