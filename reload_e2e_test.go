@@ -3,9 +3,7 @@ package credentialsexchange_test
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -82,28 +80,9 @@ func TestReloadsLeaveNoGoroutines(t *testing.T) {
 	base := site{port: port}.url()
 	exchange := func() {
 		t.Helper()
-		var resp *http.Response
-		var err error
-		// A request racing the old server's shutdown right after a reload
-		// can meet a closed connection (EOF); that is Caddy's reload, not
-		// what is under test, so it is tried again on a new connection.
-		for try := 0; ; try++ {
-			req, _ := http.NewRequest(http.MethodPost, base+"/oauth/token",
-				strings.NewReader(url.Values{"grant_type": {"client_credentials"}}.Encode()))
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			req.SetBasicAuth("svc-billing", "billing-secret")
-			if resp, err = client.Do(req); err == nil {
-				break
-			} else if try == 3 {
-				t.Fatal(err)
-			}
-			client.CloseIdleConnections()
-			time.Sleep(50 * time.Millisecond)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("access_token")) {
-			t.Fatalf("exchange: %d %s", resp.StatusCode, body)
+		status, body := exchangeAcrossReload(t, client, base)
+		if status != http.StatusOK || !bytes.Contains(body, []byte("access_token")) {
+			t.Fatalf("exchange: %d %s", status, body)
 		}
 	}
 	// quiesce closes the kept-alive connections that are no leak of a

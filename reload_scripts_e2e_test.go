@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -43,33 +40,13 @@ func caddyReload(t *testing.T, args ...string) {
 // read without verification: what matters here is which script wrote it.
 func hookClaim(t *testing.T, base, name string) any {
 	t.Helper()
-	// A request that races the old server's shutdown right after a reload
-	// can meet a closed connection (EOF); that is Caddy's reload, not what
-	// is tested, so it is sent again on a new connection.
-	var resp *http.Response
-	var err error
-	for try := 0; ; try++ {
-		req, _ := http.NewRequest(http.MethodPost, base+"/oauth/token",
-			strings.NewReader(url.Values{"grant_type": {"client_credentials"}}.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth("svc-billing", "billing-secret")
-		req.Close = true
-		if resp, err = http.DefaultClient.Do(req); err == nil {
-			break
-		} else if try == 3 {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	// A fresh connection each time: the client keeps none to a server that
+	// a reload is about to replace.
+	status, body := exchangeAcrossReload(t, &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, base)
+	if status != http.StatusOK {
+		t.Fatalf("exchange: %d %s", status, body)
 	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("exchange: %d %s", resp.StatusCode, body)
-	}
-	r := rawResponse{status: resp.StatusCode, body: body}
+	r := rawResponse{status: status, body: body}
 	tok, err := jwt.Parse([]byte(tokenOf(t, r.body)), jwt.WithVerify(false), jwt.WithValidate(false))
 	if err != nil {
 		t.Fatal(err)

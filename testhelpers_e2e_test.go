@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -243,4 +244,33 @@ func startOAuthServer(t testing.TB, opts oauthserver.Options) *oauthserver.Serve
 	}
 	t.Cleanup(func() { _ = upstream.Close() })
 	return upstream
+}
+
+// exchangeAcrossReload sends svc-billing's client credentials request to
+// base with client and returns the status and body. A request that races
+// the old server's shutdown right after a reload can meet a closed
+// connection (EOF); that is Caddy's reload, not what the tests look at, so
+// it is sent again, on a new connection, up to three times.
+func exchangeAcrossReload(t *testing.T, client *http.Client, base string) (int, []byte) {
+	t.Helper()
+	for try := 0; ; try++ {
+		req, _ := http.NewRequest(http.MethodPost, base+"/oauth/token",
+			strings.NewReader(url.Values{"grant_type": {"client_credentials"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("svc-billing", "billing-secret")
+		resp, err := client.Do(req)
+		if err == nil {
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp.StatusCode, body
+		}
+		if try == 3 {
+			t.Fatal(err)
+		}
+		client.CloseIdleConnections()
+		time.Sleep(50 * time.Millisecond)
+	}
 }
