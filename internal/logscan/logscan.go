@@ -1,7 +1,10 @@
 // Package logscan finds tokens and secrets in log output: the check behind
 // the rule that no log line holds an access token, a client secret or a
-// secret's value. Test binaries capture everything they log with Capture
-// and fail when Scan finds anything in it.
+// secret's value. Test binaries capture what they log with Capture and
+// fail when Scan finds anything in it. What is captured is standard error
+// and the loggers made with Core, Tee or Logger; t.Log is not (the testing
+// package drops a passing test's t.Log output, and -v writes it to
+// standard output), so a test must not rely on t.Log being scanned.
 package logscan
 
 import (
