@@ -740,7 +740,7 @@ const (
 	outboundHTTPError = "http_error" // an answer with a status of 400 or more
 	outboundRefused   = "refused"    // not in fetch_allow, or a guarded address
 	outboundTimeout   = "timeout"    // the call's or the exchange's time ran out
-	outboundFailed    = "failed"     // anything else: the network, TLS, a bad request or answer
+	outboundFailed    = "failed"     // anything else: the network, TLS, a bad request or answer, an abort
 )
 
 func callOutcome(res *fetchResult, err error) string {

@@ -1,7 +1,10 @@
 // Package logscan finds tokens and secrets in log output: the check behind
 // the rule that no log line holds an access token, a client secret or a
-// secret's value. Test binaries capture everything they log with Capture
-// and fail when Scan finds anything in it.
+// secret's value. Test binaries capture what they log with Capture and
+// fail when Scan finds anything in it. What is captured is standard error
+// and the loggers made with Core, Tee or Logger; t.Log is not (the testing
+// package drops a passing test's t.Log output, and -v writes it to
+// standard output), so a test must not rely on t.Log being scanned.
 package logscan
 
 import (
@@ -229,17 +232,33 @@ func ConfiguredSecrets(glob string) []string {
 				out = append(out, string(m[1]))
 			}
 		}
-		// Secrets and ActionSecrets map literals, written on one line:
+		// Secrets and ActionSecrets map literals, on one line or many:
 		// every string value in them.
-		for _, line := range bytes.Split(src, []byte("\n")) {
-			if secretsMap.Match(line) {
-				for _, m := range mapValue.FindAllSubmatch(line, -1) {
-					out = append(out, string(m[1]))
-				}
+		for _, loc := range secretsMap.FindAllIndex(src, -1) {
+			for _, m := range mapValue.FindAllSubmatch(mapLiteral(src[loc[1]:]), -1) {
+				out = append(out, string(m[1]))
 			}
 		}
 	}
 	return out
+}
+
+// mapLiteral is the composite literal src starts with (a map's type, then
+// its braces), up to its closing brace or the end of src. Braces inside
+// its strings are counted too; the placeholders ({env.X}) are balanced.
+func mapLiteral(src []byte) []byte {
+	depth := 0
+	for i, c := range src {
+		switch c {
+		case '{':
+			depth++
+		case '}':
+			if depth--; depth == 0 {
+				return src[:i+1]
+			}
+		}
+	}
+	return src
 }
 
 // Main runs a test binary's tests with everything they log captured, then

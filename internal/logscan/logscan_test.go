@@ -87,6 +87,7 @@ func TestConfiguredSecrets(t *testing.T) {
 		"var b = `\n\tsecret TOKEN raw-string-value\n`\n" +
 		"var c = Config{Secrets: map[string]string{\"A\": \"map-value-1\", \"B\": \"{env.X}\"}}\n" +
 		"func f() { c.ActionSecrets = map[*Script]map[string]string{s: {\"K\": \"map-value-2\"}} }\n" +
+		"var e = Config{Secrets: map[string]string{\n\t\"A\": \"multi-line-value\",\n\t\"B\": \"{env.X}\",\n}, Other: map[string]string{\"x\": \"not-a-secret\"}}\n" +
 		"var d = oauthserver.Client{ID: \"x\", Secret: \"client-value\"}\n" +
 		"func g(t *testing.T) { t.Setenv(\"MY_SECRET\", \"env-value\") }\n" +
 		"// the secret A already specified, a secret of the test\n"
@@ -95,7 +96,7 @@ func TestConfiguredSecrets(t *testing.T) {
 	}
 	got := ConfiguredSecrets(filepath.Join(dir, "*_test.go"))
 	slices.Sort(got)
-	want := []string{"caddyfile-value", "client-value", "env-value", "map-value-1", "map-value-2", "raw-string-value"}
+	want := []string{"caddyfile-value", "client-value", "env-value", "map-value-1", "map-value-2", "multi-line-value", "raw-string-value"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("ConfiguredSecrets = %v, want %v", got, want)
 	}
