@@ -212,7 +212,7 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 
 	rec.clientID = exchangeClientID(tok, rec.clientID)
 	in := h.hookInput(r, req, tok, rec.clientID)
-	rec.audience, rec.scopeBefore, rec.hooked = in.Audience, in.Scope, true
+	rec.audience, rec.scopeBefore = in.Audience, in.Scope
 	start = time.Now()
 	result, err := h.engine.Run(r.Context(), in)
 	rec.scripts = time.Since(start)
