@@ -140,3 +140,33 @@ func TestPanicIsOneCountedServerError(t *testing.T) {
 		t.Errorf("the log line is %v, want outcome error with the stack", fields)
 	}
 }
+
+// TestNoRefreshTokenInAnyCase: the upstream's refresh token is dropped
+// (a refresh would mint tokens the hook never saw), and so is its scope,
+// whatever case the member is spelt in: a client reading the answer with
+// encoding/json matches "Refresh_Token" and "SCOPE" as refresh_token and
+// scope.
+func TestNoRefreshTokenInAnyCase(t *testing.T) {
+	up := newTestUpstream(t)
+	h := provision(t, &Handler{
+		Hook:       writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{})}`),
+		SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile,
+	})
+	next := &scriptedUpstream{status: 200, body: `{"access_token":"` + up.token(t, nil) +
+		`","token_type":"Bearer","Refresh_Token":"rt1","REFRESH_TOKEN":"rt2","SCOPE":"admin"}`}
+	rec := serve(t, h, next, formRequest(ccForm))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	var client struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+		Scope        string `json:"scope"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &client); err != nil {
+		t.Fatal(err)
+	}
+	if client.AccessToken == "" || client.RefreshToken != "" || client.Scope != "" {
+		t.Errorf("a Go client reads %+v from %s", client, rec.Body)
+	}
+}
