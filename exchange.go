@@ -193,7 +193,7 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 	// would reach the client unhooked.
 	rest := maps.Clone(resp)
 	delete(rest, "access_token")
-	delete(rest, "refresh_token")
+	deleteFold(rest, "refresh_token")
 	restJSON, err := jsonobject.Encode(rest)
 	if err != nil {
 		return nil, upstreamErrorf("upstream token response could not be re-encoded: %w", err)
@@ -212,7 +212,7 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 
 	rec.clientID = exchangeClientID(tok, rec.clientID)
 	in := h.hookInput(r, req, tok, rec.clientID)
-	rec.audience, rec.scopeBefore, rec.hooked = in.Audience, in.Scope, true
+	rec.audience, rec.scopeBefore = in.Audience, in.Scope
 	start = time.Now()
 	result, err := h.engine.Run(r.Context(), in)
 	rec.scripts = time.Since(start)
@@ -235,19 +235,31 @@ func (h *Handler) exchange(r *http.Request, req *tokenRequest, up *capture, rec 
 	} else {
 		resp["access_token"], _ = json.Marshal(signed)
 	}
-	if _, ok := resp["refresh_token"]; ok {
-		// The refresh grant is not hooked, so a refresh token would mint
-		// access tokens the hook never saw; RFC 6749 §4.4.3 says client
-		// credentials responses should not carry one anyway.
-		delete(resp, "refresh_token")
+	// The refresh grant is not hooked, so a refresh token would mint
+	// access tokens the hook never saw; RFC 6749 §4.4.3 says client
+	// credentials responses should not carry one anyway.
+	if deleteFold(resp, "refresh_token") {
 		h.logger.Debug("dropped the upstream's refresh_token from a client credentials response")
 	}
+	deleteFold(resp, "scope")
 	if len(result.Scope) > 0 {
 		resp["scope"], _ = json.Marshal(strings.Join(result.Scope, " "))
-	} else {
-		delete(resp, "scope")
 	}
 	return jsonobject.Encode(resp)
+}
+
+// deleteFold deletes every member named name in any case: a client that
+// reads the answer with encoding/json matches member names that way, so a
+// "Refresh_Token" or a "SCOPE" left behind would be read as the member
+// dropped or replaced.
+func deleteFold(resp map[string]json.RawMessage, name string) (deleted bool) {
+	for k := range resp {
+		if strings.EqualFold(k, name) {
+			delete(resp, k)
+			deleted = true
+		}
+	}
+	return deleted
 }
 
 // resign signs, with the proxy's key, the upstream's token amended with the

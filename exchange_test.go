@@ -10,6 +10,7 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -99,5 +100,73 @@ func TestUpstreamFailuresAre502(t *testing.T) {
 			}
 			checkErrorResponse(t, rec, "server_error")
 		})
+	}
+}
+
+// TestPanicIsOneCountedServerError: a panic in the exchange (here the
+// engine, gone) is a bug, but it still ends as it must: a 500 OAuth error
+// without a token, and exactly one log line (with the Go stack) and one
+// count, from serveToken's deferred finish.
+func TestPanicIsOneCountedServerError(t *testing.T) {
+	up := newTestUpstream(t)
+	h := provisionScopeHook(t, up)
+	h.engine = nil // Engine.Run panics on a nil engine
+	core, logs := observer.New(zapcore.InfoLevel)
+	h.logger = zap.New(core)
+	counter := metrics().exchanges.WithLabelValues(outcomeError, codeServerError)
+	count := func() float64 {
+		var m dto.Metric
+		if err := counter.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	before := count()
+
+	rec := serve(t, h, &scriptedUpstream{status: 200, body: tokenResponse(up.token(t, nil))}, formRequest(ccForm))
+	if rec.Code != http.StatusInternalServerError {
+		t.Fatalf("status %d, want 500: %s", rec.Code, rec.Body)
+	}
+	checkErrorResponse(t, rec, codeServerError)
+	if got := count() - before; got != 1 {
+		t.Errorf("counted %v times, want once", got)
+	}
+	lines := logs.FilterMessage("credentials exchange").All()
+	if len(lines) != 1 {
+		t.Fatalf("%d exchange log lines, want 1", len(lines))
+	}
+	fields := lines[0].ContextMap()
+	if fields["outcome"] != outcomeError || fields["stack"] == nil {
+		t.Errorf("the log line is %v, want outcome error with the stack", fields)
+	}
+}
+
+// TestNoRefreshTokenInAnyCase: the upstream's refresh token is dropped
+// (a refresh would mint tokens the hook never saw), and so is its scope,
+// whatever case the member is spelt in: a client reading the answer with
+// encoding/json matches "Refresh_Token" and "SCOPE" as refresh_token and
+// scope.
+func TestNoRefreshTokenInAnyCase(t *testing.T) {
+	up := newTestUpstream(t)
+	h := provision(t, &Handler{
+		Hook:       writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{})}`),
+		SigningKey: writeSigningKey(t), UpstreamKey: up.keyFile,
+	})
+	next := &scriptedUpstream{status: 200, body: `{"access_token":"` + up.token(t, nil) +
+		`","token_type":"Bearer","Refresh_Token":"rt1","REFRESH_TOKEN":"rt2","SCOPE":"admin"}`}
+	rec := serve(t, h, next, formRequest(ccForm))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	var client struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+		Scope        string `json:"scope"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &client); err != nil {
+		t.Fatal(err)
+	}
+	if client.AccessToken == "" || client.RefreshToken != "" || client.Scope != "" {
+		t.Errorf("a Go client reads %+v from %s", client, rec.Body)
 	}
 }

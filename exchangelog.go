@@ -26,9 +26,8 @@ type exchangeRecord struct {
 	// client credentials request, or one refused as ambiguous), not a
 	// grant passed through.
 	counted bool
-	// hooked is set when the hook's input was built: clientID, audience
-	// and scopeBefore are then those the hook saw.
-	hooked      bool
+	// clientID, audience and scopeBefore are those the hook saw once its
+	// input was built; scopeBefore is nil until then.
 	clientID    string
 	audience    string
 	scopeBefore []string
@@ -123,9 +122,7 @@ func (rec *exchangeRecord) finish(logger *zap.Logger, m *exchangeMetrics) {
 		zap.String("client_id", capField(rec.clientID, 256)),
 		zap.String("audience", capField(rec.audience, 512)),
 	)
-	if rec.hooked {
-		fields = append(fields, scopeField("scope_before", rec.scopeBefore))
-	}
+	fields = append(fields, scopeField("scope_before", rec.scopeBefore))
 	if rec.result != nil {
 		claims := make([]string, 0, len(rec.result.Claims))
 		for name := range rec.result.Claims {

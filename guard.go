@@ -37,7 +37,7 @@ func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddy
 		metrics().guardBlocked.Inc()
 		h.logger.Error("blocked a client credentials token that did not go through the hook",
 			zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("reason", why))
-		writeOAuthError(w, http.StatusBadGateway, "server_error",
+		writeOAuthError(w, http.StatusBadGateway, codeServerError,
 			"the authorization server issued a token for a request that was not recognised as a client credentials request")
 		return nil
 	}
