@@ -26,6 +26,9 @@ type Metadata struct {
 	Issuer string
 	// JWKSURI is the document's jwks_uri, an absolute http(s) URL.
 	JWKSURI string
+	// JWKSPath is the path of JWKSURI, parsed once here rather than on
+	// every request that asks whether it is the JWKS path.
+	JWKSPath string
 	// Source is the URL the document was read from.
 	Source string
 }
@@ -223,7 +226,7 @@ func parseMetadata(body []byte, issuer, source string) (*Metadata, error) {
 		// as the document that named them.
 		return nil, fmt.Errorf("metadata jwks_uri %.200q is http while the issuer is https", *doc.JWKSURI)
 	}
-	return &Metadata{Issuer: *doc.Issuer, JWKSURI: ju.String(), Source: source}, nil
+	return &Metadata{Issuer: *doc.Issuer, JWKSURI: ju.String(), JWKSPath: ju.Path, Source: source}, nil
 }
 
 // DiscoveredJWKS is the KeyProvider of a discovered jwks_uri: it looks the
