@@ -123,11 +123,10 @@ func (h *Handler) servedJWKSPath(m *token.Metadata) string {
 	if h.JWKSPath != "" {
 		return h.JWKSPath
 	}
-	u, err := url.Parse(m.JWKSURI)
-	if err != nil || u.Path == "" || u.Path == "/" {
+	if m.JWKSPath == "" || m.JWKSPath == "/" {
 		return ""
 	}
-	return u.Path
+	return m.JWKSPath
 }
 
 // isJWKSPath reports whether r asks for the merged JWKS.

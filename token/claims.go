@@ -116,13 +116,18 @@ func claimString(raw json.RawMessage) string {
 }
 
 // claimStrings reads a claim that is a string or an array of strings (aud,
-// scp); anything else reads as none.
+// scp); anything else reads as none. The array is tried first, so that
+// null (which encoding/json reads into a string as "") is none, and an
+// array with a member that is not a string is none as a whole, not its
+// string members with "" for the others.
 func claimStrings(raw json.RawMessage) []string {
+	var list []string
+	if json.Unmarshal(raw, &list) == nil {
+		return list
+	}
 	var one string
 	if json.Unmarshal(raw, &one) == nil {
 		return []string{one}
 	}
-	var list []string
-	_ = json.Unmarshal(raw, &list)
-	return list
+	return nil
 }

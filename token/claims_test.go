@@ -52,6 +52,8 @@ func TestTokenScope(t *testing.T) {
 		{"scp string", `{"scp":"a b"}`, `["a","b"]`, "scp"},
 		{"scp empty array", `{"scp":[]}`, `[]`, "scp"},
 		{"scp not a string or array", `{"scp":7}`, `[]`, "scp"},
+		{"scp array with a number", `{"scp":["a",1]}`, `[]`, "scp"},
+		{"scp null", `{"scp":null}`, `[]`, "scp"},
 		{"scope and scp: scope is read", `{"scope":"a","scp":["b"]}`, `["a"]`, "scope"},
 		{"no scope", `{"sub":"x"}`, `null`, "scope"},
 	} {
@@ -119,6 +121,8 @@ func TestTokenAudiences(t *testing.T) {
 		{"empty array", `{"aud":[]}`, nil},
 		{"not a string", `{"aud":7}`, nil},
 		{"an object", `{"aud":{"a":"b"}}`, nil},
+		{"null", `{"aud":null}`, nil},
+		{"array with a number", `{"aud":[1,"https://a"]}`, nil},
 		{"none", `{"sub":"x"}`, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

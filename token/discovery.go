@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -27,6 +26,9 @@ type Metadata struct {
 	Issuer string
 	// JWKSURI is the document's jwks_uri, an absolute http(s) URL.
 	JWKSURI string
+	// JWKSPath is the path of JWKSURI, parsed once here rather than on
+	// every request that asks whether it is the JWKS path.
+	JWKSPath string
 	// Source is the URL the document was read from.
 	Source string
 }
@@ -175,36 +177,20 @@ func (d *Discovery) fetch(ctx context.Context) (*Metadata, error) {
 var errWrongIssuer = errors.New("wrong issuer")
 
 func (d *Discovery) fetchOne(ctx context.Context, docURL string) (*Metadata, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, docURL, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
 	client := http.Client{Timeout: 10 * time.Second}
 	if d.Client != nil {
 		client = *d.Client
 	}
 	// A redirect would let another URL speak for the issuer.
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	body, err := getBounded(ctx, &client, docURL, maxMetadataSize, "metadata document", func(resp *http.Response) error {
 		if loc := resp.Header.Get("Location"); loc != "" && resp.StatusCode/100 == 3 {
-			return nil, fmt.Errorf("status %s, redirecting to %.200q: redirects are not followed; configure the issuer exactly as the server names itself", resp.Status, loc)
+			return fmt.Errorf("status %s, redirecting to %.200q: redirects are not followed; configure the issuer exactly as the server names itself", resp.Status, loc)
 		}
-		return nil, fmt.Errorf("status %s", resp.Status)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetadataSize+1))
+		return fmt.Errorf("status %s", resp.Status)
+	})
 	if err != nil {
 		return nil, err
-	}
-	if len(body) > maxMetadataSize {
-		return nil, fmt.Errorf("metadata document larger than %d bytes", maxMetadataSize)
 	}
 	return parseMetadata(body, d.Issuer, docURL)
 }
@@ -240,7 +226,7 @@ func parseMetadata(body []byte, issuer, source string) (*Metadata, error) {
 		// as the document that named them.
 		return nil, fmt.Errorf("metadata jwks_uri %.200q is http while the issuer is https", *doc.JWKSURI)
 	}
-	return &Metadata{Issuer: *doc.Issuer, JWKSURI: ju.String(), Source: source}, nil
+	return &Metadata{Issuer: *doc.Issuer, JWKSURI: ju.String(), JWKSPath: ju.Path, Source: source}, nil
 }
 
 // DiscoveredJWKS is the KeyProvider of a discovered jwks_uri: it looks the

@@ -128,31 +128,13 @@ func bounded(err error) error {
 }
 
 func (r *RemoteJWKS) get(ctx context.Context) ([]jwk.Key, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
 	client := r.Client
 	if client == nil {
 		client = http.DefaultClient
 	}
-	resp, err := client.Do(req)
+	body, err := getBounded(ctx, client, r.URL, maxJWKSSize, "JWKS", nil)
 	if err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("status %s", resp.Status)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(body) > maxJWKSSize {
-		return nil, fmt.Errorf("JWKS larger than %d bytes", maxJWKSSize)
 	}
 	set, err := jwk.Parse(body)
 	if err != nil {
@@ -175,4 +157,38 @@ func hasKID(keys []jwk.Key, kid string) bool {
 		}
 	}
 	return false
+}
+
+// getBounded GETs url as JSON with client, giving up after 10 seconds, and
+// returns the body of a 200 answer of at most limit bytes; what names the
+// document in the error for a larger one. Any other status is an error,
+// from notOK when it is set (it may say more about the answer), else the
+// status line.
+func getBounded(ctx context.Context, client *http.Client, url string, limit int, what string, notOK func(*http.Response) error) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		if notOK != nil {
+			return nil, notOK(resp)
+		}
+		return nil, fmt.Errorf("status %s", resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > limit {
+		return nil, fmt.Errorf("%s larger than %d bytes", what, limit)
+	}
+	return body, nil
 }
