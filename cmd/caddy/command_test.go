@@ -237,6 +237,28 @@ func TestRunAction(t *testing.T) {
 	}
 }
 
+// An --upstream-claim is a claim of the upstream token, and the hook reads
+// the token's client and scope from its claims as the handler does: a
+// client_id or scope given that way is the one the hook sees.
+func TestRunUpstreamClaimsReachTheHook(t *testing.T) {
+	dir := files(t, map[string]string{"hook.js": `module.exports = function (client, scope, audience, context, cb) {
+  cb(null, { "https://example.com/seen": [client.id, scope] });
+};
+`})
+	r := caddyRun(t, dir, nil, "credentials-exchange", "run", "--hook", "hook.js", "--client-id", "asked",
+		"--scope", "read:a", "--upstream-claim", `client_id="issued"`, "--upstream-claim", `scope="read:b write:c"`, "--json")
+	out := decodeRun(t, r)
+	if r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	if got := jsonOf(t, claim(t, out, "https://example.com/seen")); got != `["issued",["read:b","write:c"]]` {
+		t.Errorf("the hook saw %s", got)
+	}
+	if got := strings.Join(out.UpstreamScope, " "); got != "read:b write:c" {
+		t.Errorf("upstream scope %q", got)
+	}
+}
+
 // Claims the token does not get are listed with the reason: a restricted
 // name, a claim the upstream token already has, and, under the namespaced
 // policy, a name that is no URL.
