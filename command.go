@@ -115,6 +115,8 @@ The input:
   (a script that logs one prints it, as in the handler's log).
   --upstream-claim name=value (repeatable) is a claim of the upstream token,
   value as JSON (else a string): a custom claim of that name is dropped.
+  It replaces the claim the command made up, and the hook reads the token
+  as the handler does: an upstream client_id or scope is the one it sees.
 
 --config reads a Caddyfile (or JSON with --adapter json or a .json name),
 finds its credentials_exchange handler (--site <host> picks one by the
