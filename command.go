@@ -901,7 +901,8 @@ func cmdJWKS(cmd *cobra.Command, _ []string) (int, error) {
 }
 
 // publishedKeys is what the handler publishes for a key file: as signing_key
-// when it holds one private key, as publish_key otherwise.
+// when it holds one private key, as publish_key otherwise. The file is read
+// once; errors name it as --key.
 func publishedKeys(path, alg string) ([]jwk.Key, error) {
 	keys, err := readKeys("--key", path)
 	if err != nil {
@@ -909,16 +910,16 @@ func publishedKeys(path, alg string) ([]jwk.Key, error) {
 	}
 	if len(keys) == 1 {
 		if private, _ := jwk.IsPrivateKey(keys[0]); private {
-			s, err := loadSigner(path, alg)
+			s, err := token.NewSigner(keys[0], alg)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("--key %s: %w", path, err)
 			}
 			return []jwk.Key{s.PublicKey()}, nil
 		}
 	}
-	pubs, err := loadPublishKeys([]string{path})
+	pubs, err := token.PublishableKeys(keys)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--key %s: %w", path, err)
 	}
 	return pubs, nil
 }
