@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -113,6 +115,8 @@ The input:
   (a script that logs one prints it, as in the handler's log).
   --upstream-claim name=value (repeatable) is a claim of the upstream token,
   value as JSON (else a string): a custom claim of that name is dropped.
+  It replaces the claim the command made up, and the hook reads the token
+  as the handler does: an upstream client_id or scope is the one it sees.
 
 --config reads a Caddyfile (or JSON with --adapter json or a .json name),
 finds its credentials_exchange handler (--site <host> picks one by the
@@ -248,6 +252,8 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	info.Metadata = overriddenBy(info.Metadata, metadata)
+	clients[clientID] = info
+	h.clients = clients
 	upstreamClaims, err := keyValues("upstream-claim", arr("upstream-claim"))
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
@@ -256,13 +262,6 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-
-	var scope []string // nil: the token has no scope, the hook sees undefined
-	if fl.Changed("scope") {
-		scope = strings.Fields(str("scope")) // never nil: --scope "" is an empty scope
-	}
-	in := offlineInput(clientID, info, scope, str("audience"), host, body, upstreamClaims)
-	in.Request.IP = str("ip")
 
 	asJSON, _ := fl.GetBool("json")
 	out := &runReport{}
@@ -282,13 +281,16 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	h.engine = eng
-	in.Client.Tenant = h.tenant
 	if h.GeoIPDB != "" {
 		if h.geoip, err = openGeoIP(h.GeoIPDB); err != nil {
 			return caddy.ExitCodeFailedStartup, err
 		}
-		in.Request.GeoIP = h.geoip.lookup(in.Request.IP, logger)
 	}
+	var scope []string // nil: the token has no scope, the hook sees undefined
+	if fl.Changed("scope") {
+		scope = strings.Fields(str("scope")) // never nil: --scope "" is an empty scope
+	}
+	in := h.offlineInput(clientID, scope, str("audience"), host, str("ip"), body, upstreamClaims)
 
 	result, err := eng.Run(context.Background(), in)
 	if err != nil {
@@ -330,12 +332,13 @@ func scriptFault(err error, h *Handler) bool {
 	return false
 }
 
-// offlineInput builds the caddyhook.Input the handler's hookInput would build
-// for a token issued to clientID with scope and audience: the token's claims
-// are made up (sub, client_id, aud, scope, iat, exp, then upstreamClaims), so
-// that a custom claim the upstream token would carry is dropped as it is in
-// the handler.
-func offlineInput(clientID string, info ClientInfo, scope []string, audience, host string, body, upstreamClaims map[string][]string) *caddyhook.Input {
+// offlineInput is the caddyhook.Input hookInput builds for a token issued
+// to clientID with scope and audience, requested from ip at host: the
+// token's claims are made up (sub, client_id, aud, scope, iat, exp, then
+// upstreamClaims), so that a custom claim the upstream token would carry is
+// dropped as it is in the handler. It reads h.clients, h.tenant and h.geoip
+// as hookInput does.
+func (h *Handler) offlineInput(clientID string, scope []string, audience, host, ip string, body, upstreamClaims map[string][]string) *caddyhook.Input {
 	now := time.Now().Unix()
 	claims := map[string]json.RawMessage{}
 	set := func(name string, v any) { claims[name], _ = json.Marshal(v) }
@@ -380,18 +383,14 @@ func offlineInput(clientID string, info ClientInfo, scope []string, audience, ho
 	}
 	req := &tokenRequest{params: params}
 
-	return &caddyhook.Input{
-		Client:   caddyhook.Client{ID: clientID, Name: info.Name, Metadata: info.Metadata},
-		Scope:    scope,
-		Audience: audience,
-		Request: caddyhook.Request{
-			Method: "POST", Hostname: host,
-			UserAgent: "caddy credentials-exchange run", Body: req.hookBody(),
-		},
-		RequestedScopes: strings.Fields(req.stringParam("scope")),
-		GrantScopes:     grantScopes(info),
-		TokenClaims:     claims,
-	}
+	// The request as serveToken sees it: its host, user agent and the
+	// client's address Caddy's server sets.
+	r, _ := http.NewRequestWithContext(context.WithValue(context.Background(), caddyhttp.VarsCtxKey,
+		map[string]any{caddyhttp.ClientIPVarKey: ip}), http.MethodPost, "/", nil)
+	r.Host = host
+	r.Header.Set("User-Agent", "caddy credentials-exchange run")
+	tok := &token.Token{Claims: claims}
+	return h.hookInput(r, req, tok, exchangeClientID(tok, clientID))
 }
 
 // keyValues reads repeated name=value flags; a name given twice keeps both
@@ -902,7 +901,8 @@ func cmdJWKS(cmd *cobra.Command, _ []string) (int, error) {
 }
 
 // publishedKeys is what the handler publishes for a key file: as signing_key
-// when it holds one private key, as publish_key otherwise.
+// when it holds one private key, as publish_key otherwise. The file is read
+// once; errors name it as --key.
 func publishedKeys(path, alg string) ([]jwk.Key, error) {
 	keys, err := readKeys("--key", path)
 	if err != nil {
@@ -910,16 +910,16 @@ func publishedKeys(path, alg string) ([]jwk.Key, error) {
 	}
 	if len(keys) == 1 {
 		if private, _ := jwk.IsPrivateKey(keys[0]); private {
-			s, err := loadSigner(path, alg)
+			s, err := token.NewSigner(keys[0], alg)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("--key %s: %w", path, err)
 			}
 			return []jwk.Key{s.PublicKey()}, nil
 		}
 	}
-	pubs, err := loadPublishKeys([]string{path})
+	pubs, err := token.PublishableKeys(keys)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--key %s: %w", path, err)
 	}
 	return pubs, nil
 }

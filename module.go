@@ -543,7 +543,6 @@ func parseClaimsPolicy(s string) (caddyhook.ClaimsPolicy, error) {
 	return p, nil
 }
 
-// checkJSONBody checks a json_body value (set; Provision defaults it to form).
 // checkModulesDir is the modules_dir rule: a folder Caddy can read. The
 // engine reads it again when it loads the packages, but its errors do not
 // name the option.
@@ -557,6 +556,7 @@ func checkModulesDir(dir string) error {
 	return nil
 }
 
+// checkJSONBody checks a json_body value (set; Provision defaults it to form).
 func checkJSONBody(v string) error {
 	switch v {
 	case "form", "keep":

@@ -63,15 +63,21 @@ func TestStorageSharedByHandlerInstances(t *testing.T) {
 func TestValidation(t *testing.T) {
 	hook := writeScript(t, `module.exports=function(c,s,a,x,cb){cb(null,{})}`)
 	up := newTestUpstream(t)
-	cases := map[string]*Handler{
-		"publish ahead under max age":  {KeyPublishAhead: caddy.Duration(time.Minute), JWKSMaxAge: caddy.Duration(5 * time.Minute)},
-		"rotation under publish ahead": {KeyRotation: caddy.Duration(5 * time.Minute), KeyPublishAhead: caddy.Duration(10 * time.Minute)},
-		"rotation with signing_key":    {KeyRotation: caddy.Duration(time.Hour), SigningKey: writeSigningKey(t)},
-		"HS256 generated":              {SigningAlg: "HS256"},
-		"token_path not a path":        {TokenPath: "oauth/token"},
-		"upstream_jwks not a URL":      {UpstreamJWKS: "127.0.0.1:9096/jwks"},
+	// Each case names the rule that must refuse it, so that a case refused
+	// for another reason (a script, a key file) does not pass for it.
+	cases := map[string]struct {
+		h    *Handler
+		want string
+	}{
+		"publish ahead under max age":  {&Handler{KeyPublishAhead: caddy.Duration(time.Minute), JWKSMaxAge: caddy.Duration(5 * time.Minute)}, "key_publish_ahead (1m0s) must be at least jwks_max_age"},
+		"rotation under publish ahead": {&Handler{KeyRotation: caddy.Duration(5 * time.Minute), KeyPublishAhead: caddy.Duration(10 * time.Minute)}, "key_rotation (5m0s) must be longer than key_publish_ahead"},
+		"rotation with signing_key":    {&Handler{KeyRotation: caddy.Duration(time.Hour), SigningKey: writeSigningKey(t)}, "apply to generated keys"},
+		"HS256 generated":              {&Handler{SigningAlg: "HS256"}, "signing_alg"},
+		"token_path not a path":        {&Handler{TokenPath: "oauth/token"}, "must be paths starting with /"},
+		"upstream_jwks not a URL":      {&Handler{UpstreamJWKS: "127.0.0.1:9096/jwks"}, "must be an http:// or https:// URL"},
 	}
-	for name, h := range cases {
+	for name, tc := range cases {
+		h := tc.h
 		h.Hook = hook
 		if h.UpstreamJWKS == "" {
 			h.UpstreamKey = up.keyFile
@@ -81,8 +87,8 @@ func TestValidation(t *testing.T) {
 			err = h.Validate()
 		}
 		_ = h.Cleanup()
-		if err == nil {
-			t.Errorf("%s: accepted", name)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", name, err, tc.want)
 		}
 	}
 }

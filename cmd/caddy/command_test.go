@@ -237,6 +237,28 @@ func TestRunAction(t *testing.T) {
 	}
 }
 
+// An --upstream-claim is a claim of the upstream token, and the hook reads
+// the token's client and scope from its claims as the handler does: a
+// client_id or scope given that way is the one the hook sees.
+func TestRunUpstreamClaimsReachTheHook(t *testing.T) {
+	dir := files(t, map[string]string{"hook.js": `module.exports = function (client, scope, audience, context, cb) {
+  cb(null, { "https://example.com/seen": [client.id, scope] });
+};
+`})
+	r := caddyRun(t, dir, nil, "credentials-exchange", "run", "--hook", "hook.js", "--client-id", "asked",
+		"--scope", "read:a", "--upstream-claim", `client_id="issued"`, "--upstream-claim", `scope="read:b write:c"`, "--json")
+	out := decodeRun(t, r)
+	if r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	if got := jsonOf(t, claim(t, out, "https://example.com/seen")); got != `["issued",["read:b","write:c"]]` {
+		t.Errorf("the hook saw %s", got)
+	}
+	if got := strings.Join(out.UpstreamScope, " "); got != "read:b write:c" {
+		t.Errorf("upstream scope %q", got)
+	}
+}
+
 // Claims the token does not get are listed with the reason: a restricted
 // name, a claim the upstream token already has, and, under the namespaced
 // policy, a name that is no URL.
@@ -507,19 +529,19 @@ func TestRunConfigSites(t *testing.T) {
 	}
 }
 
-// jwksFromHandler loads a real Caddy with a credentials_exchange handler
-// and returns the JWKS it serves.
-func jwksFromHandler(t *testing.T, dir, directives string) []byte {
+// siteCaddyfile is a Caddyfile serving site on a free 127.0.0.1 port, with
+// admin off and storage in a temporary folder; site is the block's body.
+func siteCaddyfile(t *testing.T, site string) (caddyfile string, port int) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
+	port = ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
 	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	caddyfile := fmt.Sprintf(`{
+	return fmt.Sprintf(`{
 	admin off
 	auto_https off
 	persist_config off
@@ -531,22 +553,35 @@ func jwksFromHandler(t *testing.T, dir, directives string) []byte {
 
 http://127.0.0.1:%d {
 	bind 127.0.0.1
-	credentials_exchange {
-		hook %s
-		insecure_skip_verify
-		%s
-	}
-	respond 404
+%s}
+`, t.TempDir(), port, site), port
 }
-`, t.TempDir(), port, filepath.Join(dir, "hook.js"), strings.ReplaceAll(directives, "\n", "\n\t\t"))
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+
+// loadCaddyfile runs a real Caddy with caddyfile until the test ends.
+func loadCaddyfile(t *testing.T, caddyfile string) {
+	t.Helper()
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		t.Fatalf("adapting: %v\n%s", err, caddyfile)
 	}
 	if err := caddy.Load(cfg, true); err != nil {
 		t.Fatalf("loading: %v\n%s", err, caddyfile)
 	}
-	defer func() { _ = caddy.Stop() }()
+	t.Cleanup(func() { _ = caddy.Stop() })
+}
+
+// jwksFromHandler loads a real Caddy with a credentials_exchange handler
+// and returns the JWKS it serves.
+func jwksFromHandler(t *testing.T, dir, directives string) []byte {
+	t.Helper()
+	caddyfile, port := siteCaddyfile(t, fmt.Sprintf(`	credentials_exchange {
+		hook %s
+		insecure_skip_verify
+		%s
+	}
+	respond 404
+`, filepath.Join(dir, "hook.js"), strings.ReplaceAll(directives, "\n", "\n\t\t")))
+	loadCaddyfile(t, caddyfile)
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/.well-known/jwks.json", port))
 	if err != nil {
 		t.Fatal(err)
@@ -707,29 +742,9 @@ func TestRunAgreesWithHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = upstream.Close() })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
-	t.Setenv("XDG_DATA_HOME", t.TempDir())
-	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	t.Setenv("CADDYHOOK_TEST_SECRET", "from-env")
 
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-	storage file_system %s
-	log {
-		level ERROR
-	}
-}
-
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	credentials_exchange {
+	caddyfile, port := siteCaddyfile(t, fmt.Sprintf(`	credentials_exchange {
 		hook hook.js
 		action action.js
 		upstream_jwks %s/.well-known/jwks.json
@@ -742,8 +757,7 @@ http://127.0.0.1:%d {
 		}
 	}
 	reverse_proxy %s
-}
-`, t.TempDir(), port, upstream.URL, strings.TrimPrefix(upstream.URL, "http://"))
+`, upstream.URL, strings.TrimPrefix(upstream.URL, "http://")))
 	dir := files(t, map[string]string{
 		"Caddyfile": caddyfile,
 		"hook.js": `module.exports = function (client, scope, audience, context, cb) {
@@ -767,14 +781,7 @@ http://127.0.0.1:%d {
 	// Relative script paths resolve against the working directory, for
 	// Caddy as for the command.
 	t.Chdir(dir)
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = caddy.Stop() })
+	loadCaddyfile(t, caddyfile)
 
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "client_secret": {"client-secret"},
 		"scope": {"read:a"}, "audience": {"https://api.example.com"}}
