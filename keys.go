@@ -182,7 +182,7 @@ func (h *Handler) buildVerifier() (*token.Verifier, error) {
 	case h.UpstreamJWKS != "":
 		// A JWKS URL on the proxy's own host gets the proxy's keys merged
 		// in: they are never upstream keys.
-		v.Keys = token.ExcludeKeys{Keys: h.newRemoteJWKS(h.UpstreamJWKS), Own: h.publicKeys}
+		v.Keys = &token.ExcludeKeys{Keys: h.newRemoteJWKS(h.UpstreamJWKS), Own: h.publicKeys}
 	case h.UpstreamKey != "":
 		static, err := loadUpstreamKeys(h.UpstreamKey)
 		if err != nil {
@@ -194,7 +194,7 @@ func (h *Handler) buildVerifier() (*token.Verifier, error) {
 	case h.discovery != nil:
 		// A discovered jwks_uri is usually on the issuer's public host,
 		// which may well be this proxy.
-		v.Keys = token.ExcludeKeys{
+		v.Keys = &token.ExcludeKeys{
 			Keys: &token.DiscoveredJWKS{Discovery: h.discovery, New: h.newRemoteJWKS},
 			Own:  h.publicKeys,
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -268,10 +269,21 @@ type ExcludeKeys struct {
 	// Own returns the proxy's public keys; it is called on every lookup, so
 	// rotated keys are excluded as soon as they are published.
 	Own func() []jwk.Key
+
+	// thumbprints are those of the key objects seen, by object: the own
+	// keys (the signers') and a fetched upstream set are the same objects
+	// for many exchanges, and a thumbprint is the key's public material
+	// hashed, which costs more than the rest of the lookup.
+	mu          sync.Mutex
+	thumbprints map[jwk.Key]string
 }
 
+// maxThumbprints bounds ExcludeKeys' memory: each upstream refetch brings
+// new key objects, and the map starts over when it is full.
+const maxThumbprints = 256
+
 // LookupKeys implements KeyProvider.
-func (e ExcludeKeys) LookupKeys(ctx context.Context, kid string) ([]jwk.Key, error) {
+func (e *ExcludeKeys) LookupKeys(ctx context.Context, kid string) ([]jwk.Key, error) {
 	keys, err := e.Keys.LookupKeys(ctx, kid)
 	if err != nil || e.Own == nil {
 		return keys, err
@@ -282,23 +294,47 @@ func (e ExcludeKeys) LookupKeys(ctx context.Context, kid string) ([]jwk.Key, err
 	}
 	mine := make(map[string]bool, len(own))
 	for _, k := range own {
-		if tp, err := thumbprint(k); err == nil {
+		if tp := e.thumbprint(k); tp != "" {
 			mine[tp] = true
 		}
 	}
 	out := keys[:0:0]
 	for _, k := range keys {
-		tp, err := thumbprint(k)
-		if err != nil || mine[tp] {
-			continue
+		// A key whose thumbprint cannot be had cannot be shown not to be
+		// the proxy's: it is left out.
+		if tp := e.thumbprint(k); tp != "" && !mine[tp] {
+			out = append(out, k)
 		}
-		out = append(out, k)
 	}
 	return out, nil
+}
+
+// thumbprint is k's RFC 7638 thumbprint, "" when it has none, remembered
+// by key object. The map holds the object, so its identity cannot be
+// reused by another key while it is remembered.
+func (e *ExcludeKeys) thumbprint(k jwk.Key) string {
+	if k == nil || !reflect.TypeOf(k).Comparable() {
+		tp, _ := thumbprint(k)
+		return tp
+	}
+	e.mu.Lock()
+	tp, ok := e.thumbprints[k]
+	e.mu.Unlock()
+	if ok {
+		return tp
+	}
+	tp, _ = thumbprint(k)
+	e.mu.Lock()
+	if e.thumbprints == nil || len(e.thumbprints) >= maxThumbprints {
+		e.thumbprints = make(map[jwk.Key]string)
+	}
+	e.thumbprints[k] = tp
+	e.mu.Unlock()
+	return tp
 }
 
 // Interface guards
 var (
 	_ KeyProvider = (*DiscoveredJWKS)(nil)
-	_ KeyProvider = ExcludeKeys{}
+	_ KeyProvider = (*ExcludeKeys)(nil)
 )

@@ -263,7 +263,7 @@ func TestExcludeKeys(t *testing.T) {
 	// The proxy's key, published under another kid, is still its key.
 	renamed, _ := own.pub.PublicKey()
 	_ = renamed.Set(jwk.KeyIDKey, "up")
-	v := &Verifier{Keys: ExcludeKeys{
+	v := &Verifier{Keys: &ExcludeKeys{
 		Keys: StaticKeys{up.pub, own.pub, renamed},
 		Own:  func() []jwk.Key { return []jwk.Key{own.key} },
 	}}
@@ -311,5 +311,32 @@ func TestDiscoveredJWKS(t *testing.T) {
 	v2 := &Verifier{Keys: &DiscoveredJWKS{Discovery: d2, New: func(u string) *RemoteJWKS { return &RemoteJWKS{URL: u} }}}
 	if _, err := v2.Verify(ctx, k1.sign(t, jwa.RS256, k1.key, "k1", claims)); err == nil || !strings.Contains(err.Error(), "upstream discovery") {
 		t.Fatalf("without a document: %v", err)
+	}
+}
+
+// ExcludeKeys remembers thumbprints by key object, so a key that becomes
+// the proxy's after a lookup (a rotation) is excluded from the next one,
+// and the memory stays bounded however many key objects pass through.
+func TestExcludeKeysRemembersByObject(t *testing.T) {
+	up, own := newUpstream(t, "up"), newUpstream(t, "own")
+	current := []jwk.Key{}
+	e := &ExcludeKeys{Keys: StaticKeys{up.pub, own.pub}, Own: func() []jwk.Key { return current }}
+	ctx := context.Background()
+	if keys, _ := e.LookupKeys(ctx, "own"); len(keys) != 1 {
+		t.Fatalf("before the rotation, own's key is an upstream key: %d keys", len(keys))
+	}
+	current = []jwk.Key{own.key} // now the proxy's: published after a rotation
+	if keys, _ := e.LookupKeys(ctx, "own"); len(keys) != 0 {
+		t.Fatalf("after the rotation the proxy's key is still offered as upstream's")
+	}
+	for i := 0; i < 3*maxThumbprints; i++ {
+		clone, err := up.pub.Clone()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.thumbprint(clone)
+	}
+	if n := len(e.thumbprints); n > maxThumbprints {
+		t.Fatalf("%d thumbprints remembered", n)
 	}
 }
