@@ -7,12 +7,12 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caddyhook/caddyhook/caddyhook"
+	"github.com/caddyhook/caddyhook/internal/textcap"
 )
 
 // exchangeRecord gathers what one exchange did, for its one log line and
@@ -91,7 +91,7 @@ func (rec *exchangeRecord) replayed(up *capture) {
 		Error string `json:"error"`
 	}
 	if isJSON(up.header) && json.Unmarshal(up.body.Bytes(), &body) == nil {
-		rec.code = capField(body.Error, 64)
+		rec.code = textcap.Cap(body.Error, 64)
 	}
 	if rec.code == "" {
 		rec.code = "other"
@@ -119,8 +119,8 @@ func (rec *exchangeRecord) finish(logger *zap.Logger, m *exchangeMetrics) {
 	fields = append(fields,
 		zap.String("outcome", rec.outcome),
 		zap.Int("status", rec.status),
-		zap.String("client_id", capField(rec.clientID, 256)),
-		zap.String("audience", capField(rec.audience, 512)),
+		zap.String("client_id", textcap.Cap(rec.clientID, 256)),
+		zap.String("audience", textcap.Cap(rec.audience, 512)),
 	)
 	fields = append(fields, scopeField("scope_before", rec.scopeBefore))
 	if rec.result != nil {
@@ -141,10 +141,10 @@ func (rec *exchangeRecord) finish(logger *zap.Logger, m *exchangeMetrics) {
 	// The description and the cause may quote what the client or the
 	// upstream sent (a parameter's name, a Content-Type, a kid).
 	if rec.description != "" {
-		fields = append(fields, zap.String("error_description", capField(rec.description, maxLoggedError)))
+		fields = append(fields, zap.String("error_description", textcap.Cap(rec.description, maxLoggedError)))
 	}
 	if rec.cause != nil {
-		fields = append(fields, zap.String("cause", capField(rec.cause.Error(), maxLoggedError)))
+		fields = append(fields, zap.String("cause", textcap.Cap(rec.cause.Error(), maxLoggedError)))
 	}
 	if w := rec.where; w != nil {
 		fields = append(fields, zap.String("script", w.File), zap.Int("line", w.Line), zap.Int("column", w.Column),
@@ -163,7 +163,7 @@ func scopeField(key string, scope []string) zap.Field {
 	if scope == nil {
 		return zap.Skip()
 	}
-	return zap.String(key, capField(strings.Join(scope, " "), 2048))
+	return zap.String(key, textcap.Cap(strings.Join(scope, " "), 2048))
 }
 
 // durations are the exchange's steps, in seconds as Caddy logs durations;
@@ -215,19 +215,6 @@ func basicClientID(r *http.Request) string {
 
 // maxLoggedError bounds the error_description and cause of the log line.
 const maxLoggedError = 2048
-
-// capField bounds a value a client or upstream chose before it goes into a
-// log line, at a character boundary.
-func capField(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
 
 // Interface guards
 var (

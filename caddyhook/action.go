@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/caddyhook/caddyhook/internal/textcap"
 	"github.com/dop251/goja"
 	"go.uber.org/zap"
 )
@@ -226,7 +227,7 @@ func (a *actionAPI) setCustomClaim(call goja.FunctionCall) goja.Value {
 	switch {
 	case err != nil:
 		if _, tooLarge := err.(errJSONTooLarge); tooLarge {
-			a.overLimit(fmt.Errorf("custom claim %q is more than the %d bytes all custom claims may have", capText(name, 64), maxClaimsSize))
+			a.overLimit(fmt.Errorf("custom claim %q is more than the %d bytes all custom claims may have", textcap.Cap(name, 64), maxClaimsSize))
 		}
 		rethrow(r.vm, err)
 	case !ok:
@@ -270,7 +271,7 @@ func (a *actionAPI) addTargetScope(call goja.FunctionCall) goja.Value {
 	a.live()
 	s := a.str(call.Argument(0), "the scope")
 	if !validScope(s) {
-		throwTypeError(r.vm, fmt.Sprintf("%q is not a valid scope", capText(s, 64)))
+		throwTypeError(r.vm, fmt.Sprintf("%q is not a valid scope", textcap.Cap(s, 64)))
 	}
 	if !slices.Contains(r.scope, s) {
 		next := append(slices.Clip(r.scope), s)

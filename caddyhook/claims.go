@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddyhook/caddyhook/internal/textcap"
 	"go.uber.org/zap"
 )
 
@@ -104,7 +105,7 @@ func (p ClaimsPolicy) check(name string) (ok bool, reason string) {
 		}
 	}
 	if reservedHost(host) {
-		return false, "the namespace " + capText(host, 256) + " is reserved by Auth0"
+		return false, "the namespace " + textcap.Cap(host, 256) + " is reserved by Auth0"
 	}
 	return true, ""
 }
@@ -165,7 +166,7 @@ func checkNamespaced(name string) (bool, string) {
 		return false, "URL has no host"
 	}
 	if reservedHost(host) {
-		return false, "URL host " + capText(host, 256) + " is reserved by Auth0"
+		return false, "URL host " + textcap.Cap(host, 256) + " is reserved by Auth0"
 	}
 	return true, ""
 }
@@ -207,7 +208,7 @@ func newClaimWarnings(now func() time.Time) *claimWarnings {
 // warn logs that a script (named in log's fields) dropped claim, unless it
 // did within the last claimWarnEvery.
 func (w *claimWarnings) warn(log *zap.Logger, script, claim, why string) {
-	claim = capText(claim, 256)
+	claim = textcap.Cap(claim, 256)
 	now := w.now()
 	key := claimWarnKey{script, claim}
 	w.mu.Lock()
@@ -232,13 +233,13 @@ func (w *claimWarnings) warn(log *zap.Logger, script, claim, why string) {
 		w.mu.Unlock()
 		if overflow {
 			log.Warn("custom claims dropped under too many distinct names to log each; the next are not logged this minute",
-				zap.String("claim", claim), zap.String("reason", capText(why, 512)), zap.Int("distinct_names", maxClaimWarnKeys))
+				zap.String("claim", claim), zap.String("reason", textcap.Cap(why, 512)), zap.Int("distinct_names", maxClaimWarnKeys))
 		}
 		return
 	}
 	w.last[key] = now
 	w.mu.Unlock()
-	log.Warn("custom claim dropped", zap.String("claim", claim), zap.String("reason", capText(why, 512)))
+	log.Warn("custom claim dropped", zap.String("claim", claim), zap.String("reason", textcap.Cap(why, 512)))
 }
 
 // maxClaimsSize is Auth0's limit on the custom claims one token may carry.
@@ -310,7 +311,7 @@ func (r *run) dropClaim(log *scriptLog, name, why string) {
 		script = r.script.Name
 	}
 	if len(r.dropped) < maxDroppedReported {
-		r.dropped = append(r.dropped, DroppedClaim{Name: capText(name, 256), Reason: why, Script: script})
+		r.dropped = append(r.dropped, DroppedClaim{Name: textcap.Cap(name, 256), Reason: why, Script: script})
 	}
 	if r.droppedClaims <= maxDroppedClaimLogs {
 		r.eng.warnings.warn(log.logger(), script, name, why)
@@ -445,7 +446,7 @@ func (b *scopeBuilder) hasBytes(s []byte) bool {
 // too many, sets err.
 func (b *scopeBuilder) add(s string) {
 	if !validScope(s) {
-		b.err = fmt.Errorf("scope %q holds a character a scope token cannot have", capText(s, 64))
+		b.err = fmt.Errorf("scope %q holds a character a scope token cannot have", textcap.Cap(s, 64))
 		return
 	}
 	b.out = append(b.out, s)

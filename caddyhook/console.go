@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyhook/caddyhook/internal/textcap"
 	"github.com/dop251/goja"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -71,7 +72,7 @@ func (r *run) emit(level zapcore.Level, source string, text func(r *run) string)
 		return
 	}
 	r.consoleLines++
-	if ce := log.logger().Check(level, capText(text(r), maxLogMessage)); ce != nil {
+	if ce := log.logger().Check(level, textcap.Cap(text(r), maxLogMessage)); ce != nil {
 		ce.Write(zap.String("source", "console."+source))
 	}
 }
@@ -190,14 +191,14 @@ func (r *run) format(args []goja.Value) string {
 		}
 		b.WriteString(r.formatOne(a, maxLogMessage-b.Len()+1))
 	}
-	return capText(b.String(), maxLogMessage)
+	return textcap.Cap(b.String(), maxLogMessage)
 }
 
 func (r *run) formatOne(a goja.Value, room int) string {
 	room = max(room, 1)
 	switch v := a.(type) {
 	case *goja.Symbol:
-		return "Symbol(" + capText(v.String(), room) + ")"
+		return "Symbol(" + textcap.Cap(v.String(), room) + ")"
 	case *goja.Object:
 		text := "[object]"
 		if !r.alive() {

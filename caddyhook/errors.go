@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
+	"github.com/caddyhook/caddyhook/internal/textcap"
 	"github.com/dop251/goja"
 )
 
@@ -211,15 +211,15 @@ func primitiveText(v goja.Value, max int) string {
 		return ""
 	case goja.String:
 		if x.Length() > max {
-			// One character more than fits, so that capText marks the cut.
-			return capText(x.Substring(0, max+1).String(), max)
+			// One character more than fits, so that textcap.Cap marks the cut.
+			return textcap.Cap(x.Substring(0, max+1).String(), max)
 		}
-		return capText(x.String(), max)
+		return textcap.Cap(x.String(), max)
 	}
 	if goja.IsUndefined(v) || goja.IsNull(v) {
 		return ""
 	}
-	return capText(v.String(), max)
+	return textcap.Cap(v.String(), max)
 }
 
 // scriptString returns v when it is a primitive string; ok is false for
@@ -439,7 +439,7 @@ func (s *stackText) add(fn, file string, line, col int) bool {
 	if line == 1 && col > len(moduleHead) {
 		col -= len(moduleHead)
 	}
-	file = capText(file, 256) // a stack property's text is the script's
+	file = textcap.Cap(file, 256) // a stack property's text is the script's
 	if s.loc == nil {
 		s.loc = &Location{File: file, Line: line, Column: col}
 	}
@@ -453,7 +453,7 @@ func (s *stackText) add(fn, file string, line, col int) bool {
 	if fn == "" {
 		fn = "<anonymous>"
 	}
-	fmt.Fprintf(&s.b, "    at %s (%s:%d:%d)", capText(fn, 128), file, line, col)
+	fmt.Fprintf(&s.b, "    at %s (%s:%d:%d)", textcap.Cap(fn, 128), file, line, col)
 	s.n++
 	return true
 }
@@ -499,24 +499,7 @@ func cleanDescription(s string) string {
 		s = goType.ReplaceAllString(s, "")
 		s = goPointer.ReplaceAllString(s, "0x…")
 	}
-	return capText(strings.TrimSpace(s), maxDescription)
-}
-
-// capText cuts s to at most max bytes, at a character boundary, marking the
-// cut with an ellipsis (which counts towards max).
-func capText(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	const mark = "…"
-	cut := max - len(mark)
-	if cut < 0 {
-		cut = 0
-	}
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + mark
+	return textcap.Cap(strings.TrimSpace(s), maxDescription)
 }
 
 // gojaCause finds the goja error (or *Error) err wraps, unwrapping only

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caddyhook/caddyhook/internal/textcap"
 	"github.com/dop251/goja"
 	"github.com/dop251/goja_nodejs/buffer"
 	"go.uber.org/zap"
@@ -248,20 +249,20 @@ func loggable(u *url.URL) string {
 func shownURL(s string) string {
 	s = strings.TrimSpace(s)
 	if u, err := normalizeURL(s); err == nil {
-		return capText(loggable(u), 256)
+		return textcap.Cap(loggable(u), 256)
 	}
 	if u, err := url.Parse(slashesBeforeQuery(s)); err == nil && u.Scheme != "" && u.Host != "" && u.Opaque == "" {
 		out := strings.ToLower(u.Scheme) + "://"
 		if u.User != nil {
 			out += "…@"
 		}
-		return capText(out+u.Host+u.EscapedPath(), 256)
+		return textcap.Cap(out+u.Host+u.EscapedPath(), 256)
 	}
 	if !strings.Contains(s, "@") {
 		if i := strings.IndexAny(s, "?#"); i >= 0 {
 			s = s[:i]
 		}
-		return capText(s, 256)
+		return textcap.Cap(s, 256)
 	}
 	// An "@" where no parser finds userinfo: anything after the scheme
 	// may be a password.

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/caddyhook/caddyhook/internal/textcap"
 	"github.com/dop251/goja"
 	"github.com/dop251/goja_nodejs/buffer"
 	"github.com/dop251/goja_nodejs/require"
@@ -249,7 +250,7 @@ func (m *modules) versioned(id string) (string, error) {
 		return id, nil
 	}
 	unavailable := func(format string, args ...any) error {
-		return fmt.Errorf("module '%s' is not available: %s", capText(id, 256), fmt.Sprintf(format, args...))
+		return fmt.Errorf("module '%s' is not available: %s", textcap.Cap(id, 256), fmt.Sprintf(format, args...))
 	}
 	if (scope != "" && !packageSegment.MatchString(scope[1:])) || !packageSegment.MatchString(name) {
 		return "", unavailable("not a package name")
@@ -289,7 +290,7 @@ func (m *modules) versioned(id string) (string, error) {
 		return "", unavailable("modules_dir has %s without a version in its package.json", name)
 	}
 	if installed != version {
-		return "", unavailable("modules_dir has %s %s", name, cleanDescription(capText(installed, 64)))
+		return "", unavailable("modules_dir has %s %s", name, cleanDescription(textcap.Cap(installed, 64)))
 	}
 	path := filepath.ToSlash(dir)
 	if hasSub {

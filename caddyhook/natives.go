@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddyhook/caddyhook/internal/textcap"
 	"github.com/dop251/goja"
 	"github.com/dop251/goja_nodejs/buffer"
 	"github.com/google/uuid"
@@ -33,7 +34,7 @@ func newHash(vm *goja.Runtime, v goja.Value) func() hash.Hash {
 	}
 	h, ok := hashes[strings.ToLower(strings.ReplaceAll(name, "-", ""))]
 	if !ok {
-		panic(vm.NewGoError(fmt.Errorf("digest method %q is not supported (md5, sha1, sha224, sha256, sha384, sha512)", capText(name, 64))))
+		panic(vm.NewGoError(fmt.Errorf("digest method %q is not supported (md5, sha1, sha224, sha256, sha384, sha512)", textcap.Cap(name, 64))))
 	}
 	return h
 }

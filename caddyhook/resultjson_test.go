@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/caddyhook/caddyhook/internal/textcap"
 )
 
 // resultJSONCases are texts the result readers must read as encoding/json
@@ -105,7 +107,7 @@ func parseScopeReference(raw json.RawMessage) ([]string, error) {
 			continue
 		}
 		if !validScope(s) {
-			return nil, fmt.Errorf("scope %q holds a character a scope token cannot have", capText(s, 64))
+			return nil, fmt.Errorf("scope %q holds a character a scope token cannot have", textcap.Cap(s, 64))
 		}
 		seen[s] = true
 		out = append(out, s)

@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
-	"unicode/utf8"
 
+	"github.com/caddyhook/caddyhook/internal/textcap"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 )
 
@@ -106,17 +106,7 @@ const maxErrorText = 1024
 // error it wraps is still there for errors.Is and errors.As.
 type boundedError struct{ err error }
 
-func (e boundedError) Error() string {
-	s := e.err.Error()
-	if len(s) <= maxErrorText {
-		return s
-	}
-	cut := maxErrorText
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
+func (e boundedError) Error() string { return textcap.Cap(e.err.Error(), maxErrorText) }
 
 func (e boundedError) Unwrap() error { return e.err }
 
