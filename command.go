@@ -274,7 +274,7 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 	if err != nil {
 		// A script that does not compile or whose top level throws is the
 		// script's fault, not the command line's.
-		if scriptFault(err, h) {
+		if se := (*caddyhook.ScriptError)(nil); errors.As(err, &se) {
 			out.fail(ExitCodeScriptError, "error", codeServerError, err.Error(), "")
 			return out.print(cmd.OutOrStdout(), asJSON)
 		}
@@ -313,23 +313,6 @@ func cmdRun(cmd *cobra.Command, _ []string) (int, error) {
 	}
 	out.issued(in, result)
 	return out.print(cmd.OutOrStdout(), asJSON)
-}
-
-// scriptFault tells an error of buildEngine that is a script's (it does not
-// compile, its top level throws, it exports no entry point: caddyhook
-// starts those with the script's name) from a config problem such as a
-// missing file (compileFile's "reading script: …") or an unknown policy.
-func scriptFault(err error, h *Handler) bool {
-	msg := err.Error()
-	if strings.HasPrefix(msg, "running top level: ") {
-		return true
-	}
-	for _, name := range append([]string{h.Hook}, h.Actions...) {
-		if name != "" && strings.HasPrefix(msg, name+": ") {
-			return true
-		}
-	}
-	return false
 }
 
 // offlineInput is the caddyhook.Input hookInput builds for a token issued

@@ -287,14 +287,14 @@ func (e *Engine) warmUp() (err error) {
 			if _, isInterrupt := gojaCause(loadErr).(*goja.InterruptedError); isInterrupt && ctx.Err() != nil {
 				loadErr = fmt.Errorf("the top level took longer than %s (its time limit at load is the smaller of %s and the run's time limit)", limit, topLevelTimeout)
 			}
-			return fmt.Errorf("%s: running top level: %s", s.Name, describeLoadError(w.vm, loadErr))
+			return scriptFault(fmt.Errorf("%s: running top level: %s", s.Name, describeLoadError(w.vm, loadErr)))
 		}
 		if exportErr != nil {
 			return exportErr
 		}
 	}
 	if r.fault != nil { // a microtask of the top level threw
-		return fmt.Errorf("running top level: %s", r.fault.Description)
+		return scriptFault(fmt.Errorf("running top level: %s", r.fault.Description))
 	}
 	if w.loop.pendingRef() {
 		// Every runtime's top level will leave the same: none is ever

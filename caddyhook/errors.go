@@ -49,6 +49,19 @@ type Location struct {
 // thousands of frames into one log line.
 const maxStackFrames = 16
 
+// ScriptError is a failure that is the script's own, found when it is
+// compiled or loaded: it is too large or does not compile, its top level
+// throws or runs past its time limit, or it exports no entry point. A
+// caller tells it from a configuration problem (a missing file, an unknown
+// policy) with errors.As; its text is the error's.
+type ScriptError struct{ err error }
+
+func (e *ScriptError) Error() string { return e.err.Error() }
+
+func (e *ScriptError) Unwrap() error { return e.err }
+
+func scriptFault(err error) error { return &ScriptError{err} }
+
 func (e *Error) Error() string {
 	return e.Code + ": " + e.Description
 }

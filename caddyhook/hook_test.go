@@ -349,3 +349,30 @@ func sameSet(a, b []string) bool {
 	}
 	return true
 }
+
+// TestScriptErrorIsTheScripts: the failures that are the script's own (a
+// syntax error, no entry point, a top level that throws) are ScriptErrors,
+// so a caller tells them from configuration problems without reading their
+// text; a configuration problem is not one.
+func TestScriptErrorIsTheScripts(t *testing.T) {
+	var se *ScriptError
+	if _, err := Compile("bad.js", []byte("module.exports = function ( {"), HookKind); !errors.As(err, &se) {
+		t.Errorf("syntax error: %v is not a ScriptError", err)
+	}
+	noEntry, err := Compile("none.js", []byte("module.exports = 1;"), HookKind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	throws, err := Compile("throws.js", []byte("throw new Error('at load');"), HookKind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*Script{noEntry, throws} {
+		if _, err := NewEngine(Config{Hook: s, Timeout: time.Second, Logger: zap.NewNop()}); !errors.As(err, &se) {
+			t.Errorf("%s: %v is not a ScriptError", s.Name, err)
+		}
+	}
+	if _, err := NewEngine(Config{Timeout: time.Second, Logger: zap.NewNop()}); err == nil || errors.As(err, &se) {
+		t.Errorf("no script configured: %v, want a configuration error", err)
+	}
+}

@@ -43,15 +43,15 @@ const (
 // top level may require modules that only the engine can provide.
 func Compile(name string, src []byte, kind Kind) (*Script, error) {
 	if len(src) > maxScriptSize {
-		return nil, fmt.Errorf("%s: script is %d bytes, larger than the %d allowed", name, len(src), maxScriptSize)
+		return nil, scriptFault(fmt.Errorf("%s: script is %d bytes, larger than the %d allowed", name, len(src), maxScriptSize))
 	}
 	prog, err := goja.Compile(name, moduleHead+string(src)+moduleTail, false)
 	if err != nil {
 		var syn *goja.CompilerSyntaxError
 		if errors.As(err, &syn) {
-			return nil, fmt.Errorf("%s: does not compile: %s", name, syn.Error())
+			return nil, scriptFault(fmt.Errorf("%s: does not compile: %s", name, syn.Error()))
 		}
-		return nil, fmt.Errorf("%s: does not compile: %v", name, err)
+		return nil, scriptFault(fmt.Errorf("%s: does not compile: %v", name, err))
 	}
 	return &Script{Name: name, Kind: kind, prog: prog}, nil
 }
@@ -86,12 +86,12 @@ func (s *Script) entry(vm *goja.Runtime, exports goja.Value) (goja.Callable, err
 		if f, ok := goja.AssertFunction(fn); ok {
 			return f, nil
 		}
-		return nil, fmt.Errorf("%s: an action must export onExecuteCredentialsExchange: exports.onExecuteCredentialsExchange = async (event, api) => { ... }", s.Name)
+		return nil, scriptFault(fmt.Errorf("%s: an action must export onExecuteCredentialsExchange: exports.onExecuteCredentialsExchange = async (event, api) => { ... }", s.Name))
 	default:
 		if f, ok := goja.AssertFunction(exports); ok {
 			return f, nil
 		}
-		return nil, fmt.Errorf("%s: a hook must export a function: module.exports = function (client, scope, audience, context, cb) { ... }", s.Name)
+		return nil, scriptFault(fmt.Errorf("%s: a hook must export a function: module.exports = function (client, scope, audience, context, cb) { ... }", s.Name))
 	}
 }
 
